@@ -1,0 +1,128 @@
+"""Our checkpoint series format: one safetensors file per training step plus a JSON manifest.
+
+Layout of a series directory::
+
+    <series>/manifest.json              SeriesManifest below (config, task recipe, seed, steps, history)
+    <series>/step_000025.safetensors    the TransformerLens state dict at step 25
+
+Listing a series reads only the manifest, never weights. Files are written to a temporary name and
+renamed, so a crash never leaves a half-written checkpoint or manifest behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, Field
+from safetensors.torch import load_file, save_file
+
+from phasescope.errors import CheckpointNotFound, ModelLoadError
+
+__all__ = [
+    "MANIFEST_NAME",
+    "SERIES_FORMAT",
+    "SeriesManifest",
+    "atomic_write_bytes",
+    "checkpoint_filename",
+    "is_series_dir",
+    "load_series_state_dict",
+    "read_manifest",
+    "write_manifest",
+    "write_series_checkpoint",
+]
+
+MANIFEST_NAME = "manifest.json"
+SERIES_FORMAT = "phasescope.series/1"
+
+
+class SeriesManifest(BaseModel):
+    """What a series directory holds, readable without loading any weights."""
+
+    format: str = SERIES_FORMAT
+    name: str
+    config: dict[str, Any] = Field(description="HookedTransformerConfig keyword arguments.")
+    task: dict[str, Any] = Field(default_factory=dict, description="Data recipe the series was trained on.")
+    seed: int = 0
+    steps: list[int] = Field(default_factory=list)
+    history: list[dict[str, float]] = Field(
+        default_factory=list, description="Per-step training record: step, train_loss, eval_loss, ..."
+    )
+    training: dict[str, Any] = Field(default_factory=dict, description="Optimiser and schedule settings.")
+
+
+def checkpoint_filename(step: int) -> str:
+    """File name of the checkpoint at ``step``."""
+    return f"step_{step:06d}.safetensors"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (atomic on POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def is_series_dir(path: Path) -> bool:
+    """True when ``path`` holds a phasescope series manifest."""
+    return (path / MANIFEST_NAME).is_file()
+
+
+def read_manifest(series_dir: Path) -> SeriesManifest:
+    """Read and validate a series manifest (no weights are touched)."""
+    path = series_dir / MANIFEST_NAME
+    try:
+        return SeriesManifest.model_validate_json(path.read_text())
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"no {MANIFEST_NAME} in {series_dir}") from exc
+    except ValueError as exc:
+        raise ModelLoadError(f"{path} is not a valid phasescope manifest: {exc}") from exc
+
+
+def write_manifest(series_dir: Path, manifest: SeriesManifest) -> None:
+    """Write the manifest atomically."""
+    payload = json.dumps(manifest.model_dump(mode="json"), indent=1).encode()
+    atomic_write_bytes(series_dir / MANIFEST_NAME, payload)
+
+
+def write_series_checkpoint(series_dir: Path, step: int, state_dict: dict[str, torch.Tensor]) -> Path:
+    """Save one step's state dict as safetensors, atomically; returns the file's path."""
+    path = series_dir / checkpoint_filename(step)
+    series_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=series_dir, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        # safetensors refuses shared or non-contiguous storage: give it plain copies.
+        save_file({k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_series_state_dict(series_dir: Path, step: int, manifest: SeriesManifest | None = None) -> dict:
+    """Load the state dict at ``step`` from a series directory (safetensors only, never pickle)."""
+    manifest = manifest or read_manifest(series_dir)
+    if step not in manifest.steps:
+        raise CheckpointNotFound(
+            f"{manifest.name} has no checkpoint at step {step}",
+            field="checkpoints",
+            choices=manifest.steps,
+            model=manifest.name,
+            checkpoint=step,
+        )
+    path = series_dir / checkpoint_filename(step)
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is listed in the manifest but missing on disk", checkpoint=step)
+    return load_file(str(path))

@@ -1,0 +1,77 @@
+"""One Settings object, read from the environment (prefix ``PHASESCOPE_``) and ``.env``.
+
+Every setting is documented with its unit. ``REDIS_URL`` is read without the prefix because that is
+the name every Redis tool and docker-compose file already uses.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PHASESCOPE_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path.home() / ".phasescope",
+        description="Root of everything phasescope writes: zoo series, results store, embedded Redis.",
+    )
+    model_roots: list[Path] = Field(
+        default_factory=list,
+        description="Directories local model paths may resolve under (JSON list or ':'-separated). "
+        "The zoo directory and <data_dir>/models are always allowed.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "PHASESCOPE_REDIS_URL"),
+        description="External Redis (redis://host:port/db). Unset: an embedded redis-server under data_dir.",
+    )
+    api_token: str | None = Field(
+        default=None, description="When set, write endpoints require 'Authorization: Bearer <token>'."
+    )
+    device: str = Field(default="auto", description="'auto' (cuda when available), 'cpu' or 'cuda[:n]'.")
+    torch_threads: int = Field(default=0, ge=0, description="CPU threads for torch; 0 = number of cores.")
+
+    # Limits on what one analysis may ask for (each is checked by phasescope.schemas).
+    max_checkpoints: int = Field(default=500, ge=1, description="Checkpoints per analysis.")
+    max_texts: int = Field(default=256, ge=1, description="Input texts per analysis.")
+    max_text_chars: int = Field(default=20_000, ge=1, description="Characters per input text.")
+    max_prompts: int = Field(default=256, ge=1, description="Prompts (sequences) measured per checkpoint.")
+    max_seq_len: int = Field(default=1024, ge=2, description="Tokens per prompt.")
+    max_beta_points: int = Field(default=400, ge=3, description="Points on the thermodynamic beta grid.")
+
+    @field_validator("model_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        # Accept the shell-friendly PATH style as well as a JSON list.
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [p for p in value.split(":") if p]
+        return value
+
+    @property
+    def zoo_dir(self) -> Path:
+        """Where zoo series are trained to and loaded from."""
+        return self.data_dir / "zoo"
+
+    @property
+    def store_dir(self) -> Path:
+        """The results store (see docs/architecture.md for its layout)."""
+        return self.data_dir / "results"
+
+    @property
+    def allowed_roots(self) -> list[Path]:
+        """Every directory a local model path may resolve under, made absolute and real."""
+        roots = [self.zoo_dir, self.data_dir / "models", *self.model_roots]
+        return [Path(r).expanduser().resolve() for r in roots]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests clear it with ``get_settings.cache_clear()``)."""
+    return Settings()
