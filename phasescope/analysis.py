@@ -1,0 +1,238 @@
+"""Measure one checkpoint: one forward pass with hooks, then the pure measures on what it captured.
+
+This is the worker path and the CLI path alike (``phasescope analyze`` loops it over checkpoints in
+one process; RQ workers run it once per job). Only the pre-softmax scores are captured, never a full
+activation cache: patterns are their softmax, computed once in float64.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from phasescope.errors import InvalidRequest
+from phasescope.inputs import Batch, repeated_random_tokens
+from phasescope.models import LoadedModel
+from phasescope.schemas import InputSpec, MeasureParams
+from phasescope.tables import concat_tables
+
+__all__ = [
+    "build_batch",
+    "capture_attention",
+    "measure_checkpoint",
+    "model_weights",
+    "pick_device",
+    "run_local",
+]
+
+DEFAULT_TEXT_PROMPTS = 16
+
+
+def pick_device(setting: str = "auto") -> str:
+    """'auto' → cuda when a GPU is visible, else cpu; anything else is taken as given."""
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return setting
+
+
+def _n_ctx(loaded: LoadedModel) -> int:
+    return int(loaded.model.cfg.n_ctx)
+
+
+def build_batch(loaded: LoadedModel, inputs: InputSpec) -> Batch:
+    """The prompts a checkpoint is measured on.
+
+    Zoo series use their task's own evaluation data (first ``n_prompts`` of it when given). Language
+    models use the texts (or ``phasescope.texts.BUILTIN_TEXTS``), tokenised, joined and cut into
+    ``n_prompts`` prompts of exactly ``seq_len`` tokens so that nothing is padded. A model without a
+    tokenizer is measured on repeated random token blocks.
+    """
+    if loaded.task and inputs.texts is None:
+        from phasescope.zoo import eval_batch
+
+        return eval_batch(loaded.task, n=inputs.n_prompts, seed=None)
+    n_prompts = inputs.n_prompts or DEFAULT_TEXT_PROMPTS
+    seq_len = min(inputs.seq_len, _n_ctx(loaded))
+    vocab = int(loaded.model.cfg.d_vocab)
+    if loaded.tokenizer is None:
+        if inputs.texts is not None:
+            raise InvalidRequest(
+                f"{loaded.ref.spec} has no tokenizer, so it cannot read texts; leave texts empty to measure "
+                "it on random token blocks",
+                field="inputs.texts",
+            )
+        return repeated_random_tokens(n_prompts, seq_len // 2, vocab, inputs.seed)
+    from phasescope.texts import BUILTIN_TEXTS
+
+    texts = inputs.texts if inputs.texts is not None else BUILTIN_TEXTS
+    tok = loaded.tokenizer
+    ids: list[int] = []
+    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    for text in texts:
+        if bos is not None:
+            ids.append(int(bos))
+        ids.extend(int(i) for i in tok(text, add_special_tokens=False)["input_ids"])
+    if len(ids) < seq_len:
+        raise InvalidRequest(
+            f"the texts hold {len(ids)} tokens, fewer than one prompt of seq_len={seq_len}: give more text or "
+            "a smaller seq_len",
+            field="inputs.texts",
+        )
+    stream = torch.tensor(ids, dtype=torch.long)
+    n_avail = len(ids) // seq_len
+    if n_avail >= n_prompts:
+        # Spread the prompts over the whole stream, chosen by the seed, not just its beginning.
+        gen = torch.Generator().manual_seed(inputs.seed)
+        starts = torch.randperm(n_avail, generator=gen)[:n_prompts].sort().values * seq_len
+    else:
+        starts = torch.arange(n_avail) * seq_len
+    tokens = torch.stack([stream[s : s + seq_len] for s in starts.tolist()])
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    mask[:, 0] = False
+    return Batch(tokens, mask, description=f"{len(tokens)} prompts of {seq_len} tokens from {len(texts)} texts")
+
+
+def _scores_hook_names(model: Any) -> list[str]:
+    n_layers = int(model.cfg.n_layers)
+    names = [f"blocks.{i}.attn.hook_attn_scores" for i in range(n_layers)]
+    if not all(n in model.hook_dict for n in names):
+        from phasescope.hf_models import attention_hook_names
+
+        names = list(attention_hook_names(model)[0])
+    return names
+
+
+@torch.inference_mode()
+def capture_attention(model: Any, tokens: Tensor, want_logits: bool = True) -> tuple[Tensor | None, Tensor]:
+    """Run the model once, keeping only the pre-softmax attention scores.
+
+    Returns:
+        ``(logits [batch seq vocab] or None, scores [layer batch head query key])`` — scores as the
+        model computed them (its own 1/sqrt(d_head) scale, −inf at masked keys).
+    """
+    names = _scores_hook_names(model)
+    captured: dict[str, Tensor] = {}
+
+    def keep(tensor: Tensor, hook: Any) -> None:
+        captured[hook.name] = tensor.detach()
+
+    with model.hooks(fwd_hooks=[(n, keep) for n in names]):
+        # return_type "loss"/None would skip the unembed; we need logits only for the loss measure.
+        logits = model(tokens, return_type="logits" if want_logits else None)
+    scores = torch.stack([captured[n] for n in names])
+    return logits, scores
+
+
+def model_weights(model: Any) -> dict[str, Tensor]:
+    """The weight matrices whose spectra we report, in TransformerLens layout."""
+    weights: dict[str, Tensor] = {}
+    for name in ("W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_E", "W_pos", "W_U"):
+        try:
+            value = getattr(model, name)
+        except (AttributeError, IndexError, KeyError, TypeError):
+            continue
+        if isinstance(value, Tensor) and value.ndim >= 2:
+            weights[name] = value.detach()
+    return weights
+
+
+def measure_checkpoint(
+    loaded: LoadedModel,
+    measures: Iterable[str],
+    inputs: InputSpec,
+    params: MeasureParams | None = None,
+    batch: Batch | None = None,
+) -> pd.DataFrame:
+    """Every requested activation measure on one checkpoint, as one tidy table."""
+    from phasescope.measures.entropy import entropy_table
+    from phasescope.measures.heads import heads_table
+    from phasescope.measures.loss import loss_table
+    from phasescope.measures.spectra import spectra_table
+    from phasescope.measures.thermo import beta_grid, thermo_table
+
+    measures = set(measures)
+    params = params or MeasureParams()
+    device = next(loaded.model.parameters()).device
+    batch = (batch or build_batch(loaded, inputs)).to(device)
+    step = loaded.step
+    logits, scores = capture_attention(loaded.model, batch.tokens, want_logits="loss" in measures)
+    tables: list[pd.DataFrame] = []
+    patterns = None
+    if "entropy" in measures:
+        tables.append(entropy_table(scores, step))
+    if "thermo" in measures:
+        betas = beta_grid(params.beta_min, params.beta_max, params.n_beta).to(device)
+        tables.append(thermo_table(scores, step, betas))
+    if "spectra" in measures:
+        patterns = torch.softmax(scores.double(), dim=-1)
+        tables.append(spectra_table(patterns, model_weights(loaded.model), step))
+    if "loss" in measures:
+        assert logits is not None
+        tables.append(loss_table(logits, batch.tokens, batch.target_mask, batch.splits, step))
+    if "heads" in measures:
+        tables.append(_heads(loaded, batch, scores, patterns, inputs))
+    return concat_tables(tables)
+
+
+def _heads(loaded: LoadedModel, batch: Batch, scores: Tensor, patterns: Tensor | None, inputs: InputSpec) -> pd.DataFrame:
+    """Induction/previous-token scores, on the batch itself when it is a repeat, else on a probe."""
+    from phasescope.measures.heads import heads_table
+    from phasescope.tables import empty_table
+
+    if batch.period is not None and loaded.causal:
+        pats = patterns if patterns is not None else torch.softmax(scores.double(), dim=-1)
+        return heads_table(pats, batch.period, loaded.step)
+    n_ctx = _n_ctx(loaded)
+    if not loaded.causal or n_ctx < 8:
+        # Induction needs a causal model and room for a repeated block; say so with an empty table.
+        return empty_table()
+    half = min(max(inputs.seq_len // 2, 4), (n_ctx - 1) // 2)
+    tok = loaded.tokenizer
+    prefix = None
+    if tok is not None:
+        prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    probe = repeated_random_tokens(
+        min(inputs.n_prompts or DEFAULT_TEXT_PROMPTS, 32), half, int(loaded.model.cfg.d_vocab), inputs.seed, prefix
+    ).to(scores.device)
+    _, probe_scores = capture_attention(loaded.model, probe.tokens, want_logits=False)
+    pats = torch.softmax(probe_scores.double(), dim=-1)
+    return heads_table(pats, half, loaded.step, offset=0 if prefix is None else 1)
+
+
+ProgressFn = Callable[[int, int, int], None]
+
+
+def run_local(
+    model: str,
+    steps: list[int],
+    measures: Iterable[str],
+    inputs: InputSpec,
+    params: MeasureParams | None = None,
+    device: str = "cpu",
+    progress: ProgressFn | None = None,
+) -> tuple[pd.DataFrame, dict[int, float]]:
+    """Measure ``steps`` of ``model`` in this process, reusing the architecture between checkpoints.
+
+    Returns:
+        The concatenated table and the wall seconds spent per checkpoint.
+    """
+    from phasescope.models import ModelCache
+
+    cache = ModelCache(device=device)
+    tables, timings = [], {}
+    batch = None
+    for i, step in enumerate(steps):
+        t0 = time.perf_counter()
+        loaded = cache.get(model, step)
+        # The prompts do not depend on the weights: build them once per sweep.
+        batch = batch or build_batch(loaded, inputs)
+        tables.append(measure_checkpoint(loaded, measures, inputs, params, batch=batch))
+        timings[step] = time.perf_counter() - t0
+        if progress:
+            progress(i + 1, len(steps), step)
+    return concat_tables(tables), timings

@@ -1,0 +1,195 @@
+"""The ``phasescope`` command: the zoo, model listings and local analyses.
+
+User mistakes end in one clear line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from phasescope.errors import PhasescopeError
+
+__all__ = ["app", "main", "parse_checkpoints"]
+
+app = typer.Typer(
+    help="Measure the phase behaviour of transformer models across layers, heads and checkpoints.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+zoo_app = typer.Typer(help="Small models we train ourselves, with real phase transitions.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-", "list[", "literal")))
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
+def parse_checkpoints(text: str) -> object:
+    """CLI checkpoint syntax → a selection: ``all``, ``last``, ``0,25,50``, ``100:500[:every]``, ``log:8``."""
+    from phasescope.schemas import CheckpointRange, CheckpointSpacing
+
+    text = text.strip()
+    if text in ("all", "last"):
+        return text
+    if text.startswith(("log:", "linear:")):
+        spacing, count = text.split(":", 1)
+        return CheckpointSpacing(count=int(count), spacing=spacing)
+    if ":" in text:
+        parts = [p.strip() for p in text.split(":")]
+        start = int(parts[0]) if parts[0] else 0
+        stop = int(parts[1]) if len(parts) > 1 and parts[1] else None
+        every = int(parts[2]) if len(parts) > 2 and parts[2] else 1
+        return CheckpointRange(start=start, stop=stop, every=every)
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+@zoo_app.command("list")
+def zoo_list() -> None:
+    """List the zoo series and whether each is trained."""
+    from phasescope.zoo import ZOO, is_trained
+
+    for name, spec in sorted(ZOO.items()):
+        state = "trained" if is_trained(name) else "not trained"
+        typer.echo(f"zoo:{name:<16} {state:<12} {spec.description}")
+
+
+@zoo_app.command("train")
+def zoo_train(
+    name: Annotated[str, typer.Argument(help="Series name, e.g. induction-2l (with or without 'zoo:').")],
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    force: Annotated[bool, typer.Option(help="Retrain even if the series exists.")] = False,
+) -> None:
+    """Train a zoo series and write it in the phasescope checkpoint format."""
+    from phasescope.zoo import ZOO, train_series
+
+    name = name.removeprefix("zoo:")
+    if name not in ZOO:
+        _fail(f"unknown zoo series {name!r}; choose one of: {', '.join(sorted(ZOO))}")
+    t0 = time.perf_counter()
+    path = train_series(name, seed=seed, progress=True, force=force)
+    typer.echo(f"zoo:{name} ready in {path} ({time.perf_counter() - t0:.1f} s)")
+
+
+@app.command("models")
+def models(
+    model: Annotated[str | None, typer.Argument(help="A model string; omit to list the catalogue.")] = None,
+) -> None:
+    """List analysable models, or the checkpoints (training steps) of one model."""
+    from phasescope.models import list_checkpoints, list_models
+
+    if model is None:
+        for info in list_models():
+            n = "" if info.n_checkpoints is None else f"{info.n_checkpoints} checkpoints"
+            state = "" if info.available else "(not trained: phasescope zoo train)"
+            typer.echo(f"{info.model:<40} {info.kind:<10} {n:<18} {state} {info.description}")
+        typer.echo("tl:<name>                                any TransformerLens pretrained name (needs internet)")
+        return
+    steps = list_checkpoints(model)
+    typer.echo(f"{model}: {len(steps)} checkpoints")
+    typer.echo(" ".join(str(s) for s in steps))
+
+
+@app.command("analyze")
+def analyze(
+    model: Annotated[str, typer.Argument(help="zoo:<name>, tl:<name> or a local path under the model roots.")],
+    measure: Annotated[
+        str, typer.Option("--measure", "-m", help="Comma-separated: entropy,thermo,spectra,heads,loss.")
+    ] = "entropy,thermo,spectra,heads,loss",
+    checkpoints: Annotated[
+        str, typer.Option(help="all | last | 0,25,50 | START:STOP[:EVERY] | log:N | linear:N")
+    ] = "all",
+    out: Annotated[Path | None, typer.Option(help="Output directory (default ./phasescope-out/<id>).")] = None,
+    texts: Annotated[
+        Path | None, typer.Option(help="A text file, one prompt text per blank-line-separated paragraph.")
+    ] = None,
+    n_prompts: Annotated[int | None, typer.Option(help="Prompts per checkpoint.")] = None,
+    seq_len: Annotated[int, typer.Option(help="Tokens per prompt (text inputs).")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed for prompts and probes.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:n].")] = "auto",
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Run measures on a model's checkpoints locally; write Parquet tables and a JSON summary."""
+    from tqdm import tqdm
+
+    from phasescope.analysis import pick_device, run_local
+    from phasescope.config import get_settings
+    from phasescope.models import list_checkpoints
+    from phasescope.schemas import AnalysisRequest, InputSpec, analysis_id, select_steps
+    from phasescope.store import write_local_result
+    from phasescope.summary import checkpoint_digest
+
+    text_list = None
+    if texts is not None:
+        if not texts.is_file():
+            _fail(f"no such text file: {texts}")
+        text_list = [p.strip() for p in texts.read_text().split("\n\n") if p.strip()]
+    request = AnalysisRequest(
+        model=model,
+        checkpoints=parse_checkpoints(checkpoints),
+        measures=[m.strip() for m in measure.split(",") if m.strip()],
+        inputs=InputSpec(texts=text_list, n_prompts=n_prompts, seq_len=seq_len, seed=seed),
+    )
+    steps = select_steps(request.checkpoints, list_checkpoints(model), model)
+    settings = get_settings()
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    bar = tqdm(total=len(steps), unit="ckpt", disable=quiet, desc=model)
+
+    def progress(done: int, total: int, step: int) -> None:
+        bar.set_postfix(step=step)
+        bar.update(1)
+
+    t0 = time.perf_counter()
+    table, timings = run_local(
+        model, steps, request.measures, request.inputs, request.params, pick_device(device), progress
+    )
+    bar.close()
+    aid = analysis_id(request)
+    out = out or Path("phasescope-out") / aid
+    digest = checkpoint_digest(table)
+    write_local_result(out, aid, request, table, digest, timings, time.perf_counter() - t0)
+    typer.echo(digest.to_string(float_format=lambda v: f"{v:.3f}"))
+    typer.echo(f"\n{len(table)} rows for {len(steps)} checkpoints in {time.perf_counter() - t0:.1f} s -> {out}")
+
+
+def main() -> None:
+    """Entry point that turns user mistakes into one line and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except PhasescopeError as exc:
+        typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+        if exc.choices:
+            typer.secho(f"valid choices: {', '.join(map(str, exc.choices[:20]))}", err=True)
+        sys.exit(2)
+    except ValidationError as exc:
+        typer.secho(f"error: {_validation_message(exc)}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.secho("aborted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,167 @@
+"""Attention entropy: how many keys each query row spreads its attention over.
+
+A row is one query position of one head of one prompt; its ``n_i`` allowed keys are those whose
+pre-softmax score is finite (masked keys carry ``-inf``). Everything is computed in float64 from the
+pre-softmax scores, with masked keys removed explicitly so that no ``0 * (-inf)`` ever appears.
+
+Quantities (docs/measures.md, "Attention entropy"):
+
+- ``entropy``: ``S_i = -sum_j p_ij ln p_ij`` in nats, ``p_i = softmax(s_i)`` over allowed keys.
+- ``entropy_norm``: ``S_i / ln n_i`` in ``[0, 1]``; undefined (NaN, and left out of every average)
+  for rows with a single key, such as position 0 of a causal head.
+- ``k90``: the fewest keys holding at least 90% of the row's attention (Ramsauer et al. 2020).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from phasescope.errors import MeasureError
+from phasescope.tables import concat_tables, tidy
+
+__all__ = ["HOPFIELD_REGIMES", "K90_MASS", "entropy_table", "row_entropy"]
+
+K90_MASS = 0.9
+"""Share of a row's attention that ``k90`` keys must hold."""
+
+HOPFIELD_REGIMES = {0: "fixed_point", 1: "metastable", 2: "global_averaging"}
+"""The ``hopfield_regime`` codes of ``entropy_table``, ordered by how many keys a head averages over."""
+
+# A head whose rows need, on average, at least this share of their keys for 90% of the mass averages
+# globally; one whose rows need at most _FIXED_POINT_K90 keys sits in a fixed point.
+_GLOBAL_FRACTION = 0.5
+_FIXED_POINT_K90 = 2.0
+# Cumulative sums of sorted probabilities are off by a few ulps: a row whose top k keys hold exactly
+# 90% must count k keys, not k + 1.
+_K90_TOL = 1e-12
+
+
+def _prepare(scores: Tensor) -> tuple[Float[Tensor, "... key"], Bool[Tensor, "... key"]]:
+    """Scores in float64 and the mask of allowed keys; raises if a row has no allowed key."""
+    if scores.ndim == 0 or scores.shape[-1] == 0:
+        raise MeasureError(f"scores need a non-empty key axis, got shape {tuple(scores.shape)}")
+    s = scores.to(torch.float64)
+    allowed = ~torch.isneginf(s)
+    if not bool(allowed.any(dim=-1).all()):
+        raise MeasureError("every row needs at least one key whose score is not -inf")
+    return s, allowed
+
+
+def _row_mean(
+    values: Float[Tensor, "layer batch head query"], valid: Bool[Tensor, "layer batch head query"]
+) -> Float[Tensor, "layer head"]:
+    """Mean over prompts and query positions of the valid rows; NaN for a head with none."""
+    count = valid.sum(dim=(1, 3))
+    total = torch.where(valid, values, torch.zeros_like(values)).sum(dim=(1, 3))
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, math.nan))
+
+
+def row_entropy(scores: Float[Tensor, "... key"]) -> dict[str, Tensor]:
+    """Entropy, normalised entropy and k90 of every attention row.
+
+    Args:
+        scores: pre-softmax attention scores, ``-inf`` at masked keys; any leading dims, e.g.
+            ``[layer, batch, head, query, key]``. float32 or float64, any device.
+
+    Returns:
+        Tensors of shape ``scores.shape[:-1]`` on the scores' device:
+
+        - ``entropy``: ``-sum_j p_j ln p_j`` (nats, float64).
+        - ``entropy_norm``: ``entropy / ln n`` (dimensionless, float64); NaN where ``n == 1``.
+        - ``k90``: fewest keys holding at least 90% of the mass (a count, float64).
+        - ``n_keys``: number of allowed keys ``n`` (int64).
+
+    Raises:
+        MeasureError: a row has no allowed key.
+
+    >>> out = row_entropy(torch.zeros(2, 4))
+    >>> out["entropy_norm"].tolist(), out["k90"].tolist()
+    ([1.0, 1.0], [4.0, 4.0])
+    """
+    s, allowed = _prepare(scores)
+    n_keys: Int[Tensor, "..."] = allowed.sum(dim=-1)
+    logp = torch.log_softmax(s, dim=-1)  # -inf at masked keys, where p = 0
+    p = logp.exp()
+    # Zero the masked log-probabilities before multiplying: 0 * (-inf) would be NaN.
+    plogp = p * torch.where(allowed, logp, torch.zeros_like(logp))
+    entropy = -plogp.sum(dim=-1)
+
+    log_n = n_keys.to(torch.float64).log()
+    entropy_norm = torch.where(
+        n_keys >= 2, entropy / log_n.clamp(min=math.log(2)), torch.full_like(entropy, math.nan)
+    )
+
+    # Largest probabilities first; masked keys (p = 0) sort last and never reach 90%.
+    mass = torch.sort(p, dim=-1, descending=True).values.cumsum(dim=-1)
+    k90 = (mass < K90_MASS - _K90_TOL).sum(dim=-1) + 1
+    k90 = torch.minimum(k90, n_keys).to(torch.float64)
+    return {"entropy": entropy, "entropy_norm": entropy_norm, "k90": k90, "n_keys": n_keys}
+
+
+def entropy_table(scores: Float[Tensor, "layer batch head query key"], checkpoint: int) -> pd.DataFrame:
+    """Attention entropy per position and per head, as a tidy table (``measure="entropy"``).
+
+    Args:
+        scores: pre-softmax attention scores ``[layer, batch, head, query, key]``, ``-inf`` at masked
+            keys (causal: key ``j > i``; bidirectional encoders: none).
+        checkpoint: training step of the checkpoint the scores come from.
+
+    Returns:
+        A tidy table (``phasescope.tables``) with these quantities, none of them NaN:
+
+        Per ``(layer, head, position)``, averaged over the prompts of the batch:
+
+        - ``entropy`` (nats) and ``k90`` (keys), every position included;
+        - ``entropy_norm`` (dimensionless): rows with one key are left out, and a position where
+          every prompt has one key (position 0 of a causal head) has no row.
+
+        Per ``(layer, head)``, averaged over every row (prompt x position) with ``n >= 2`` keys:
+
+        - ``entropy_mean`` (nats), ``entropy_norm_mean``, ``k90_mean`` (keys);
+        - ``k90_frac_mean``: the mean over rows of ``k90 / n``, in ``(0, 1]``;
+        - ``hopfield_regime``: the head's regime in the sense of Ramsauer et al. (2020), coded as in
+          ``HOPFIELD_REGIMES``: ``2`` global averaging when ``k90_frac_mean >= 0.5`` (the rows need
+          half their keys or more for 90% of the mass); otherwise ``0`` fixed point when
+          ``k90_mean <= 2`` (one or two keys carry the row); otherwise ``1`` metastable (a subset of
+          keys). The fraction is tested first so that short contexts, where two keys can be most of
+          the row, are not called fixed points.
+
+        A head without a single row of two or more keys (query length 1) has no summary rows.
+
+    Raises:
+        MeasureError: ``scores`` is not 5-d, or a row has no allowed key.
+    """
+    if scores.ndim != 5:
+        raise MeasureError(f"scores must be [layer, batch, head, query, key], got shape {tuple(scores.shape)}")
+    rows = row_entropy(scores)  # each [layer, batch, head, query]
+    valid = rows["n_keys"] >= 2
+    nan = torch.full_like(rows["entropy"], math.nan)
+
+    per_position = {
+        "entropy": rows["entropy"].mean(dim=1),  # [layer, head, query]
+        "k90": rows["k90"].mean(dim=1),
+        "entropy_norm": torch.where(valid, rows["entropy_norm"], nan).nanmean(dim=1),
+    }
+    k90_frac = rows["k90"] / rows["n_keys"].to(torch.float64)
+    summary = {
+        "entropy_mean": _row_mean(rows["entropy"], valid),  # [layer, head]
+        "entropy_norm_mean": _row_mean(rows["entropy_norm"], valid),
+        "k90_mean": _row_mean(rows["k90"], valid),
+        "k90_frac_mean": _row_mean(k90_frac, valid),
+    }
+    regime = torch.where(
+        summary["k90_frac_mean"] >= _GLOBAL_FRACTION,
+        2.0,
+        torch.where(summary["k90_mean"] <= _FIXED_POINT_K90, 0.0, 1.0),
+    )
+    summary["hopfield_regime"] = torch.where(summary["k90_mean"].isnan(), math.nan, regime)
+
+    tables = [tidy("entropy", q, v, ("layer", "head", "position"), checkpoint=checkpoint) for q, v in per_position.items()]
+    tables += [tidy("entropy", q, v, ("layer", "head"), checkpoint=checkpoint) for q, v in summary.items()]
+    table = concat_tables(tables)
+    return table[table["value"].notna()].reset_index(drop=True)

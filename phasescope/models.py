@@ -1,0 +1,284 @@
+"""Models and checkpoints: one string names a model everywhere (CLI, REST API, dashboard).
+
+- ``zoo:<name>``  a series trained by our own zoo (``phasescope.zoo``), stored under the zoo directory.
+- ``tl:<name>``   a TransformerLens pretrained name, with its training checkpoints where TL has them.
+- a local path    a phasescope series directory (``manifest.json`` + safetensors), a Hugging Face model
+                  directory, or a directory of Hugging Face Trainer ``checkpoint-<step>/`` folders.
+
+Checkpoints are addressed by training step. Listing them never loads weights. Local paths resolve only
+under the configured model roots (``Settings.allowed_roots``). Weights load through safetensors (our
+series) or transformers' own loaders; never a pickle.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from phasescope.checkpoints import SeriesManifest, is_series_dir, load_series_state_dict, read_manifest
+from phasescope.config import Settings, get_settings
+from phasescope.errors import ModelLoadError, ModelNotFound, PathNotAllowed
+
+__all__ = [
+    "LoadedModel",
+    "ModelCache",
+    "ModelInfo",
+    "ModelRef",
+    "list_checkpoints",
+    "list_models",
+    "load_model",
+    "parse_model_spec",
+    "resolve_local_path",
+]
+
+Kind = Literal["zoo", "tl", "series", "hf", "hf_series"]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed model string: what kind of model it is and where it lives."""
+
+    spec: str
+    kind: Kind
+    name: str
+    path: Path | None = None
+
+
+@dataclass
+class ModelInfo:
+    """What the catalogue shows about a model, without loading weights."""
+
+    model: str
+    kind: Kind
+    description: str = ""
+    available: bool = True
+    n_checkpoints: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedModel:
+    """A model at one checkpoint, ready to run with hooks."""
+
+    ref: ModelRef
+    step: int
+    model: Any  # HookedTransformer or HookedEncoder
+    causal: bool = True
+    tokenizer: Any = None
+    task: dict[str, Any] | None = None
+    family: str = ""
+
+
+def resolve_local_path(raw: str, settings: Settings | None = None) -> Path:
+    """Resolve a local model path, refusing anything outside the configured model roots.
+
+    A relative path is looked up under each root in turn. Symlinks are resolved before the check, so a
+    link cannot lead out of a root.
+
+    Raises:
+        PathNotAllowed: the path lies outside every root.
+        ModelNotFound: no such directory under the roots.
+    """
+    settings = settings or get_settings()
+    roots = settings.allowed_roots
+    candidate = Path(raw).expanduser()
+    candidates = [candidate] if candidate.is_absolute() else [root / candidate for root in roots]
+    for path in candidates:
+        real = path.resolve()
+        if not any(real == root or real.is_relative_to(root) for root in roots):
+            raise PathNotAllowed(
+                f"{raw} is outside the configured model roots; put it under one of "
+                f"{', '.join(str(r) for r in roots)} or add its directory to PHASESCOPE_MODEL_ROOTS",
+                field="model",
+            )
+        if real.is_dir():
+            return real
+    raise ModelNotFound(
+        f"no model directory {raw} under the model roots ({', '.join(str(r) for r in roots)})", field="model"
+    )
+
+
+def parse_model_spec(spec: str, settings: Settings | None = None) -> ModelRef:
+    """Parse a model string into a ModelRef (no weights are loaded)."""
+    settings = settings or get_settings()
+    spec = spec.strip()
+    if spec.startswith("zoo:"):
+        from phasescope.zoo import ZOO
+
+        name = spec[4:]
+        if name not in ZOO:
+            raise ModelNotFound(f"unknown zoo series {name!r}", field="model", choices=sorted(f"zoo:{n}" for n in ZOO))
+        return ModelRef(spec, "zoo", name, settings.zoo_dir / name)
+    if spec.startswith("tl:"):
+        from phasescope.hf_models import known_tl_models
+
+        name = spec[3:]
+        known = known_tl_models()
+        if name not in known:
+            close = [k for k in known if name.lower() in k.lower()][:20]
+            raise ModelNotFound(
+                f"{name!r} is not a TransformerLens pretrained name", field="model", choices=close or known[:50]
+            )
+        return ModelRef(spec, "tl", name)
+    path = resolve_local_path(spec, settings)
+    if is_series_dir(path):
+        return ModelRef(spec, "series", path.name, path)
+    from phasescope.hf_models import is_hf_model_dir, is_hf_trainer_series
+
+    if is_hf_model_dir(path):
+        return ModelRef(spec, "hf", path.name, path)
+    if is_hf_trainer_series(path):
+        return ModelRef(spec, "hf_series", path.name, path)
+    raise ModelNotFound(
+        f"{spec} holds neither a phasescope manifest.json, a Hugging Face config.json, nor checkpoint-<step>/ "
+        "folders",
+        field="model",
+    )
+
+
+def _zoo_manifest(ref: ModelRef) -> SeriesManifest:
+    assert ref.path is not None
+    if not is_series_dir(ref.path):
+        raise ModelNotFound(
+            f"zoo series {ref.name} is not trained yet: run `phasescope zoo train {ref.name}`", field="model"
+        )
+    return read_manifest(ref.path)
+
+
+def list_checkpoints(spec: str | ModelRef, settings: Settings | None = None) -> list[int]:
+    """The training steps a model has, without loading any weights."""
+    ref = spec if isinstance(spec, ModelRef) else parse_model_spec(spec, settings)
+    if ref.kind == "zoo":
+        return list(_zoo_manifest(ref).steps)
+    if ref.kind == "series":
+        assert ref.path is not None
+        return list(read_manifest(ref.path).steps)
+    from phasescope import hf_models
+
+    if ref.kind == "tl":
+        return hf_models.tl_checkpoint_steps(ref.name) or [hf_models.FINAL_STEP]
+    if ref.kind == "hf_series":
+        assert ref.path is not None
+        return hf_models.hf_trainer_steps(ref.path)
+    return [hf_models.FINAL_STEP]
+
+
+def _build_series_model(manifest: SeriesManifest, device: str) -> Any:
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    with warnings.catch_warnings():
+        # 3.9 deprecates HookedTransformer; we pin it on purpose (true pre-softmax scores).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        cfg = HookedTransformerConfig(**{**manifest.config, "device": device})
+        return HookedTransformer(cfg)
+
+
+def load_model(
+    spec: str | ModelRef,
+    step: int | None = None,
+    device: str = "cpu",
+    settings: Settings | None = None,
+    reuse: LoadedModel | None = None,
+) -> LoadedModel:
+    """Load a model at one checkpoint (``step=None``: the last one).
+
+    Args:
+        spec: model string or parsed ref.
+        step: training step; must be one of ``list_checkpoints(spec)``.
+        device: torch device string.
+        settings: settings to resolve paths with.
+        reuse: a model of the same series already in memory: its architecture is kept and only the
+            weights are swapped, so a sweep does not rebuild the model at every checkpoint.
+    """
+    ref = spec if isinstance(spec, ModelRef) else parse_model_spec(spec, settings)
+    steps = list_checkpoints(ref, settings)
+    step = steps[-1] if step is None else step
+    if ref.kind in ("zoo", "series"):
+        assert ref.path is not None
+        manifest = _zoo_manifest(ref) if ref.kind == "zoo" else read_manifest(ref.path)
+        state = load_series_state_dict(ref.path, step, manifest)
+        if reuse is not None and reuse.ref == ref:
+            model = reuse.model
+        else:
+            model = _build_series_model(manifest, device)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"{ref.spec} step {step}: weights do not fit the manifest's config: {exc}") from exc
+        model.eval()
+        return LoadedModel(ref, step, model, causal=True, task=manifest.task or None, family="hooked_transformer")
+
+    from phasescope import hf_models
+
+    if step not in steps:
+        from phasescope.errors import CheckpointNotFound
+
+        raise CheckpointNotFound(f"{ref.spec} has no checkpoint at step {step}", field="checkpoints", choices=steps)
+    if ref.kind == "tl":
+        loaded = hf_models.load_tl_pretrained(ref.name, None if steps == [hf_models.FINAL_STEP] else step, device)
+    elif ref.kind == "hf_series":
+        assert ref.path is not None
+        loaded = hf_models.load_hf_directory(ref.path / f"checkpoint-{step}", device)
+    else:
+        assert ref.path is not None
+        loaded = hf_models.load_hf_directory(ref.path, device)
+    loaded.model.eval()
+    return LoadedModel(ref, step, loaded.model, causal=loaded.causal, tokenizer=loaded.tokenizer, family=loaded.family)
+
+
+class ModelCache:
+    """Models kept in memory by a worker, least recently used evicted first.
+
+    Consecutive checkpoints of one series reuse the architecture (only weights are swapped); the
+    cache holds at most ``max_bytes`` of parameters.
+    """
+
+    def __init__(self, max_bytes: int = 4 * 2**30, device: str = "cpu") -> None:
+        self.max_bytes = max_bytes
+        self.device = device
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+
+    @staticmethod
+    def _size(loaded: LoadedModel) -> int:
+        return sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+
+    def get(self, spec: str, step: int, settings: Settings | None = None) -> LoadedModel:
+        previous = self._models.pop(spec, None)
+        if previous is not None and previous.step == step:
+            self._models[spec] = previous
+            return previous
+        reuse = previous if previous is not None and previous.ref.kind in ("zoo", "series") else None
+        loaded = load_model(spec, step, self.device, settings, reuse=reuse)
+        self._models[spec] = loaded
+        while len(self._models) > 1 and sum(self._size(m) for m in self._models.values()) > self.max_bytes:
+            self._models.popitem(last=False)
+        return loaded
+
+
+def list_models(settings: Settings | None = None) -> list[ModelInfo]:
+    """The catalogue: zoo series (trained or not), series and HF directories under the model roots."""
+    settings = settings or get_settings()
+    from phasescope.zoo import ZOO, is_trained
+
+    infos: list[ModelInfo] = []
+    for name, spec in sorted(ZOO.items()):
+        trained = is_trained(name)
+        n = len(read_manifest(settings.zoo_dir / name).steps) if trained else None
+        infos.append(ModelInfo(f"zoo:{name}", "zoo", spec.description, trained, n, {"trained": trained}))
+    seen = {settings.zoo_dir.resolve()}
+    for root in settings.allowed_roots:
+        if root in seen or not root.is_dir():
+            continue
+        seen.add(root)
+        for child in sorted(root.iterdir()):
+            if not child.is_dir():
+                continue
+            try:
+                ref = parse_model_spec(str(child), settings)
+                infos.append(ModelInfo(str(child), ref.kind, "local", True, len(list_checkpoints(ref, settings))))
+            except (ModelNotFound, PathNotAllowed, ModelLoadError):
+                continue
+    return infos

@@ -1,0 +1,217 @@
+"""Pydantic models shared by the CLI, the backend, the workers and the client.
+
+An *analysis* is a model + checkpoints + measures + inputs + parameters. Its id is a hash of the
+canonical request (sorted keys, defaults filled in, ``MEASURES_VERSION`` included), so the same request
+always gets the same id. Importing this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from phasescope import MEASURES_VERSION
+from phasescope.config import get_settings
+from phasescope.errors import CheckpointNotFound, InvalidRequest
+
+__all__ = [
+    "ACTIVATION_MEASURES",
+    "MEASURE_NAMES",
+    "AnalysisRequest",
+    "CheckpointRange",
+    "CheckpointSpacing",
+    "InputSpec",
+    "MeasureParams",
+    "analysis_id",
+    "select_steps",
+]
+
+# Measures that need a forward pass (the rest read weights or the loss surface).
+ACTIVATION_MEASURES = ("entropy", "thermo", "spectra", "heads", "loss")
+MEASURE_NAMES = ACTIVATION_MEASURES
+MeasureName = Literal["entropy", "thermo", "spectra", "heads", "loss"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CheckpointRange(_Strict):
+    """Every available step in ``[start, stop]``, keeping every ``every``-th one."""
+
+    start: int = Field(0, ge=0, description="First training step (inclusive).")
+    stop: int | None = Field(None, ge=0, description="Last training step (inclusive); None = the last.")
+    every: int = Field(1, ge=1, le=100_000, description="Keep every n-th available step.")
+
+
+class CheckpointSpacing(_Strict):
+    """``count`` steps spread over the available ones, linearly or log-spaced in step."""
+
+    count: int = Field(..., ge=1, le=10_000, description="How many checkpoints to pick.")
+    spacing: Literal["linear", "log"] = "log"
+
+
+CheckpointSelection = Annotated[
+    Literal["all", "last"] | list[Annotated[int, Field(ge=0)]] | CheckpointRange | CheckpointSpacing,
+    Field(description="'all', 'last', a list of steps, a range or a spacing."),
+]
+
+
+class InputSpec(_Strict):
+    """What to measure on. Zoo models use their own task data unless texts are given."""
+
+    texts: list[str] | None = Field(
+        None, description="Texts for language models; None = the built-in set (zoo: the task's own data)."
+    )
+    n_prompts: int | None = Field(
+        None, ge=1, description="Prompts per checkpoint; None = 16 for texts, the full eval set for zoo tasks."
+    )
+    seq_len: int = Field(64, ge=4, description="Tokens per prompt for text inputs (zoo tasks fix their own).")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for prompt sampling and random probes.")
+
+    @field_validator("texts")
+    @classmethod
+    def _texts_within_limits(cls, texts: list[str] | None) -> list[str] | None:
+        if texts is None:
+            return None
+        s = get_settings()
+        if not texts:
+            raise ValueError("texts is empty: give at least one text, or null for the built-in set")
+        if len(texts) > s.max_texts:
+            raise ValueError(f"{len(texts)} texts is over the limit of {s.max_texts} (max_texts)")
+        long = [i for i, t in enumerate(texts) if len(t) > s.max_text_chars]
+        if long:
+            raise ValueError(f"text {long[0]} is over the limit of {s.max_text_chars} characters (max_text_chars)")
+        if not any(t.strip() for t in texts):
+            raise ValueError("every text is blank")
+        return texts
+
+    @model_validator(mode="after")
+    def _counts_within_limits(self) -> InputSpec:
+        s = get_settings()
+        if self.n_prompts is not None and self.n_prompts > s.max_prompts:
+            raise ValueError(f"n_prompts {self.n_prompts} is over the limit of {s.max_prompts} (max_prompts)")
+        if self.seq_len > s.max_seq_len:
+            raise ValueError(f"seq_len {self.seq_len} is over the limit of {s.max_seq_len} (max_seq_len)")
+        return self
+
+
+class MeasureParams(_Strict):
+    """Parameters of the measures (the thermodynamic β grid)."""
+
+    beta_min: float = Field(0.05, gt=0, le=1, description="Lowest inverse temperature of the sweep.")
+    beta_max: float = Field(20.0, ge=1, le=1000, description="Highest inverse temperature of the sweep.")
+    n_beta: int = Field(61, ge=3, description="Points on the log-spaced β grid (odd: β = 1 lies on it).")
+
+    @model_validator(mode="after")
+    def _grid_within_limits(self) -> MeasureParams:
+        limit = get_settings().max_beta_points
+        if self.n_beta > limit:
+            raise ValueError(f"n_beta {self.n_beta} is over the limit of {limit} (max_beta_points)")
+        return self
+
+
+class AnalysisRequest(_Strict):
+    """One analysis: what to measure, on which model, checkpoints and inputs."""
+
+    model: str = Field(..., min_length=1, max_length=300, description="zoo:<name>, tl:<name> or a local path.")
+    checkpoints: CheckpointSelection = "all"
+    measures: list[MeasureName] = Field(
+        default_factory=lambda: list(ACTIVATION_MEASURES), min_length=1, description="Measures to run."
+    )
+    inputs: InputSpec = Field(default_factory=InputSpec)
+    params: MeasureParams = Field(default_factory=MeasureParams)
+
+    @field_validator("measures")
+    @classmethod
+    def _unique_sorted(cls, measures: list[str]) -> list[str]:
+        # Order does not change the result, so it must not change the id either.
+        return sorted(set(measures))
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _checkpoint_count(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            limit = get_settings().max_checkpoints
+            if not value:
+                raise ValueError("checkpoints is an empty list: give steps, 'all', a range or a spacing")
+            if len(value) > limit:
+                raise ValueError(f"{len(value)} checkpoints is over the limit of {limit} (max_checkpoints)")
+            return sorted(set(value))
+        return value
+
+    def canonical(self) -> dict[str, Any]:
+        """The request with defaults filled in, plus the measures version: what the id hashes."""
+        return {"request": self.model_dump(mode="json"), "measures_version": MEASURES_VERSION}
+
+
+def analysis_id(request: AnalysisRequest) -> str:
+    """Content address of a request: same request, same id (24 hex digits of SHA-256)."""
+    blob = json.dumps(request.canonical(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def select_steps(selection: Any, available: list[int], model: str = "") -> list[int]:
+    """Resolve a checkpoint selection against the steps a model has.
+
+    Raises:
+        CheckpointNotFound: a listed step does not exist (the error lists the valid ones).
+        InvalidRequest: the selection picks nothing or more than ``max_checkpoints``.
+    """
+    available = sorted(available)
+    if not available:
+        raise CheckpointNotFound(f"{model} has no checkpoints", field="checkpoints", model=model)
+    if selection == "all":
+        chosen = available
+    elif selection == "last":
+        chosen = available[-1:]
+    elif isinstance(selection, list):
+        missing = [s for s in selection if s not in set(available)]
+        if missing:
+            raise CheckpointNotFound(
+                f"{model} has no checkpoint at step {missing[0]}"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                field="checkpoints",
+                choices=available,
+                model=model,
+            )
+        chosen = list(selection)
+    elif isinstance(selection, CheckpointRange):
+        stop = available[-1] if selection.stop is None else selection.stop
+        chosen = [s for s in available if selection.start <= s <= stop][:: selection.every]
+    elif isinstance(selection, CheckpointSpacing):
+        chosen = _spaced(available, selection.count, selection.spacing)
+    else:  # pragma: no cover - pydantic has already validated the type
+        raise InvalidRequest(f"unknown checkpoint selection {selection!r}", field="checkpoints")
+    if not chosen:
+        raise InvalidRequest(
+            f"the checkpoint selection picks none of {model}'s steps ({available[0]}…{available[-1]})",
+            field="checkpoints",
+        )
+    limit = get_settings().max_checkpoints
+    if len(chosen) > limit:
+        raise InvalidRequest(
+            f"the selection picks {len(chosen)} checkpoints, over the limit of {limit} (max_checkpoints); "
+            "use a range with 'every' or a spacing with 'count'",
+            field="checkpoints",
+        )
+    return chosen
+
+
+def _spaced(available: list[int], count: int, spacing: str) -> list[int]:
+    """The available steps nearest to ``count`` targets spaced linearly or logarithmically."""
+    if count >= len(available):
+        return available
+    lo, hi = available[0], available[-1]
+    if spacing == "log":
+        # log(1 + step) so that step 0 (initialisation) can be included.
+        a, b = math.log1p(lo), math.log1p(hi)
+        targets = [math.expm1(a + (b - a) * i / (count - 1)) if count > 1 else hi for i in range(count)]
+    else:
+        targets = [lo + (hi - lo) * i / (count - 1) if count > 1 else hi for i in range(count)]
+    picked = sorted({min(available, key=lambda s, t=t: abs(s - t)) for t in targets})
+    return picked

@@ -1,0 +1,162 @@
+"""The results store: the source of truth for finished analyses, outliving Redis.
+
+Layout under ``Settings.store_dir`` (one folder per analysis id)::
+
+    <id>/request.json          the canonical request (what the id hashes)
+    <id>/parts/<step>.parquet  one tidy table per finished job (checkpoint), written by workers
+    <id>/results.parquet       all parts merged, written once every job has finished
+    <id>/summary.json          per-checkpoint digest, timings, status
+
+Every file is written to a temporary name and renamed, so a failed or killed job never leaves a
+half-written result. Values are stored as float32 (computed in float64).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from phasescope.checkpoints import atomic_write_bytes
+from phasescope.errors import NotFound
+from phasescope.schemas import AnalysisRequest
+from phasescope.tables import concat_tables
+
+__all__ = ["ResultStore", "read_table", "table_to_parquet_bytes", "write_local_result"]
+
+_ID = re.compile(r"^[0-9a-f]{24}$")
+
+
+def table_to_parquet_bytes(table: pd.DataFrame) -> bytes:
+    """Serialise a tidy table to Parquet with float32 values."""
+    frame = table.copy()
+    frame["value"] = frame["value"].astype("float32")
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a stored tidy table back (values as float64)."""
+    frame = pd.read_parquet(path)
+    frame["value"] = frame["value"].astype("float64")
+    return concat_tables([frame]) if len(frame) else frame
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
+
+
+def write_local_result(
+    out: Path,
+    aid: str,
+    request: AnalysisRequest,
+    table: pd.DataFrame,
+    digest: pd.DataFrame,
+    timings: dict[int, float],
+    wall_s: float,
+) -> None:
+    """What ``phasescope analyze --out`` writes: results.parquet, request.json, summary.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "results.parquet", table_to_parquet_bytes(table))
+    atomic_write_bytes(out / "request.json", _json_bytes({"id": aid, **request.canonical()}))
+    summary = {
+        "id": aid,
+        "model": request.model,
+        "checkpoints": sorted(timings),
+        "measures": request.measures,
+        "rows": len(table),
+        "wall_seconds": round(wall_s, 3),
+        "seconds_per_checkpoint": {str(k): round(v, 4) for k, v in timings.items()},
+        "digest": json.loads(digest.to_json(orient="index")),
+    }
+    atomic_write_bytes(out / "summary.json", _json_bytes(summary))
+
+
+class ResultStore:
+    """Finished results and canonical requests on disk, keyed by analysis id."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _dir(self, aid: str) -> Path:
+        # The id is used as a path component: accept only what analysis_id produces.
+        if not _ID.match(aid):
+            raise NotFound(f"{aid!r} is not an analysis id (24 hex digits)", field="id")
+        return self.root / aid
+
+    def save_request(self, aid: str, request: AnalysisRequest, extra: dict[str, Any] | None = None) -> None:
+        """Record the canonical request (idempotent)."""
+        body = {"id": aid, **request.canonical(), **(extra or {})}
+        atomic_write_bytes(self._dir(aid) / "request.json", _json_bytes(body))
+
+    def load_request(self, aid: str) -> dict[str, Any]:
+        path = self._dir(aid) / "request.json"
+        if not path.is_file():
+            raise NotFound(f"no analysis {aid}", field="id")
+        return json.loads(path.read_text())
+
+    def has_request(self, aid: str) -> bool:
+        return (self._dir(aid) / "request.json").is_file()
+
+    def write_part(self, aid: str, step: int, table: pd.DataFrame) -> Path:
+        """Store one job's table atomically."""
+        path = self._dir(aid) / "parts" / f"{step:09d}.parquet"
+        atomic_write_bytes(path, table_to_parquet_bytes(table))
+        return path
+
+    def part_steps(self, aid: str) -> list[int]:
+        parts = self._dir(aid) / "parts"
+        if not parts.is_dir():
+            return []
+        return sorted(int(p.stem) for p in parts.glob("*.parquet"))
+
+    def finalize(self, aid: str, summary: dict[str, Any]) -> pd.DataFrame:
+        """Merge the parts into results.parquet and write the summary; returns the merged table."""
+        d = self._dir(aid)
+        table = concat_tables([read_table(p) for p in sorted((d / "parts").glob("*.parquet"))])
+        atomic_write_bytes(d / "results.parquet", table_to_parquet_bytes(table))
+        atomic_write_bytes(d / "summary.json", _json_bytes(summary))
+        return table
+
+    def is_finished(self, aid: str) -> bool:
+        d = self._dir(aid)
+        return (d / "results.parquet").is_file() and (d / "summary.json").is_file()
+
+    def summary(self, aid: str) -> dict[str, Any]:
+        path = self._dir(aid) / "summary.json"
+        if not path.is_file():
+            raise NotFound(f"analysis {aid} has no finished result", field="id")
+        return json.loads(path.read_text())
+
+    def results(self, aid: str) -> pd.DataFrame:
+        """The merged table of a finished analysis, or whatever parts exist so far."""
+        d = self._dir(aid)
+        if (d / "results.parquet").is_file():
+            return read_table(d / "results.parquet")
+        parts = sorted((d / "parts").glob("*.parquet")) if (d / "parts").is_dir() else []
+        if not parts and not self.has_request(aid):
+            raise NotFound(f"no analysis {aid}", field="id")
+        return concat_tables([read_table(p) for p in parts])
+
+    def list_ids(self) -> list[str]:
+        """Analysis ids, most recently touched first."""
+        if not self.root.is_dir():
+            return []
+        dirs = [p for p in self.root.iterdir() if p.is_dir() and _ID.match(p.name)]
+        return [p.name for p in sorted(dirs, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+    def delete(self, aid: str) -> None:
+        d = self._dir(aid)
+        if d.is_dir():
+            # Rename first so a reader never sees a half-deleted folder.
+            tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".deleting-"))
+            os.replace(d, tmp / aid)
+            shutil.rmtree(tmp, ignore_errors=True)
