@@ -193,3 +193,5 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+if __name__ == "__main__":
+    main()

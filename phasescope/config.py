@@ -6,11 +6,13 @@ the name every Redis tool and docker-compose file already uses.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "get_settings"]
 
@@ -22,7 +24,8 @@ class Settings(BaseSettings):
         default=Path.home() / ".phasescope",
         description="Root of everything phasescope writes: zoo series, results store, embedded Redis.",
     )
-    model_roots: list[Path] = Field(
+    # NoDecode: the env value is split by our validator (PATH style) instead of parsed as JSON first.
+    model_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Directories local model paths may resolve under (JSON list or ':'-separated). "
         "The zoo directory and <data_dir>/models are always allowed.",
@@ -50,7 +53,9 @@ class Settings(BaseSettings):
     @classmethod
     def _split_roots(cls, value: object) -> object:
         # Accept the shell-friendly PATH style as well as a JSON list.
-        if isinstance(value, str) and not value.strip().startswith("["):
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
             return [p for p in value.split(":") if p]
         return value
 

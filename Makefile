@@ -1,0 +1,41 @@
+# Every target installs what it needs, so each works on a fresh machine with only Python 3.11 + pip.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+# torch is pinned through constraints.txt: on these machines 2.13.0 is a CPU wheel already on disk;
+# any other torch spec would pull gigabytes of CUDA packages.
+PIP_INSTALL := $(PIP) install --quiet --constraint constraints.txt
+
+.PHONY: install system-deps test test-unit test-integration lint demo up bench clean
+
+install:
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP_INSTALL) -e ".[test]"
+
+# Debian packages the tests need: a real redis-server for the external-Redis tests and a real
+# headless browser for the dashboard tests.
+system-deps:
+	@if ! command -v redis-server >/dev/null || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			redis-server chromium chromium-driver >/dev/null; \
+	fi
+
+test: install system-deps
+	$(PYTHON) -m pytest
+
+test-unit: install
+	$(PYTHON) -m pytest tests/unit
+
+lint: install
+	$(PYTHON) -m ruff check phasescope backend workers frontend tests benchmarks
+
+demo: install
+	$(PYTHON) -m phasescope.cli up --demo
+
+up: install
+	$(PYTHON) -m phasescope.cli up
+
+bench: install
+	$(PYTHON) -m benchmarks.run
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache phasescope-out

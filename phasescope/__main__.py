@@ -1,0 +1,5 @@
+"""``python -m phasescope`` is the ``phasescope`` command."""
+
+from phasescope.cli import main
+
+main()

@@ -1,0 +1,43 @@
+"""Shared fixtures: every test runs against its own data directory, never the user's home."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from phasescope.config import get_settings
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point PHASESCOPE_DATA_DIR at a fresh temporary directory (unless a test sets its own)."""
+    data = tmp_path_factory.mktemp("data")
+    monkeypatch.setenv("PHASESCOPE_DATA_DIR", str(data))
+    monkeypatch.delenv("PHASESCOPE_MODEL_ROOTS", raising=False)
+    get_settings.cache_clear()
+    yield data
+    get_settings.cache_clear()
+
+
+def tiny_series(directory: Path, n_layers: int = 2, steps: tuple[int, ...] = (0, 10, 20), seed: int = 0) -> Path:
+    """Write a tiny attention-only series in our checkpoint format (random weights per step)."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from phasescope.checkpoints import SeriesManifest, write_manifest, write_series_checkpoint
+
+    config = dict(
+        n_layers=n_layers, d_model=32, n_heads=4, d_head=8, d_vocab=40, n_ctx=24,
+        attn_only=True, normalization_type=None, act_fn=None,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for i, step in enumerate(steps):
+            torch.manual_seed(seed + i)
+            model = HookedTransformer(HookedTransformerConfig(**config))
+            write_series_checkpoint(directory, step, model.state_dict())
+    write_manifest(directory, SeriesManifest(name=directory.name, config=config, steps=list(steps)))
+    return directory
