@@ -15,13 +15,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel, Field
-from safetensors.torch import load_file, save_file
 
 from phasescope.errors import CheckpointNotFound, ModelLoadError
+
+if TYPE_CHECKING:  # torch and safetensors load lazily: listing a series must not import torch
+    import torch
 
 __all__ = [
     "MANIFEST_NAME",
@@ -97,6 +98,8 @@ def write_manifest(series_dir: Path, manifest: SeriesManifest) -> None:
 
 def write_series_checkpoint(series_dir: Path, step: int, state_dict: dict[str, torch.Tensor]) -> Path:
     """Save one step's state dict as safetensors, atomically; returns the file's path."""
+    from safetensors.torch import save_file
+
     path = series_dir / checkpoint_filename(step)
     series_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=series_dir, prefix=f".{path.name}.", suffix=".tmp")
@@ -125,4 +128,6 @@ def load_series_state_dict(series_dir: Path, step: int, manifest: SeriesManifest
     path = series_dir / checkpoint_filename(step)
     if not path.is_file():
         raise ModelLoadError(f"{path} is listed in the manifest but missing on disk", checkpoint=step)
+    from safetensors.torch import load_file
+
     return load_file(str(path))

@@ -17,10 +17,13 @@ measure is what lets the API, the dashboard and notebooks treat them alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
+
+if TYPE_CHECKING:  # torch is imported lazily so the backend can read tables without it
+    import torch
 
 __all__ = ["BASE_COLUMNS", "COORD_COLUMNS", "concat_tables", "empty_table", "tidy"]
 
@@ -30,7 +33,10 @@ _INT_COLUMNS = {"checkpoint": "int64", "layer": "Int64", "head": "Int64", "posit
 
 
 def _as_numpy(values: torch.Tensor | np.ndarray | Sequence[float] | float) -> np.ndarray:
-    if isinstance(values, torch.Tensor):
+    import sys
+
+    torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported
+    if torch is not None and isinstance(values, torch.Tensor):
         return values.detach().to("cpu", torch.float64).numpy()
     return np.asarray(values, dtype=np.float64)
 
@@ -59,6 +65,7 @@ def tidy(
     Returns:
         A DataFrame with ``BASE_COLUMNS`` and the coordinate columns that were named.
 
+    >>> import torch
     >>> tidy("entropy", "entropy", torch.ones(2, 3), ("layer", "head")).shape
     (6, 8)
     """
