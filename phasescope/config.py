@@ -41,6 +41,23 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="'auto' (cuda when available), 'cpu' or 'cuda[:n]'.")
     torch_threads: int = Field(default=0, ge=0, description="CPU threads for torch; 0 = number of cores.")
 
+    # The job system (phasescope.jobs, workers/).
+    queue_name: str = Field(default="phasescope", description="RQ queue the analyses' jobs go on.")
+    job_retries: int = Field(default=3, ge=0, le=20, description="Retries of a job whose worker died.")
+    job_timeout_base_s: int = Field(default=120, ge=1, description="Seconds every job may take (model load).")
+    job_timeout_per_unit_s: float = Field(
+        default=30.0, ge=0, description="Extra seconds per unit of work (one measure on 16 prompts)."
+    )
+    worker_heartbeat_s: int = Field(
+        default=5, ge=1, le=300, description="Seconds between heartbeats of a busy worker; a job whose "
+        "worker misses about three is taken as abandoned and retried."
+    )
+    worker_maintenance_s: int = Field(
+        default=30, ge=1, description="Seconds between a worker's clean-ups of RQ's registries."
+    )
+    result_ttl_s: int = Field(default=7 * 86400, ge=1, description="Seconds RQ keeps finished jobs' records.")
+    max_page_size: int = Field(default=200, ge=1, description="Analyses per page of GET /analyses.")
+
     # Limits on what one analysis may ask for (each is checked by phasescope.schemas).
     max_checkpoints: int = Field(default=500, ge=1, description="Checkpoints per analysis.")
     max_texts: int = Field(default=256, ge=1, description="Input texts per analysis.")
@@ -68,6 +85,11 @@ class Settings(BaseSettings):
     def store_dir(self) -> Path:
         """The results store (see docs/architecture.md for its layout)."""
         return self.data_dir / "results"
+
+    @property
+    def redis_dir(self) -> Path:
+        """The embedded Redis server's working directory (append-only file, socket, log)."""
+        return self.data_dir / "redis"
 
     @property
     def allowed_roots(self) -> list[Path]:

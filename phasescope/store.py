@@ -4,6 +4,8 @@ Layout under ``Settings.store_dir`` (one folder per analysis id)::
 
     <id>/request.json          the canonical request (what the id hashes)
     <id>/parts/<step>.parquet  one tidy table per finished job (checkpoint), written by workers
+    <id>/parts/<step>.json     that job's record: seconds spent, worker, finished_at
+    <id>/cancelled.json        present while the analysis is cancelled (DELETE); a new POST clears it
     <id>/results.parquet       all parts merged, written once every job has finished
     <id>/summary.json          per-checkpoint digest, timings, status
 
@@ -111,6 +113,28 @@ class ResultStore:
         path = self._dir(aid) / "parts" / f"{step:09d}.parquet"
         atomic_write_bytes(path, table_to_parquet_bytes(table))
         return path
+
+    def write_part_meta(self, aid: str, step: int, meta: dict[str, Any]) -> None:
+        """Record how one job went (timings, worker), beside its table."""
+        atomic_write_bytes(self._dir(aid) / "parts" / f"{step:09d}.json", _json_bytes(meta))
+
+    def part_meta(self, aid: str) -> dict[int, dict[str, Any]]:
+        """Every job record of an analysis, by step."""
+        parts = self._dir(aid) / "parts"
+        if not parts.is_dir():
+            return {}
+        return {int(p.stem): json.loads(p.read_text()) for p in sorted(parts.glob("*.json"))}
+
+    def set_cancelled(self, aid: str, cancelled: bool) -> None:
+        """Mark (or unmark) an analysis as cancelled, so nothing resumes it behind the user's back."""
+        path = self._dir(aid) / "cancelled.json"
+        if cancelled:
+            atomic_write_bytes(path, _json_bytes({"cancelled": True}))
+        else:
+            path.unlink(missing_ok=True)
+
+    def is_cancelled(self, aid: str) -> bool:
+        return (self._dir(aid) / "cancelled.json").is_file()
 
     def part_steps(self, aid: str) -> list[int]:
         parts = self._dir(aid) / "parts"
