@@ -1,0 +1,402 @@
+"""Models from outside the zoo, loaded into TransformerLens 3.9 for their true pre-softmax scores.
+
+Only ``HookedTransformer`` (and ``HookedEncoder`` for BERT) expose ``hook_attn_scores``: the scores
+``q·k/sqrt(d_head)`` after the causal mask (``-inf`` at masked keys) and before the softmax, which the
+thermodynamics needs (docs/models.md). Three sources:
+
+- ``tl:<name>``: a TransformerLens pretrained name, downloaded from the Hugging Face hub by
+  ``HookedTransformer.from_pretrained`` (training checkpoints where TransformerLens has them);
+- a local Hugging Face model directory (``config.json`` + weights), loaded offline;
+- a local directory of Hugging Face Trainer checkpoints (``checkpoint-<step>/``): a series.
+
+Weights are never folded or centred: every number is the model's own. A model without training
+checkpoints has exactly one checkpoint, ``FINAL_STEP`` (0), meaning "the weights as published".
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformer_lens.loading_from_pretrained as tl_loading
+import transformers
+from transformer_lens import HookedEncoder, HookedTransformer, HookedTransformerConfig
+
+from phasescope.errors import CheckpointNotFound, ModelLoadError, ModelNotFound
+from phasescope.hf_convert import family_for_model_type, tl_config_dict
+
+__all__ = [
+    "FINAL_STEP",
+    "LoadedHF",
+    "attention_hook_names",
+    "hf_trainer_checkpoint_dir",
+    "hf_trainer_steps",
+    "is_hf_model_dir",
+    "is_hf_trainer_series",
+    "known_tl_models",
+    "load_hf_directory",
+    "load_hf_trainer_checkpoint",
+    "load_tl_pretrained",
+    "resolve_tl_name",
+    "tl_checkpoint_steps",
+]
+
+FINAL_STEP = 0
+"""The single checkpoint of a model without training checkpoints: the weights as published."""
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model")
+_CHECKPOINT_DIR = re.compile(r"checkpoint-(\d+)")
+
+# TransformerLens names whose architecture has no HookedTransformer/HookedEncoder attention we can
+# read (encoder-decoder T5, audio encoders).
+_UNSUPPORTED_TL_PREFIXES = ("google-t5/", "facebook/hubert", "facebook/wav2vec2")
+
+
+@dataclass
+class LoadedHF:
+    """A model ready for measuring.
+
+    Attributes:
+        model: ``HookedTransformer`` (causal) or ``HookedEncoder`` (bidirectional), in eval mode.
+        tokenizer: the model's tokenizer, or None when the directory has none.
+        causal: True for decoders (masked keys are ``-inf`` in the scores), False for encoders.
+        family: "gpt2", "gpt-neox", "llama", "bert", ... (TransformerLens's architecture for ``tl:``
+            models outside those).
+        has_lm_head: False when the directory held no LM head (e.g. a bare ``BertModel``): attention is
+            the model's own, but the logits come from a freshly initialised head and mean nothing.
+    """
+
+    model: HookedTransformer | HookedEncoder
+    tokenizer: Any | None
+    causal: bool
+    family: str
+    has_lm_head: bool = True
+
+
+# --- TransformerLens pretrained names ----------------------------------------------------------
+
+
+def known_tl_models() -> list[str]:
+    """TransformerLens's official pretrained model names (a constant list: no network)."""
+    return list(tl_loading.OFFICIAL_MODEL_NAMES)
+
+
+def resolve_tl_name(name: str) -> str:
+    """The official name for a TransformerLens name or alias (``pythia-70m`` -> ``EleutherAI/pythia-70m``).
+
+    Raises:
+        ModelNotFound: TransformerLens does not know the name; choices holds the closest names.
+    """
+    official = tl_loading.make_model_alias_map().get(name.lower())
+    if official is None:
+        close = difflib.get_close_matches(name, known_tl_models(), n=10, cutoff=0.5)
+        raise ModelNotFound(
+            f"TransformerLens has no pretrained model {name!r}"
+            + (f"; did you mean {', '.join(close[:3])}?" if close else ""),
+            field="model",
+            choices=close,
+            model=f"tl:{name}",
+        )
+    return official
+
+
+@lru_cache(maxsize=256)
+def _tl_checkpoint_labels(official: str) -> tuple[int, ...]:
+    # get_checkpoint_labels hard-codes the Pythia and stanford-crfm labels; only NeelNanda/*
+    # models list their hub repository (network). Label type "token" (some NeelNanda models) is a
+    # token count, used here as the step label since it is what checkpoint_value takes.
+    try:
+        labels, _label_type = tl_loading.get_checkpoint_labels(official)
+    except ValueError:  # "<name> is not checkpointed."
+        return ()
+    except OSError as exc:
+        raise ModelLoadError(f"could not list the checkpoints of {official}: {exc}", model=official) from exc
+    return tuple(int(label) for label in labels)
+
+
+def tl_checkpoint_steps(name: str) -> list[int]:
+    """Training steps TransformerLens can load for ``name``; ``[]`` when it has none.
+
+    Loads no weights. Pythia (154 steps) and stanford-crfm (609) need no network; NeelNanda's models
+    list their hub repository. With ``[]``, the model's only checkpoint is ``FINAL_STEP``.
+
+    Args:
+        name: a TransformerLens name or alias, without the ``tl:`` prefix.
+    """
+    return list(_tl_checkpoint_labels(resolve_tl_name(name)))
+
+
+def load_tl_pretrained(name: str, step: int | None, device: str) -> LoadedHF:
+    """Download a TransformerLens pretrained model (optionally at a training step) and load it unfolded.
+
+    Args:
+        name: a TransformerLens name or alias, without the ``tl:`` prefix.
+        step: a step from ``tl_checkpoint_steps(name)``; None for the final weights. For a model without
+            training checkpoints, ``FINAL_STEP`` (or None).
+        device: "cpu", "cuda", "cuda:1", ...
+
+    Raises:
+        ModelNotFound: unknown name. CheckpointNotFound: no such step. ModelLoadError: the download or
+        conversion failed, or the architecture is one we cannot read attention from.
+    """
+    official = resolve_tl_name(name)
+    if official.startswith(_UNSUPPORTED_TL_PREFIXES):
+        raise ModelLoadError(
+            f"tl:{name} ({official}) is an encoder-decoder or audio model; phasescope reads attention "
+            "from decoder-only HookedTransformer models and BERT encoders only",
+            model=f"tl:{name}",
+        )
+    steps = list(_tl_checkpoint_labels(official))
+    checkpoint_value: int | None = None
+    if steps and step is not None:
+        if step not in steps:
+            raise CheckpointNotFound(
+                f"tl:{name} has no checkpoint at step {step}",
+                field="checkpoints", choices=steps, model=f"tl:{name}", checkpoint=step,
+            )  # fmt: skip
+        checkpoint_value = step
+    elif not steps and step not in (None, FINAL_STEP):
+        raise CheckpointNotFound(
+            f"tl:{name} has no training checkpoints; its only checkpoint is step {FINAL_STEP}",
+            field="checkpoints", choices=[FINAL_STEP], model=f"tl:{name}", checkpoint=step,
+        )  # fmt: skip
+    # Mirrors TransformerLens's own test for loading BERT as BertForPreTraining.
+    encoder = "bert" in official.lower()
+    try:
+        if encoder:
+            with _quiet_hooked_encoder():
+                model: HookedTransformer | HookedEncoder = HookedEncoder.from_pretrained(
+                    official, checkpoint_value=checkpoint_value, device=device
+                )
+        else:
+            # No folding, centring or bias folding: the scores and weights stay the model's own.
+            model = HookedTransformer.from_pretrained(
+                official,
+                checkpoint_value=checkpoint_value,
+                fold_ln=False,
+                center_writing_weights=False,
+                center_unembed=False,
+                fold_value_biases=False,
+                refactor_factored_attn_matrices=False,
+                device=device,
+            )
+    except (OSError, ValueError, NotImplementedError, RuntimeError, AttributeError) as exc:
+        raise ModelLoadError(
+            f"could not load tl:{name} ({official}) at step {step}: {exc}",
+            model=f"tl:{name}",
+            checkpoint=step,
+        ) from exc
+    model.eval()
+    architecture = model.cfg.original_architecture or ""
+    family = _TL_FAMILY_NAMES.get(architecture, architecture)
+    return LoadedHF(model=model, tokenizer=model.tokenizer, causal=not encoder, family=family)
+
+
+_TL_FAMILY_NAMES = {
+    "GPT2LMHeadModel": "gpt2",
+    "GPTNeoXForCausalLM": "gpt-neox",
+    "LlamaForCausalLM": "llama",
+    "BertForMaskedLM": "bert",
+}
+
+
+# --- local Hugging Face directories ------------------------------------------------------------
+
+
+def is_hf_model_dir(path: Path | str) -> bool:
+    """True when ``path`` holds a Hugging Face ``config.json`` and weights (no file is read)."""
+    path = Path(path)
+    return (path / "config.json").is_file() and any((path / f).is_file() for f in WEIGHT_FILES)
+
+
+def _checkpoint_dirs(path: Path) -> dict[int, Path]:
+    if not path.is_dir():
+        return {}
+    found = {}
+    for child in path.iterdir():
+        match = _CHECKPOINT_DIR.fullmatch(child.name)
+        if match and is_hf_model_dir(child):
+            found[int(match.group(1))] = child
+    return dict(sorted(found.items()))
+
+
+def is_hf_trainer_series(path: Path | str) -> bool:
+    """True when ``path`` has at least one ``checkpoint-<step>/`` Hugging Face model directory.
+
+    A Trainer output directory may also hold the final model at its root; callers should check for a
+    series first, so that its steps are not hidden behind the single final model.
+    """
+    return bool(_checkpoint_dirs(Path(path)))
+
+
+def hf_trainer_steps(path: Path | str) -> list[int]:
+    """The steps of a Trainer series, ascending, from the directory names alone (no weights read)."""
+    return list(_checkpoint_dirs(Path(path)))
+
+
+def hf_trainer_checkpoint_dir(path: Path | str, step: int) -> Path:
+    """The ``checkpoint-<step>`` directory of a Trainer series.
+
+    Raises:
+        CheckpointNotFound: no such step; choices holds the steps there are.
+    """
+    dirs = _checkpoint_dirs(Path(path))
+    if step not in dirs:
+        raise CheckpointNotFound(
+            f"{path} has no checkpoint-{step}/", field="checkpoints", choices=list(dirs), checkpoint=step
+        )
+    return dirs[step]
+
+
+def load_hf_trainer_checkpoint(
+    path: Path | str, step: int, device: str, *, max_ctx: int | None = None
+) -> LoadedHF:
+    """Load one step of a Trainer series (see ``load_hf_directory``)."""
+    return load_hf_directory(hf_trainer_checkpoint_dir(path, step), device, max_ctx=max_ctx)
+
+
+def load_hf_directory(path: Path | str, device: str, *, max_ctx: int | None = None) -> LoadedHF:
+    """Load a local Hugging Face model directory into TransformerLens, offline and unfolded.
+
+    Supported families (by ``config.json`` ``model_type``): GPT-2, GPT-NeoX (Pythia), Llama-style
+    causal LMs, and BERT encoders; see ``phasescope.hf_convert``.
+
+    Args:
+        path: the directory (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``).
+        device: "cpu", "cuda", "cuda:1", ...
+        max_ctx: cap on n_ctx for causal models (default ``hf_convert.DEFAULT_MAX_CTX``).
+
+    Raises:
+        ModelLoadError: not a model directory, an unsupported family or variant, or weights missing.
+    """
+    path = Path(path)
+    if not is_hf_model_dir(path):
+        raise ModelLoadError(
+            f"{path} is not a Hugging Face model directory (needs config.json and one of "
+            f"{', '.join(WEIGHT_FILES)})",
+            model=str(path),
+        )
+    # Reading model_type ourselves first gives the helpful error before transformers is asked to
+    # build a config class it may not even know.
+    try:
+        raw = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}/config.json is not readable JSON: {exc}", model=str(path)) from exc
+    family = family_for_model_type(raw.get("model_type"), where=str(path))
+    hf_class = getattr(transformers, family.hf_class)
+    try:
+        hf_model, info = hf_class.from_pretrained(
+            str(path), local_files_only=True, dtype=torch.float32, output_loading_info=True
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ModelLoadError(f"transformers could not load {path}: {exc}", model=str(path)) from exc
+    missing = list(info.get("missing_keys", []))
+    base_missing = [k for k in missing if not k.startswith(family.head_prefixes) and ".pooler." not in k]
+    base_missing = [k for k in base_missing if not k.startswith("cls.")]
+    if base_missing:
+        raise ModelLoadError(
+            f"{path}: the weights lack {len(base_missing)} tensors of the {family.name} body, e.g. "
+            f"{base_missing[0]}; refusing to measure randomly initialised attention",
+            model=str(path),
+        )
+    has_lm_head = not any(k.startswith(family.head_prefixes) for k in missing)
+
+    cfg = HookedTransformerConfig(
+        **tl_config_dict(family, hf_model.config, name=path.name, device=device, max_ctx=max_ctx)
+    )
+    with torch.no_grad():
+        state_dict = family.convert(hf_model, cfg)
+        state_dict = {k: v.detach().clone() for k, v in state_dict.items()}
+    del hf_model
+    tokenizer = _local_tokenizer(path)
+    if family.causal:
+        model: HookedTransformer | HookedEncoder = HookedTransformer(cfg, tokenizer=tokenizer)
+        model.load_and_process_state_dict(
+            state_dict,
+            fold_ln=False,
+            center_writing_weights=False,
+            center_unembed=False,
+            fold_value_biases=False,
+            refactor_factored_attn_matrices=False,
+        )
+    else:
+        with _quiet_hooked_encoder():
+            model = HookedEncoder(cfg, tokenizer=tokenizer, move_to_device=False)
+        # HookedEncoder has no weight processing. Checked by hand rather than strict=True because its
+        # mask buffers are not in the converted state dict; a missing parameter must not go unnoticed.
+        result = model.load_state_dict(state_dict, strict=False)
+        params = dict(model.named_parameters())
+        gaps = [k for k in result.missing_keys if k in params] + list(result.unexpected_keys)
+        if gaps:
+            raise ModelLoadError(f"{path}: BERT conversion left {gaps[:3]} unmatched", model=str(path))
+    model.to(device)
+    model.eval()
+    return LoadedHF(
+        model=model, tokenizer=tokenizer, causal=family.causal, family=family.name, has_lm_head=has_lm_head
+    )
+
+
+def _local_tokenizer(path: Path) -> Any | None:
+    # Trainer checkpoints often keep the tokenizer only at the series root.
+    candidates = [path]
+    if _CHECKPOINT_DIR.fullmatch(path.name):
+        candidates.append(path.parent)
+    for directory in candidates:
+        if any((directory / f).is_file() for f in TOKENIZER_FILES):
+            try:
+                return transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(
+                    f"{directory} has tokenizer files that transformers cannot load: {exc}",
+                    model=str(path),
+                ) from exc
+    return None
+
+
+@contextmanager
+def _quiet_hooked_encoder() -> Iterator[None]:
+    """Silence HookedEncoder's deprecation warning.
+
+    We pin TransformerLens 3.9 deliberately (only its Hooked* classes expose true pre-softmax scores).
+    The warning is raised with stacklevel=2, so it is attributed to *our* module and escapes the
+    ``transformer_lens.*`` filters in pyproject.toml.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="HookedEncoder", category=DeprecationWarning)
+        yield
+
+
+# --- hooks ---------------------------------------------------------------------------------------
+
+
+def attention_hook_names(model: HookedTransformer | HookedEncoder) -> tuple[list[str], list[str]]:
+    """Per-layer hook names of the pre-softmax scores and the attention pattern.
+
+    Scores are ``[batch, head, query, key]`` after the causal mask (``-inf`` at masked keys) and any
+    padding mask, before the softmax; patterns are their softmax over keys. The same names serve
+    HookedTransformer and HookedEncoder.
+
+    Returns:
+        (scores hook names, pattern hook names), one of each per layer, in layer order.
+    """
+    n_layers = model.cfg.n_layers
+    scores = [f"blocks.{layer}.attn.hook_attn_scores" for layer in range(n_layers)]
+    patterns = [f"blocks.{layer}.attn.hook_pattern" for layer in range(n_layers)]
+    missing = [name for name in scores + patterns if name not in model.hook_dict]
+    assert not missing, f"TransformerLens hook names changed: {missing[:2]}"
+    return scores, patterns

@@ -1,0 +1,269 @@
+"""Loading Hugging Face models into TransformerLens: tiny random models of each family, saved to disk.
+
+Every test runs with the network blocked: nothing here may reach the Hugging Face hub.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    BertModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+from phasescope.errors import CheckpointNotFound, ModelLoadError, ModelNotFound
+from phasescope.hf_models import (
+    FINAL_STEP,
+    attention_hook_names,
+    hf_trainer_checkpoint_dir,
+    hf_trainer_steps,
+    is_hf_model_dir,
+    is_hf_trainer_series,
+    known_tl_models,
+    load_hf_directory,
+    load_hf_trainer_checkpoint,
+    load_tl_pretrained,
+    resolve_tl_name,
+    tl_checkpoint_steps,
+)
+
+VOCAB = 100
+SEQ = 12
+# Special token ids inside the tiny vocabulary (transformers logs about out-of-vocab defaults).
+SPECIAL = {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
+SMALL = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail loudly if anything tries to reach the hub (tests must never download)."""
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: object) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise RuntimeError(f"network access attempted: {address}")
+        real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def _gpt2() -> torch.nn.Module:
+    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=VOCAB, n_positions=64, **SPECIAL)
+    return GPT2LMHeadModel(cfg)
+
+
+def _neox() -> torch.nn.Module:
+    # rotary_pct 0.5, as Pythia's 0.25, so partial rotary embeddings are exercised.
+    cfg = GPTNeoXConfig(**SMALL, vocab_size=VOCAB, max_position_embeddings=64, rotary_pct=0.5, **SPECIAL)
+    return GPTNeoXForCausalLM(cfg)
+
+
+def _llama() -> torch.nn.Module:
+    # Two key-value heads for four query heads: grouped-query attention.
+    cfg = LlamaConfig(**SMALL, num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64, **SPECIAL)
+    return LlamaForCausalLM(cfg)
+
+
+def _bert() -> torch.nn.Module:
+    return BertModel(BertConfig(**SMALL, vocab_size=VOCAB, max_position_embeddings=64, pad_token_id=2))
+
+
+def _bert_mlm() -> torch.nn.Module:
+    return BertForMaskedLM(BertConfig(**SMALL, vocab_size=VOCAB, max_position_embeddings=64, pad_token_id=2))
+
+
+FAMILIES = {"gpt2": _gpt2, "gpt-neox": _neox, "llama": _llama, "bert": _bert, "bert-mlm": _bert_mlm}
+
+
+def _save(build, path: Path, seed: int = 0) -> torch.nn.Module:
+    """Build a seeded random model with eager attention (so it can return its probabilities), save it."""
+    torch.manual_seed(seed)
+    model = build()
+    model.config._attn_implementation = "eager"
+    model.eval()
+    model.save_pretrained(path)
+    return model
+
+
+def _tokens(seed: int = 1) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(3, VOCAB, (2, SEQ), generator=gen)  # (batch, pos)
+
+
+def _entropy_from_scores(scores: torch.Tensor) -> torch.Tensor:
+    # -sum p ln p over keys in float64; masked keys (-inf) have p = 0 and contribute nothing.
+    logp = torch.log_softmax(scores.double(), dim=-1)
+    p = logp.exp()
+    return -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)
+
+
+def _entropy_from_probs(p: torch.Tensor) -> torch.Tensor:
+    p = p.double()
+    return -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(-1)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_scores_patterns_and_logits_match_the_hf_model(family: str, tmp_path: Path) -> None:
+    hf = _save(FAMILIES[family], tmp_path / family)
+    assert is_hf_model_dir(tmp_path / family)
+    loaded = load_hf_directory(tmp_path / family, "cpu")
+    tokens = _tokens()
+
+    with torch.no_grad():
+        hf_out = hf(tokens, output_attentions=True)
+        logits, cache = loaded.model.run_with_cache(tokens)
+
+    encoder = family.startswith("bert")
+    assert loaded.causal is not encoder
+    assert loaded.family == family.removesuffix("-mlm")
+    assert loaded.has_lm_head is (family != "bert")  # a bare BertModel has no MLM head
+
+    # (1) the numbers are the model's own: logits, or the final hidden states of a headless encoder.
+    if family == "bert":
+        with torch.no_grad():
+            ours, theirs = loaded.model.encoder_output(tokens), hf_out.last_hidden_state
+    else:
+        ours, theirs = logits, hf_out.logits
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+
+    scores_names, pattern_names = attention_hook_names(loaded.model)
+    assert len(scores_names) == len(pattern_names) == 2
+    masked = torch.ones(SEQ, SEQ).triu(1).bool()  # (query, key): keys after the query
+    for layer, (s_name, p_name) in enumerate(zip(scores_names, pattern_names, strict=True)):
+        scores, pattern = cache[s_name], cache[p_name]  # (batch, head, query, key)
+        assert scores.shape == pattern.shape == (2, 4, SEQ, SEQ)
+        # (2) true pre-softmax scores: their softmax is the pattern, and they are not the pattern.
+        torch.testing.assert_close(scores.softmax(-1), pattern, atol=1e-6, rtol=0)
+        finite = torch.isfinite(scores)
+        assert not torch.allclose(scores[finite], pattern[finite], atol=1e-3)
+        if encoder:
+            assert finite.all()
+        else:
+            assert torch.isneginf(scores[..., masked]).all()
+            assert finite[..., ~masked].all()
+            assert not pattern.isnan().any()
+        # (3) entropy from our scores == entropy of HF's own attention probabilities.
+        torch.testing.assert_close(
+            _entropy_from_scores(scores),
+            _entropy_from_probs(hf_out.attentions[layer]),
+            atol=1e-5,
+            rtol=0,
+        )
+
+
+def test_local_tokenizer_is_loaded_offline(tmp_path: Path) -> None:
+    words = [f"w{i}" for i in range(VOCAB - 3)]
+    vocab = {"<bos>": 0, "<eos>": 1, "<pad>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+    )
+    _save(_gpt2, tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+
+    loaded = load_hf_directory(tmp_path / "m", "cpu")
+    assert loaded.tokenizer is not None
+    assert loaded.tokenizer("w0 w5")["input_ids"][-2:] == [3, 8]
+    assert loaded.model.tokenizer is not None
+
+    _save(_gpt2, tmp_path / "bare")
+    assert load_hf_directory(tmp_path / "bare", "cpu").tokenizer is None
+
+
+def test_trainer_series_lists_steps_from_names_and_loads_each(tmp_path: Path) -> None:
+    series = tmp_path / "run"
+    _save(_neox, series / "checkpoint-20", seed=2)
+    _save(_neox, series / "checkpoint-10", seed=1)
+    (series / "checkpoint-30").mkdir()  # an interrupted save: no weights, not a step
+    (series / "runs").mkdir()
+    (series / "trainer_state.json").write_text("{}")
+
+    assert is_hf_trainer_series(series)
+    assert not is_hf_trainer_series(series / "checkpoint-10")
+    assert hf_trainer_steps(series) == [10, 20]
+
+    w10 = load_hf_trainer_checkpoint(series, 10, "cpu").model.W_Q
+    w20 = load_hf_trainer_checkpoint(series, 20, "cpu").model.W_Q
+    assert not torch.allclose(w10, w20)
+
+    with pytest.raises(CheckpointNotFound) as info:
+        hf_trainer_checkpoint_dir(series, 15)
+    assert info.value.choices == [10, 20]
+
+
+def test_listing_a_series_reads_no_weights(tmp_path: Path) -> None:
+    # Unloadable weight files: listing must still succeed, because it looks at names only.
+    for step in (5, 500):
+        ckpt = tmp_path / f"checkpoint-{step}"
+        ckpt.mkdir()
+        (ckpt / "config.json").write_text('{"model_type": "gpt2"}')
+        (ckpt / "model.safetensors").write_bytes(b"not safetensors")
+    assert hf_trainer_steps(tmp_path) == [5, 500]
+
+
+def test_tl_checkpoints_are_listed_without_network() -> None:
+    steps = tl_checkpoint_steps("pythia-70m")
+    assert len(steps) == 154
+    assert steps[:4] == [0, 1, 2, 4] and steps[-1] == 143000
+    assert steps == sorted(steps)
+    assert tl_checkpoint_steps("gpt2") == []
+    assert "gpt2" in known_tl_models() and "EleutherAI/pythia-70m" in known_tl_models()
+    assert resolve_tl_name("pythia-70m") == "EleutherAI/pythia-70m"
+
+
+def test_tl_requests_are_validated_before_any_download() -> None:
+    with pytest.raises(ModelNotFound) as info:
+        tl_checkpoint_steps("pythia-70q")
+    assert "pythia-70m" in str(info.value)
+    with pytest.raises(CheckpointNotFound) as ckpt:
+        load_tl_pretrained("pythia-70m", 7, "cpu")
+    assert ckpt.value.choices is not None and 8 in ckpt.value.choices
+    with pytest.raises(CheckpointNotFound) as final:
+        load_tl_pretrained("gpt2", 100, "cpu")
+    assert final.value.choices == [FINAL_STEP]
+    with pytest.raises(ModelLoadError, match="encoder-decoder"):
+        load_tl_pretrained("t5-small", None, "cpu")
+
+
+def test_unsupported_architecture_names_the_supported_families(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = OPTConfig(
+        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, ffn_dim=64, vocab_size=VOCAB, **SPECIAL
+    )
+    OPTForCausalLM(cfg).save_pretrained(tmp_path / "opt")
+    with pytest.raises(ModelLoadError) as info:
+        load_hf_directory(tmp_path / "opt", "cpu")
+    message = str(info.value)
+    assert "'opt'" in message
+    for family in ("gpt2", "gpt-neox", "llama", "bert"):
+        assert family in message
+    assert info.value.choices == ["gpt2", "gpt-neox", "llama", "bert"]
+
+
+def test_variants_transformerlens_would_compute_differently_are_refused(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = LlamaConfig(**SMALL, vocab_size=VOCAB, attention_bias=True, **SPECIAL)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path / "biased")
+    with pytest.raises(ModelLoadError, match="biases"):
+        load_hf_directory(tmp_path / "biased", "cpu")
+
+    (tmp_path / "empty").mkdir()
+    assert not is_hf_model_dir(tmp_path / "empty")
+    with pytest.raises(ModelLoadError, match="not a Hugging Face model directory"):
+        load_hf_directory(tmp_path / "empty", "cpu")
