@@ -1,0 +1,350 @@
+"""Analyses as RQ jobs: submit one job per checkpoint, follow them, merge their results.
+
+An analysis fans out into one RQ job per (checkpoint, group of measures). Every measure we have reads
+the same single forward pass, so all requested measures of one checkpoint form one group and a sweep
+over N checkpoints is N jobs, spread over every worker. Jobs are enqueued by dotted name
+(``workers.jobs.run_job``), so this module, and the backend that uses it, never import torch.
+
+Job ids are ``<analysis id>-<step>``: a second submit of the same request finds the jobs it already
+has instead of duplicating them.
+
+State lives in two places:
+
+- Redis: RQ's jobs (status, ``meta`` with progress, failures) on the queue ``Settings.queue_name``.
+- the store (phasescope.store): request.json with the resolved steps, one part per finished job, and
+  the merged results. The store is the source of truth: a finished analysis needs no Redis at all, and
+  if Redis loses the jobs of an unfinished, uncancelled analysis, the next status read enqueues the
+  missing checkpoints again.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import suppress
+from typing import Any
+
+import redis
+from rq import Queue, Retry
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+
+from phasescope.config import Settings, get_settings
+from phasescope.errors import ServiceUnavailable
+from phasescope.models import list_checkpoints
+from phasescope.schemas import AnalysisRequest, analysis_id, select_steps
+from phasescope.store import ResultStore
+
+__all__ = [
+    "RUN_JOB",
+    "cancel",
+    "finalize",
+    "get_queue",
+    "job_id",
+    "job_timeout",
+    "links",
+    "reap_abandoned",
+    "status",
+    "submit",
+]
+
+RUN_JOB = "workers.jobs.run_job"
+_ACTIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
+_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+# Relative cost of one measure on 16 prompts of 64 tokens (the thermodynamic sweep scales with its grid).
+_MEASURE_COST = {"entropy": 1.0, "thermo": 3.0, "spectra": 2.0, "heads": 1.0, "loss": 0.5}
+
+
+def job_id(aid: str, step: int) -> str:
+    """The RQ job id of one checkpoint of an analysis."""
+    return f"{aid}-{step}"
+
+
+def get_queue(conn: redis.Redis, settings: Settings | None = None) -> Queue:
+    return Queue((settings or get_settings()).queue_name, connection=conn)
+
+
+def job_timeout(request: AnalysisRequest, settings: Settings | None = None) -> int:
+    """Seconds one job of this request may run: a base (model load) plus a share per unit of work."""
+    settings = settings or get_settings()
+    prompts = request.inputs.n_prompts or 64  # zoo tasks bring their own eval set: assume a large one
+    scale = max(1.0, prompts / 16) * max(1.0, request.inputs.seq_len / 64)
+    units = 0.0
+    for measure in request.measures:
+        cost = _MEASURE_COST.get(measure, 1.0)
+        if measure == "thermo":
+            cost *= max(1.0, request.params.n_beta / 61)
+        units += cost
+    return int(math.ceil(settings.job_timeout_base_s + settings.job_timeout_per_unit_s * units * scale))
+
+
+def links(aid: str) -> dict[str, str]:
+    """Where to find an analysis: its status, its tables, its dashboard page."""
+    base = f"/api/v1/analyses/{aid}"
+    return {"self": base, "results": f"{base}/results", "dashboard": f"/analyses/{aid}"}
+
+
+def submit(
+    request: AnalysisRequest, conn: redis.Redis, store: ResultStore, settings: Settings | None = None
+) -> tuple[str, bool]:
+    """Validate a request against the model, record it and enqueue its missing jobs.
+
+    Nothing is loaded: checkpoints are checked against the model's listing only.
+
+    Returns:
+        ``(analysis id, already finished)``; a finished analysis is not recomputed.
+
+    Raises:
+        ModelNotFound, CheckpointNotFound, PathNotAllowed, InvalidRequest: from the model and selection.
+        ServiceUnavailable: Redis cannot be reached.
+    """
+    settings = settings or get_settings()
+    steps = select_steps(request.checkpoints, list_checkpoints(request.model, settings), request.model)
+    aid = analysis_id(request)
+    if store.is_finished(aid):
+        return aid, True
+    if not store.has_request(aid):
+        extra = {"steps": steps, "created_at": time.time(), "job_timeout_s": job_timeout(request, settings)}
+        store.save_request(aid, request, extra)
+    store.set_cancelled(aid, False)
+    try:
+        _enqueue_missing(conn, store, aid, settings, requeue_failed=True)
+    except _REDIS_DOWN as exc:
+        raise ServiceUnavailable(f"the job queue (Redis) cannot be reached: {exc}") from exc
+    return aid, False
+
+
+def _enqueue_missing(
+    conn: redis.Redis, store: ResultStore, aid: str, settings: Settings, requeue_failed: bool
+) -> list[int]:
+    """Enqueue a job for every step with neither a stored part nor a live job; returns those steps."""
+    record = store.load_request(aid)
+    request = record["request"]
+    done = set(store.part_steps(aid))
+    todo = [s for s in record["steps"] if s not in done]
+    jobs = Job.fetch_many([job_id(aid, s) for s in todo], connection=conn)
+    queue = get_queue(conn, settings)
+    datas, steps = [], []
+    for step, job in zip(todo, jobs, strict=True):
+        if job is not None:
+            state = job.get_status(refresh=False)
+            if state in _ACTIVE:
+                continue
+            if state in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED) and not requeue_failed:
+                continue
+            job.delete()  # finished without a part (store wiped) or failed and asked again: run afresh
+        steps.append(step)
+        datas.append(
+            Queue.prepare_data(
+                RUN_JOB,
+                kwargs={
+                    "aid": aid,
+                    "model": request["model"],
+                    "step": step,
+                    "measures": request["measures"],
+                    "inputs": request["inputs"],
+                    "params": request["params"],
+                },
+                job_id=job_id(aid, step),
+                timeout=int(record.get("job_timeout_s") or settings.job_timeout_base_s),
+                result_ttl=settings.result_ttl_s,
+                failure_ttl=settings.result_ttl_s,
+                retry=Retry(max=settings.job_retries) if settings.job_retries else None,
+                description=f"{request['model']} step {step} ({','.join(request['measures'])})",
+                meta={"analysis": aid, "checkpoint": step, "stage": "queued"},
+            )
+        )
+    if datas:
+        queue.enqueue_many(datas)
+    return steps
+
+
+def reap_abandoned(conn: redis.Redis, settings: Settings | None = None) -> None:
+    """Retry (or fail) jobs whose worker stopped sending heartbeats, e.g. after ``kill -9``.
+
+    RQ does this in its workers' maintenance too; doing it on status reads bounds the delay by the
+    heartbeat interval instead of the maintenance interval.
+    """
+    StartedJobRegistry(queue=get_queue(conn, settings)).cleanup()
+
+
+def _error_line(job: Job) -> str:
+    result = job.latest_result()
+    text = (getattr(result, "exc_string", None) or "").strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else "failed (no message recorded)"
+
+
+def finalize(store: ResultStore, aid: str, conn: redis.Redis | None = None) -> bool:
+    """Merge the parts into the final result once every checkpoint has one; True when finished.
+
+    Called by the worker that writes the last part and by status reads. Idempotent and atomic, so two
+    processes finalising at once write the same files; the Redis lock only saves the duplicate work.
+    """
+    if store.is_finished(aid):
+        return True
+    record = store.load_request(aid)
+    if not set(record["steps"]) <= set(store.part_steps(aid)):
+        return False
+    lock = None
+    if conn is not None:
+        with suppress(*_REDIS_DOWN, redis.exceptions.LockError):
+            lock = conn.lock(f"phasescope:finalize:{aid}", timeout=300, blocking_timeout=60)
+            if not lock.acquire():
+                lock = None
+    try:
+        if store.is_finished(aid):
+            return True
+        _write_final(store, aid, record)
+    finally:
+        if lock is not None:
+            with suppress(*_REDIS_DOWN, redis.exceptions.LockError):
+                lock.release()
+    return True
+
+
+def _write_final(store: ResultStore, aid: str, record: dict[str, Any]) -> None:
+    import json
+
+    from phasescope.summary import checkpoint_digest
+
+    table = store.results(aid)
+    meta = store.part_meta(aid)
+    finished_at = time.time()
+    created = float(record.get("created_at") or finished_at)
+    request = record["request"]
+    summary = {
+        "id": aid,
+        "status": "finished",
+        "model": request["model"],
+        "checkpoints": record["steps"],
+        "measures": request["measures"],
+        "rows": len(table),
+        "created_at": created,
+        "finished_at": finished_at,
+        "wall_seconds": round(finished_at - created, 3),
+        "seconds_per_checkpoint": {str(s): m.get("seconds") for s, m in sorted(meta.items())},
+        "workers": sorted({str(m.get("worker")) for m in meta.values() if m.get("worker")}),
+        "digest": json.loads(checkpoint_digest(table).to_json(orient="index")) if len(table) else {},
+    }
+    store.finalize(aid, summary)
+
+
+def _finished_status(store: ResultStore, aid: str, record: dict[str, Any]) -> dict[str, Any]:
+    summary = store.summary(aid)
+    total = len(record["steps"])
+    return {
+        "status": "finished",
+        "progress": {"done": total, "total": total, "fraction": 1.0, "current_checkpoint": None, "running": []},
+        "timings": {
+            "created_at": summary.get("created_at", record.get("created_at")),
+            "finished_at": summary.get("finished_at"),
+            "wall_seconds": summary.get("wall_seconds"),
+            "seconds_per_checkpoint": summary.get("seconds_per_checkpoint", {}),
+        },
+        "errors": [],
+        "rows": summary.get("rows"),
+    }
+
+
+def status(
+    store: ResultStore, aid: str, conn: redis.Redis | None, settings: Settings | None = None, resume: bool = True
+) -> dict[str, Any]:
+    """Everything a person wants to know about an analysis, from the store and (when reachable) Redis.
+
+    Status is one of ``queued``, ``running``, ``finished``, ``failed`` (no checkpoint succeeded),
+    ``partial`` (some did, the rest failed or were cancelled) and ``cancelled``.
+
+    Args:
+        resume: re-enqueue checkpoints that neither have a part nor a job (Redis was wiped).
+    """
+    settings = settings or get_settings()
+    record = store.load_request(aid)
+    request = record["request"]
+    steps: list[int] = record["steps"]
+    base = {
+        "id": aid,
+        "model": request["model"],
+        "measures": request["measures"],
+        "checkpoints": steps,
+        "request": request,
+        "links": links(aid),
+    }
+    if store.is_finished(aid) or (conn is not None and finalize(store, aid, conn)):
+        return {**base, **_finished_status(store, aid, record)}
+    done = set(store.part_steps(aid))
+    meta = store.part_meta(aid)
+    todo = [s for s in steps if s not in done]
+    cancelled = store.is_cancelled(aid)
+    queued, running, failed, lost = [], [], [], []
+    queue_ok = conn is not None
+    if conn is not None:
+        try:
+            reap_abandoned(conn, settings)
+            for step, job in zip(todo, Job.fetch_many([job_id(aid, s) for s in todo], connection=conn), strict=True):
+                state = None if job is None else job.get_status(refresh=False)
+                if job is None or state == JobStatus.FINISHED:
+                    lost.append(step)  # (a finished job without a part: the store lost it)
+                elif state == JobStatus.STARTED:
+                    running.append({"checkpoint": step, "job": job.id, **_progress_meta(job)})
+                elif state in _ACTIVE:
+                    queued.append(step)
+                else:
+                    failed.append({"checkpoint": step, "job": job.id, "status": str(state.value), "error": _error_line(job)})
+            if lost and resume and not cancelled:
+                queued.extend(_enqueue_missing(conn, store, aid, settings, requeue_failed=False))
+        except _REDIS_DOWN:
+            queue_ok = False
+    if not queue_ok:
+        # Without Redis only the store speaks: parts are done, the rest is waiting for the queue.
+        queued = todo
+    active = bool(queued or running)
+    if active:
+        state_name = "running" if running or done or failed else "queued"
+    elif cancelled:
+        state_name = "cancelled" if not done else "partial"
+    else:
+        state_name = "partial" if done else "failed"
+    total = len(steps)
+    created = record.get("created_at")
+    return {
+        **base,
+        "status": state_name,
+        "progress": {
+            "done": len(done),
+            "total": total,
+            "fraction": round(len(done) / total, 4) if total else 0.0,
+            "current_checkpoint": running[0]["checkpoint"] if running else None,
+            "running": running,
+            "queued": len(queued),
+            "failed": len(failed),
+        },
+        "timings": {
+            "created_at": created,
+            "elapsed_seconds": round(time.time() - created, 3) if created else None,
+            "seconds_per_checkpoint": {str(s): m.get("seconds") for s, m in sorted(meta.items())},
+        },
+        "errors": failed,
+        "queue_reachable": queue_ok,
+    }
+
+
+def _progress_meta(job: Job) -> dict[str, Any]:
+    meta = job.get_meta(refresh=False) or {}
+    return {k: meta[k] for k in ("stage", "worker", "started_at") if k in meta}
+
+
+def cancel(store: ResultStore, aid: str, conn: redis.Redis, settings: Settings | None = None) -> dict[str, Any]:
+    """Cancel the queued jobs of an analysis (running ones finish; finished parts are kept)."""
+    store.load_request(aid)  # NotFound for an unknown id
+    if not store.is_finished(aid):
+        store.set_cancelled(aid, True)
+        record = store.load_request(aid)
+        ids = [job_id(aid, s) for s in record["steps"]]
+        try:
+            for job in Job.fetch_many(ids, connection=conn):
+                if job is not None and job.get_status(refresh=False) in _ACTIVE - {JobStatus.STARTED}:
+                    job.cancel()
+        except _REDIS_DOWN as exc:
+            raise ServiceUnavailable(f"the job queue (Redis) cannot be reached: {exc}") from exc
+    return status(store, aid, conn, settings, resume=False)
