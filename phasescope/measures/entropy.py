@@ -84,7 +84,7 @@ def row_entropy(scores: Float[Tensor, "... key"]) -> dict[str, Tensor]:
     ([1.0, 1.0], [4.0, 4.0])
     """
     s, allowed = _prepare(scores)
-    n_keys: Int[Tensor, "..."] = allowed.sum(dim=-1)
+    n_keys: Int[Tensor, " ..."] = allowed.sum(dim=-1)
     logp = torch.log_softmax(s, dim=-1)  # -inf at masked keys, where p = 0
     p = logp.exp()
     # Zero the masked log-probabilities before multiplying: 0 * (-inf) would be NaN.
@@ -137,7 +137,9 @@ def entropy_table(scores: Float[Tensor, "layer batch head query key"], checkpoin
         MeasureError: ``scores`` is not 5-d, or a row has no allowed key.
     """
     if scores.ndim != 5:
-        raise MeasureError(f"scores must be [layer, batch, head, query, key], got shape {tuple(scores.shape)}")
+        raise MeasureError(
+            f"scores must be [layer, batch, head, query, key], got shape {tuple(scores.shape)}"
+        )
     rows = row_entropy(scores)  # each [layer, batch, head, query]
     valid = rows["n_keys"] >= 2
     nan = torch.full_like(rows["entropy"], math.nan)
@@ -161,7 +163,10 @@ def entropy_table(scores: Float[Tensor, "layer batch head query key"], checkpoin
     )
     summary["hopfield_regime"] = torch.where(summary["k90_mean"].isnan(), math.nan, regime)
 
-    tables = [tidy("entropy", q, v, ("layer", "head", "position"), checkpoint=checkpoint) for q, v in per_position.items()]
+    tables = [
+        tidy("entropy", q, v, ("layer", "head", "position"), checkpoint=checkpoint)
+        for q, v in per_position.items()
+    ]
     tables += [tidy("entropy", q, v, ("layer", "head"), checkpoint=checkpoint) for q, v in summary.items()]
     table = concat_tables(tables)
     return table[table["value"].notna()].reset_index(drop=True)
