@@ -70,7 +70,9 @@ def marchenko_pastur_edges(n_rows: int, n_cols: int, variance: float) -> tuple[f
     return variance * (1.0 - root) ** 2, variance * (1.0 + root) ** 2
 
 
-def power_law_fit(eigs: Float[Tensor, " n"], min_tail: int = 10) -> dict[str, float]:
+def power_law_fit(
+    eigs: Float[Tensor, " n"], min_tail: int = 10, max_candidates: int | None = 1000
+) -> dict[str, float]:
     """Fit a power-law tail ``p(λ) ∝ λ^-α`` (λ ≥ λ_min) to a set of eigenvalues.
 
     Clauset, Shalizi & Newman (2009), as WeightWatcher and the ``powerlaw`` package do it: for every
@@ -79,13 +81,16 @@ def power_law_fit(eigs: Float[Tensor, " n"], min_tail: int = 10) -> dict[str, fl
     points, and the Kolmogorov–Smirnov distance between the tail's empirical CDF and the fitted
     ``F(λ) = 1 - (λ / λ_min)^(1-α)`` is computed; the candidate with the smallest distance wins. The
     standard error is ``(α - 1) / √n``. The scan sorts once and uses suffix sums of ``ln λ``, so every
-    candidate's α costs O(1); the KS distances are computed in vectorised chunks.
+    candidate's α costs O(1); the KS distances are computed in vectorised chunks, O(n) per candidate.
 
     Eigenvalues that are numerically zero (below ``1e-10`` of the largest) are dropped first.
 
     Args:
         eigs: eigenvalues (any order), e.g. from :func:`weight_esd`.
         min_tail: the fewest tail points a candidate ``λ_min`` may leave.
+        max_candidates: scan at most this many candidates, evenly spaced in rank (the KS scan costs
+            O(candidates × n)); ``None`` scans every one. The default scans all of any weight matrix
+            up to 1000 eigenvalues exactly.
 
     Returns:
         ``alpha`` (dimensionless density exponent), ``alpha_se`` (its standard error), ``xmin``
@@ -107,15 +112,20 @@ def power_law_fit(eigs: Float[Tensor, " n"], min_tail: int = 10) -> dict[str, fl
     logx = torch.log(x)
     # suffix[i] = Σ_{j ≥ i} ln x_j
     suffix = torch.flip(torch.cumsum(torch.flip(logx, (0,)), 0), (0,))
-    idx = torch.arange(n)
+    idx = torch.arange(n, device=x.device)
     tail_n = (n - idx).to(torch.float64)  # tail size for λ_min = x[i]
     log_sum = suffix - tail_n * logx  # Σ_{j ≥ i} ln(x_j / x_i) ≥ 0
-    distinct = torch.ones(n, dtype=torch.bool)
+    distinct = torch.ones(n, dtype=torch.bool, device=x.device)
     distinct[1:] = x[1:] > x[:-1]  # a tie's first occurrence only: the tail is then all of λ ≥ λ_min
     valid = distinct & (tail_n >= min_tail) & (log_sum > 0)
     cand = idx[valid]
     if cand.numel() == 0:
         return failed
+    if max_candidates is not None and cand.numel() > max_candidates:
+        # Evenly spaced in rank, i.e. at quantiles of the data; the ends are kept.
+        pick = torch.linspace(0, cand.numel() - 1, max_candidates, dtype=torch.float64, device=x.device)
+        pick = pick.round().long()
+        cand = cand[pick.unique()]
     alpha = 1.0 + tail_n[cand] / log_sum[cand]
     ks = _ks_distances(x, logx, cand, alpha)
 
@@ -135,25 +145,26 @@ def _ks_distances(
 ) -> Float[Tensor, " c"]:
     """KS distance of each candidate's tail ``x[cand[c]:]`` to its fitted power law; ``x`` ascending."""
     n = x.numel()
-    out = torch.empty(cand.numel(), dtype=torch.float64)
+    out = torch.empty(cand.numel(), dtype=torch.float64, device=x.device)
     start = 0
     while start < cand.numel():
-        # Candidates ascend, so the first one of a chunk has the longest tail: size the chunk by it.
-        longest = n - int(cand[start])
-        size = max(1, _KS_CHUNK_ELEMENTS // longest)
+        # Candidates ascend, so the chunk's first one has the longest tail: every candidate's tail is a
+        # suffix of x[first:], and points before a candidate's own start are masked.
+        first = int(cand[start])
+        size = max(1, _KS_CHUNK_ELEMENTS // (n - first))
         c = cand[start : start + size]
         a = alpha[start : start + size]
-        k = torch.arange(longest)
-        j = c[:, None] + k[None, :]  # (C, K) index into x of the k-th tail point
-        inside = j < n
-        j = j.clamp(max=n - 1)
+        rank = (
+            torch.arange(first, n, device=x.device)[None, :] - c[:, None]
+        )  # (C, K) k-th point of each tail, < 0 before it
         m = (n - c).to(torch.float64)[:, None]  # (C, 1) tail sizes
         # Model CDF F(x) = 1 - (x / x_min)^(1 - α), in log form.
-        model = 1.0 - torch.exp((1.0 - a)[:, None] * (logx[j] - logx[c][:, None]))
-        kf = k.to(torch.float64)[None, :]
+        model = torch.exp((1.0 - a)[:, None] * (logx[first:][None, :] - logx[c][:, None]))
+        model.neg_().add_(1.0)
+        k = rank.to(torch.float64)
         # Two-sided KS: the empirical CDF jumps from k/m to (k+1)/m at the k-th point.
-        gap = torch.maximum((kf + 1.0) / m - model, model - kf / m)
-        gap = gap.masked_fill(~inside, float("-inf"))
+        gap = torch.maximum((k + 1.0).div_(m).sub_(model), model.sub_(k.div_(m)))
+        gap.masked_fill_(rank < 0, float("-inf"))
         out[start : start + size] = gap.amax(dim=1)
         start += size
     return out

@@ -188,6 +188,10 @@ def spectra_table(
     """
     tables: list[pd.DataFrame] = []
     if patterns is not None:
+        if patterns.ndim != 5:
+            raise ValueError(
+                f"patterns must be [layer, batch, head, query, key], got {tuple(patterns.shape)}"
+            )
         stats = attention_singular_values(patterns)
         for quantity, values in stats.items():
             mean = values.mean(dim=1)  # average over the batch axis: (L, H) or (L, H, k)
@@ -231,7 +235,9 @@ def _weight_tables(name: str, W: Tensor, checkpoint: int, min_tail: int) -> list
                 esd_xmin=fit["xmin"],
                 esd_n_tail=float(fit["n_tail"]),
             )
-        tables.append(tidy(MEASURE, "esd_eigenvalue", eigs[layer], ("index",), checkpoint=checkpoint, fixed=fixed))
+        tables.append(
+            tidy(MEASURE, "esd_eigenvalue", eigs[layer], ("index",), checkpoint=checkpoint, fixed=fixed)
+        )
         for quantity, value in scalars.items():
             tables.append(tidy(MEASURE, quantity, value, checkpoint=checkpoint, fixed=fixed))
     return tables
