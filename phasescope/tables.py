@@ -10,7 +10,8 @@ Columns, always present and in this order::
     value       float  the number (float64 in memory, float32 when stored)
 
 plus coordinate columns where a quantity has them: ``beta``, ``position``, ``index`` (floats or Int64,
-<NA> elsewhere) and ``matrix`` (the weight matrix name for weight spectra). One format for every
+<NA> elsewhere), ``matrix`` (the weight matrix name for weight spectra) and ``x``, ``y`` (float
+plot coordinates: a loss-surface grid point, a histogram bin centre). One format for every
 measure is what lets the API, the dashboard and notebooks treat them alike.
 """
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # torch is imported lazily so the backend can read tables wit
 __all__ = ["BASE_COLUMNS", "COORD_COLUMNS", "concat_tables", "empty_table", "tidy"]
 
 BASE_COLUMNS = ["measure", "checkpoint", "layer", "head", "quantity", "value"]
-COORD_COLUMNS = ["beta", "position", "index", "matrix"]
+COORD_COLUMNS = ["beta", "position", "index", "matrix", "x", "y"]
 _INT_COLUMNS = {"checkpoint": "int64", "layer": "Int64", "head": "Int64", "position": "Int64", "index": "Int64"}
 
 
@@ -57,7 +58,8 @@ def tidy(
         measure: the measure's name.
         quantity: the quantity's name.
         values: array whose axes are named by ``dims`` (a scalar when ``dims`` is empty).
-        dims: one name per axis, each a column: "layer", "head", "position", "index", "beta", "matrix".
+        dims: one name per axis, each a column: "layer", "head", "position", "index", "beta", "matrix",
+            "x", "y".
         checkpoint: the training step these values belong to.
         coords: the coordinate value of each index along an axis (default: the index itself).
         fixed: columns with one value for every row (e.g. ``{"layer": 3}``).
