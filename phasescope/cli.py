@@ -1,11 +1,10 @@
-"""The ``phasescope`` command: the zoo, model listings and local analyses.
+"""The ``phasescope`` command: the zoo, model listings, local analyses, and the service (api, worker, redis).
 
 User mistakes end in one clear line on stderr and a non-zero exit code, never a traceback.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -167,6 +166,73 @@ def analyze(
     write_local_result(out, aid, request, table, digest, timings, time.perf_counter() - t0)
     typer.echo(digest.to_string(float_format=lambda v: f"{v:.3f}"))
     typer.echo(f"\n{len(table)} rows for {len(steps)} checkpoints in {time.perf_counter() - t0:.1f} s -> {out}")
+
+
+@app.command("api")
+def api(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the REST API (OpenAPI at /docs); starts the embedded Redis unless REDIS_URL is set."""
+    import uvicorn
+
+    from backend.main import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level=log_level)
+
+
+@app.command("worker")
+def worker(
+    burst: Annotated[bool, typer.Option(help="Quit once the queue is empty.")] = False,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0: PHASESCOPE_TORCH_THREADS or all).")] = 0,
+    gpu: Annotated[int | None, typer.Option(help="Run on this GPU only (sets CUDA_VISIBLE_DEVICES).")] = None,
+    name: Annotated[str | None, typer.Option(help="Worker name (default: host and pid).")] = None,
+) -> None:
+    """Run one RQ worker on the configured Redis (run one per GPU, each with --gpu N)."""
+    import logging
+    import os
+
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from workers.worker import run_worker
+
+    run_worker(burst=burst, threads=threads, name=name)
+
+
+@app.command("redis")
+def redis_server(
+    stop: Annotated[bool, typer.Option(help="Shut down a running embedded server instead.")] = False,
+) -> None:
+    """Run the embedded Redis (under the data directory) in the foreground until Ctrl-C."""
+    import signal
+
+    from phasescope.config import get_settings
+    from phasescope.redis_conn import EmbeddedRedis
+
+    settings = get_settings()
+    if settings.redis_url:
+        _fail(f"REDIS_URL is set ({settings.redis_url}): phasescope uses that server, not an embedded one")
+    server = EmbeddedRedis(settings.redis_dir)
+    if stop:
+        if server.ping():
+            server.stop()
+            typer.echo(f"stopped the embedded Redis in {settings.redis_dir}")
+        else:
+            typer.echo("no embedded Redis is running")
+        return
+    if not server.start():
+        _fail(f"an embedded Redis already answers at {server.url}")
+    typer.echo(f"embedded Redis at {server.url} (data in {settings.redis_dir}); Ctrl-C stops it")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 def main() -> None:

@@ -106,7 +106,7 @@ def run_worker(
                 maintenance_interval=settings.worker_maintenance_s,
             )
             worker.work(burst=burst, logging_level="INFO", with_scheduler=False)
-            if worker._stop_requested or burst:
+            if burst or worker._stop_requested or getattr(worker, "_shutdown_requested_date", None):
                 return
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             log.warning("worker %s: Redis unavailable (%s); retrying", worker_name, exc)

@@ -1,0 +1,52 @@
+"""The FastAPI app: ``create_app(settings)`` builds it; ``phasescope api`` serves it with uvicorn.
+
+All routes live under ``/api/v1``; the OpenAPI description is at ``/openapi.json`` and ``/docs``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from backend.errors import install_error_handlers
+from backend.routes import analyses, health, models
+from phasescope import __version__
+from phasescope.config import Settings, get_settings
+from phasescope.store import ResultStore
+
+__all__ = ["API_PREFIX", "create_app"]
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for ``settings`` (default: the process's settings)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from phasescope.redis_conn import connect
+
+        try:
+            app.state.redis = connect(settings)  # starts the embedded server when REDIS_URL is unset
+        except Exception:
+            app.state.redis = None  # routes retry, and answer 503 while Redis is away
+        yield
+        if app.state.redis is not None:
+            app.state.redis.close()
+
+    app = FastAPI(
+        title="phasescope",
+        version=__version__,
+        description="Queue analyses of transformer checkpoints, follow them, download their tidy tables.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = ResultStore(settings.store_dir)
+    app.state.redis = None
+    install_error_handlers(app)
+    for module in (analyses, models, health):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

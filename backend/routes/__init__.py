@@ -1,0 +1,3 @@
+"""One router per resource: analyses, models, health."""
+
+__all__: list[str] = []

@@ -1,0 +1,157 @@
+"""Analyses: submit, follow, list, cancel, and download their tables."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi.responses import JSONResponse
+
+from backend.deps import RedisDep, SettingsDep, StoreDep, get_redis, require_token
+from phasescope import jobs
+from phasescope.errors import InvalidRequest, NotFound, ServiceUnavailable
+from phasescope.schemas import MEASURE_NAMES, AnalysisRequest
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/analyses", tags=["analyses"])
+
+AnalysisId = Annotated[
+    str, Path(pattern=r"^[0-9a-f]{24}$", description="Analysis id: 24 hex digits, as POST /analyses returned.")
+]
+_TEXT = Annotated[str | None, Query(max_length=100)]
+_INDEX = Annotated[int | None, Query(ge=0, le=10**9)]
+
+
+@router.post("", operation_id="create_analysis", status_code=202, dependencies=[Depends(require_token)])
+def create_analysis(body: AnalysisRequest, store: StoreDep, settings: SettingsDep, conn: RedisDep) -> JSONResponse:
+    """Queue an analysis (202), or return it at once when the same request has already finished (200)."""
+    from phasescope.models import list_checkpoints
+    from phasescope.schemas import analysis_id, select_steps
+
+    # Validate model and checkpoints before needing the queue, so bad input is a 4xx even without Redis.
+    select_steps(body.checkpoints, list_checkpoints(body.model, settings), body.model)
+    aid = analysis_id(body)
+    if not store.is_finished(aid):
+        if conn is None:
+            raise ServiceUnavailable("the job queue (Redis) cannot be reached; try again shortly")
+        aid, _ = jobs.submit(body, conn, store, settings)
+    state = jobs.status(store, aid, conn, settings)
+    code = 200 if state["status"] == "finished" else 202
+    return JSONResponse(state, status_code=code, headers={"Location": state["links"]["self"]})
+
+
+@router.get("", operation_id="list_analyses")
+def list_analyses(
+    store: StoreDep,
+    settings: SettingsDep,
+    conn: RedisDep,
+    offset: Annotated[int, Query(ge=0, le=10**6, description="Analyses to skip.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=200, description="Analyses per page.")] = 20,
+) -> dict[str, Any]:
+    """Recent analyses, most recently touched first, paginated."""
+    limit = min(limit, settings.max_page_size)
+    ids = store.list_ids()
+    items = []
+    for aid in ids[offset : offset + limit]:
+        try:
+            state = jobs.status(store, aid, conn, settings, resume=False)
+        except NotFound:
+            continue  # deleted or half-written between listing and reading
+        state.pop("request", None)
+        state.pop("checkpoints", None)
+        items.append(state)
+    nxt = offset + limit
+    return {
+        "items": items,
+        "offset": offset,
+        "limit": limit,
+        "total": len(ids),
+        "next": f"/api/v1/analyses?offset={nxt}&limit={limit}" if nxt < len(ids) else None,
+    }
+
+
+@router.get("/{analysis_id}", operation_id="get_analysis")
+def get_analysis(analysis_id: AnalysisId, store: StoreDep, settings: SettingsDep, conn: RedisDep) -> dict[str, Any]:
+    """Status, progress, timings, errors per job and links of one analysis."""
+    return jobs.status(store, analysis_id, conn, settings)
+
+
+@router.delete("/{analysis_id}", operation_id="cancel_analysis", dependencies=[Depends(require_token)])
+def cancel_analysis(
+    analysis_id: AnalysisId, store: StoreDep, settings: SettingsDep, conn: Annotated[Any, Depends(get_redis)]
+) -> dict[str, Any]:
+    """Cancel the queued jobs of an analysis; finished checkpoints are kept."""
+    return jobs.cancel(store, analysis_id, conn, settings)
+
+
+def _filter(frame: Any, column: str, value: Any) -> Any:
+    if value is None or column not in frame.columns:
+        return frame
+    mask = frame[column].eq(value)
+    if hasattr(mask, "fillna"):
+        mask = mask.fillna(False).astype(bool)
+    return frame[mask]
+
+
+def _columnar_json(aid: str, frame: Any, complete: bool) -> bytes:
+    import json
+
+    cols = [f'"{c}":{frame[c].to_json(orient="values", double_precision=15)}' for c in frame.columns]
+    head = json.dumps({"id": aid, "complete": complete, "rows": len(frame), "columns": list(frame.columns)})
+    return (head[:-1] + ',"data":{' + ",".join(cols) + "}}").encode()
+
+
+@router.get(
+    "/{analysis_id}/results",
+    operation_id="get_results",
+    responses={
+        200: {
+            "content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
+            "description": "The tidy table: columnar JSON, CSV or Parquet.",
+        }
+    },
+)
+def get_results(
+    analysis_id: AnalysisId,
+    store: StoreDep,
+    settings: SettingsDep,
+    conn: RedisDep,
+    measure: Annotated[Literal["entropy", "thermo", "spectra", "heads", "loss"] | None, Query()] = None,
+    quantity: _TEXT = None,
+    layer: _INDEX = None,
+    head: _INDEX = None,
+    checkpoint: _INDEX = None,
+    format: Annotated[Literal["json", "csv", "parquet"], Query(description="json (columnar), csv or parquet.")] = "json",
+) -> Response:
+    """The tidy results table, filtered; partial while the analysis runs."""
+    record = store.load_request(analysis_id)
+    complete = store.is_finished(analysis_id) or (conn is not None and jobs.finalize(store, analysis_id, conn))
+    if measure is not None and measure not in record["request"]["measures"]:
+        raise InvalidRequest(
+            f"analysis {analysis_id} did not measure {measure!r}",
+            field="measure",
+            choices=record["request"]["measures"],
+        )
+    assert set(MEASURE_NAMES) >= set(record["request"]["measures"])
+    frame = store.results(analysis_id)
+    for column, value in (("measure", measure), ("quantity", quantity), ("layer", layer), ("head", head)):
+        frame = _filter(frame, column, value)
+    frame = _filter(frame, "checkpoint", checkpoint).reset_index(drop=True)
+    headers = {"X-Phasescope-Complete": "true" if complete else "false"}
+    if format == "csv":
+        return Response(frame.to_csv(index=False), media_type="text/csv", headers=headers)
+    if format == "parquet":
+        from phasescope.store import table_to_parquet_bytes
+
+        data = table_to_parquet_bytes(frame) if len(frame) else _empty_parquet(frame)
+        headers["Content-Disposition"] = f'attachment; filename="{analysis_id}.parquet"'
+        return Response(data, media_type="application/vnd.apache.parquet", headers=headers)
+    return Response(_columnar_json(analysis_id, frame, complete), media_type="application/json", headers=headers)
+
+
+def _empty_parquet(frame: Any) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()

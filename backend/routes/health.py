@@ -1,0 +1,77 @@
+"""Health: is Redis reachable, are workers alive, how deep is the queue; and a readiness probe."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from backend.deps import optional_redis
+from phasescope.jobs import get_queue
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["health"])
+
+
+def _workers(conn: Any, settings: Any) -> list[dict[str, Any]]:
+    from rq import Worker
+
+    queue = get_queue(conn, settings)
+    out = []
+    now = time.time()
+    for w in Worker.all(queue=queue):
+        beat = w.last_heartbeat.timestamp() if w.last_heartbeat else None
+        age = None if beat is None else round(now - beat, 1)
+        # An idle worker beats every 3 heartbeats (its blocking dequeue), a busy one every heartbeat.
+        alive = age is not None and age < 3 * settings.worker_heartbeat_s + 30
+        out.append({"name": w.name, "state": str(w.get_state()), "heartbeat_age_s": age, "alive": alive})
+    return out
+
+
+def _health(request: Request) -> tuple[int, dict[str, Any]]:
+    settings = request.app.state.settings
+    conn = optional_redis(request)
+    body: dict[str, Any] = {
+        "redis": {"ok": False, "mode": "external" if settings.redis_url else "embedded"},
+        "store": {"ok": True},
+    }
+    try:
+        settings.store_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        body["store"] = {"ok": False, "detail": str(exc)}
+    if conn is not None:
+        try:
+            conn.ping()
+            queue = get_queue(conn, settings)
+            body["redis"]["ok"] = True
+            workers = _workers(conn, settings)
+            body["workers"] = workers
+            body["workers_alive"] = sum(w["alive"] for w in workers)
+            body["queue"] = {
+                "name": queue.name,
+                "queued": queue.count,
+                "started": queue.started_job_registry.count,
+                "failed": queue.failed_job_registry.count,
+            }
+        except Exception as exc:  # any Redis trouble is a 503 with the reason, never a 500
+            body["redis"]["detail"] = str(exc)
+    ok = body["redis"]["ok"] and body["store"]["ok"]
+    body["status"] = "ok" if ok else "unavailable"
+    return (200 if ok else 503), body
+
+
+@router.get("/health", operation_id="health")
+def health(request: Request) -> JSONResponse:
+    """Redis reachable, workers alive, queue depth (503 when Redis or the store is unusable)."""
+    code, body = _health(request)
+    return JSONResponse(body, status_code=code)
+
+
+@router.get("/health/ready", operation_id="readiness")
+def readiness(request: Request) -> JSONResponse:
+    """Readiness for docker-compose: 200 once Redis and the store can be used, else 503."""
+    code, body = _health(request)
+    return JSONResponse({"ready": code == 200, "status": body["status"]}, status_code=code)

@@ -1,0 +1,67 @@
+"""Models and their checkpoints: what can be analysed, listed without loading weights."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from dataclasses import asdict
+from functools import lru_cache
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from backend.deps import SettingsDep
+
+__all__ = ["router", "tl_model_names"]
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+@lru_cache(maxsize=1)
+def tl_model_names() -> list[str]:
+    """TransformerLens's official model names, read from its source so the API never imports torch."""
+    spec = importlib.util.find_spec("transformer_lens")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    source = FsPath(list(spec.submodule_search_locations)[0]) / "supported_models.py"
+    try:
+        tree = ast.parse(source.read_text())
+    except (OSError, SyntaxError):
+        return []
+    for node in tree.body:
+        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
+        if getattr(target, "id", None) == "OFFICIAL_MODEL_NAMES" and node.value is not None:  # type: ignore[attr-defined]
+            try:
+                return sorted(ast.literal_eval(node.value))  # type: ignore[attr-defined]
+            except ValueError:
+                return []
+    return []
+
+
+@router.get("", operation_id="list_models")
+def list_models(
+    settings: SettingsDep,
+    include_tl: Annotated[bool, Query(description="Also list TransformerLens pretrained names.")] = True,
+) -> dict[str, Any]:
+    """The zoo, series and Hugging Face directories under the model roots, and TransformerLens names."""
+    from phasescope.models import list_models as catalogue
+
+    models = [asdict(info) for info in catalogue(settings)]
+    body: dict[str, Any] = {"models": models}
+    if include_tl:
+        body["transformer_lens"] = [f"tl:{name}" for name in tl_model_names()]
+    return body
+
+
+@router.get("/{model:path}/checkpoints", operation_id="list_model_checkpoints")
+def list_model_checkpoints(
+    model: Annotated[str, Path(min_length=1, max_length=300, description="A model string, e.g. zoo:induction-2l.")],
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    """The training steps of one model (404 with the valid choices for an unknown model)."""
+    from phasescope.models import list_checkpoints, parse_model_spec
+
+    ref = parse_model_spec(model, settings)
+    steps = list_checkpoints(ref, settings)
+    return {"model": model, "kind": ref.kind, "n_checkpoints": len(steps), "checkpoints": steps}

@@ -1,0 +1,229 @@
+"""Real services for the integration tests: redis-server, RQ workers and the API as subprocesses.
+
+Nothing is mocked: each helper starts the real program on a free port or socket, waits until it
+answers, and stops it by its own pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "ApiServer",
+    "RedisServer",
+    "WorkerProcess",
+    "free_port",
+    "make_tiny_series",
+    "wait_for",
+]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns something truthy (a service is a process: we must poll)."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the service is not up yet
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what} (last error: {last_exc})")
+
+
+class RedisServer:
+    """A standalone redis-server on a free TCP port, with persistence, like an external Redis."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        from phasescope.redis_conn import redis_executable
+
+        self.directory = directory
+        self.port = port or free_port()
+        self.exe = redis_executable()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        import redis
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.exe,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--save", "",
+            "--daemonize", "no",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        wait_for(client.ping, 15, f"redis-server on port {self.port}")
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        import redis
+
+        if self.process is None or self.process.poll() is not None:
+            return
+        client = redis.Redis.from_url(self.url, socket_timeout=5)
+        try:
+            client.shutdown(save=True)
+        except (redis.ConnectionError, redis.ResponseError):
+            pass
+        finally:
+            client.close()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self, downtime: float = 0.5) -> None:
+        self.stop()
+        time.sleep(downtime)
+        self.start()
+
+
+def _env(env: dict[str, str]) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PHASESCOPE_") and k != "REDIS_URL"}
+    base.update(env)
+    base["PYTHONPATH"] = str(REPO)
+    base.setdefault("OMP_NUM_THREADS", "1")
+    return base
+
+
+class WorkerProcess:
+    """``phasescope worker`` in a subprocess, logging to a file."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, name: str) -> None:
+        self.env = env
+        self.name = name
+        self.log = log_dir / f"worker-{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as fh:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "phasescope", "worker", "--threads", "1", "--name", self.name],
+                env=_env(self.env),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        return self
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)  # warm shutdown: finish the current job
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log.read_text()[-n:] if self.log.is_file() else ""
+
+
+class ApiServer:
+    """``phasescope api`` (uvicorn) in a subprocess on a free port."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.port = free_port()
+        self.log = log_dir / "api.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ApiServer:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as fh:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "phasescope", "api", "--port", str(self.port), "--log-level", "warning"],
+                env=_env(self.env),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+
+        def up() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the API exited: {self.log.read_text()[-2000:]}")
+            return httpx.get(f"{self.url}/api/v1/health/ready", timeout=2).status_code == 200
+
+        wait_for(up, 30, "the API to be ready", interval=0.2)
+        return self
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def make_tiny_series(directory: Path, n_checkpoints: int = 5, seed: int = 0) -> list[int]:
+    """A real attn-only 2-layer HookedTransformer series, its weights drifting from init step by step.
+
+    Returns the steps written. Used until a test needs the zoo's trained series.
+    """
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from phasescope.checkpoints import SeriesManifest, write_manifest, write_series_checkpoint
+
+    config = dict(
+        n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=32, d_vocab=24, attn_only=True,
+        act_fn="relu", normalization_type="LN", seed=seed, positional_embedding_type="standard",
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = HookedTransformer(HookedTransformerConfig(**config))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    target = {k: v + 0.5 * torch.randn_like(v) if v.is_floating_point() else v for k, v in start.items()}
+    steps = [i * 10 for i in range(n_checkpoints)]
+    for i, step in enumerate(steps):
+        t = i / max(1, n_checkpoints - 1)
+        state = {k: (1 - t) * start[k] + t * target[k] if start[k].is_floating_point() else start[k] for k in start}
+        write_series_checkpoint(directory, step, state)
+    write_manifest(directory, SeriesManifest(name=directory.name, config=config, seed=seed, steps=steps))
+    return steps
