@@ -20,11 +20,11 @@ from phasescope.errors import CheckpointNotFound, InvalidRequest
 
 __all__ = [
     "ACTIVATION_MEASURES",
-    "MEASURE_NAMES",
     "AnalysisRequest",
     "CheckpointRange",
     "CheckpointSpacing",
     "InputSpec",
+    "MEASURE_NAMES",
     "MeasureParams",
     "analysis_id",
     "select_steps",

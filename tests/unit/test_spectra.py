@@ -305,13 +305,3 @@ def test_spectra_table_weights_only_and_empty():
     table = spectra_table(None, {"W_E": torch.randn(40, 16, generator=_gen(12))}, checkpoint=5)
     assert set(table["quantity"]) >= {"esd_eigenvalue", "mp_lambda_plus", "esd_alpha"}
     assert len(spectra_table(None, {}, checkpoint=5)) == 0
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_spectra_table_on_cuda_matches_cpu():
-    patterns = causal_softmax(torch.randn(2, 3, 4, 12, 12, generator=_gen(13), dtype=F64))
-    weights = _weights(2, 4, 32, 8, 64, 50, 16)
-    cpu = spectra_table(patterns, weights, checkpoint=1)
-    gpu = spectra_table(patterns.cuda(), {k: v.cuda() for k, v in weights.items()}, checkpoint=1)
-    pd.testing.assert_frame_equal(cpu.drop(columns="value"), gpu.drop(columns="value"))
-    assert gpu["value"].to_numpy() == pytest.approx(cpu["value"].to_numpy(), rel=1e-8, abs=1e-10)
