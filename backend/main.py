@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from backend.errors import install_error_handlers
-from backend.routes import analyses, health, models
+from backend.routes import analyses, health, models, patterns
 from phasescope import __version__
 from phasescope.config import Settings, get_settings
 from phasescope.store import ResultStore
@@ -47,6 +47,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = ResultStore(settings.store_dir)
     app.state.redis = None
     install_error_handlers(app)
-    for module in (analyses, models, health):
+    for module in (analyses, models, health, patterns):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

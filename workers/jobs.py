@@ -56,6 +56,7 @@ def run_job(
     """
     from phasescope.analysis import build_batch, measure_checkpoint
     from phasescope.jobs import finalize
+    from phasescope.patterns import save_patterns
     from phasescope.schemas import InputSpec, MeasureParams
 
     job = get_current_job()
@@ -78,6 +79,7 @@ def run_job(
                 batch = _BATCHES[key] = build_batch(loaded, spec)
             _stage(job, "measuring")
             table = measure_checkpoint(loaded, measures, spec, MeasureParams(**params), batch=batch)
+            save_patterns(store, aid, loaded, batch)  # a small artefact for the dashboard
             _stage(job, "writing")
             store.write_part(aid, step, table)
             rows = len(table)
