@@ -57,6 +57,8 @@ class Family:
         tl_architecture: ``cfg.original_architecture`` as TransformerLens names it.
         causal: decoder with a causal mask (HookedTransformer) or bidirectional encoder (HookedEncoder).
         head_prefixes: state-dict prefixes of the LM head; missing ones mean the logits are untrained.
+        optional_prefixes: other parts a directory may lack (pooler, NSP head) without consequence for
+            attention or logits; any other missing weight is refused.
         config: HF config -> HookedTransformerConfig keyword arguments.
         convert: (HF model, HookedTransformerConfig) -> TransformerLens state dict.
     """
@@ -69,6 +71,7 @@ class Family:
     head_prefixes: tuple[str, ...]
     config: ConfigFn
     convert: ConvertFn
+    optional_prefixes: tuple[str, ...] = ()
 
 
 def _refuse(cfg: Any, reason: str) -> ModelLoadError:
@@ -223,7 +226,7 @@ FAMILIES: tuple[Family, ...] = (
     # initialised by transformers and flagged through head_prefixes.
     Family(
         "bert", ("bert",), "BertForPreTraining", "BertForMaskedLM", False, ("cls.predictions.",),
-        _bert_config, convert_bert_weights,
+        _bert_config, convert_bert_weights, optional_prefixes=("cls.seq_relationship.", "bert.pooler."),
     ),
 )  # fmt: skip
 

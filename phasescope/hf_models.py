@@ -11,6 +11,10 @@ thermodynamics needs (docs/models.md). Three sources:
 
 Weights are never folded or centred: every number is the model's own. A model without training
 checkpoints has exactly one checkpoint, ``FINAL_STEP`` (0), meaning "the weights as published".
+
+Importing this module, recognising a directory and listing a Trainer series import neither torch nor
+transformers, so the backend can parse model strings and list checkpoints cheaply. The ``tl:``
+functions import TransformerLens (and with it torch), because its name and checkpoint lists live there.
 """
 
 from __future__ import annotations
@@ -24,15 +28,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
-
-import torch
-import transformer_lens.loading_from_pretrained as tl_loading
-import transformers
-from transformer_lens import HookedEncoder, HookedTransformer, HookedTransformerConfig
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from phasescope.errors import CheckpointNotFound, ModelLoadError, ModelNotFound
-from phasescope.hf_convert import family_for_model_type, tl_config_dict
+
+if TYPE_CHECKING:  # torch, transformers and TransformerLens load lazily (see the module docstring)
+    from transformer_lens import HookedEncoder, HookedTransformer
 
 __all__ = [
     "FINAL_STEP",
@@ -91,9 +93,28 @@ class LoadedHF:
 # --- TransformerLens pretrained names ----------------------------------------------------------
 
 
+def _tl_loading() -> ModuleType:
+    import transformer_lens.loading_from_pretrained as tl_loading
+
+    return tl_loading
+
+
 def known_tl_models() -> list[str]:
-    """TransformerLens's official pretrained model names (a constant list: no network)."""
-    return list(tl_loading.OFFICIAL_MODEL_NAMES)
+    """Every name TransformerLens accepts: its official names first, then their aliases (no network).
+
+    Aliases (``pythia-70m`` for ``EleutherAI/pythia-70m``) are included so that a membership test on
+    a user's ``tl:<name>`` accepts the short names people type; ``resolve_tl_name`` maps either form
+    to the official one.
+    """
+    tl_loading = _tl_loading()
+    names = list(tl_loading.OFFICIAL_MODEL_NAMES)
+    seen = set(names)
+    for official in tl_loading.OFFICIAL_MODEL_NAMES:
+        for alias in tl_loading.MODEL_ALIASES.get(official, []):
+            if alias not in seen:
+                seen.add(alias)
+                names.append(alias)
+    return names
 
 
 def resolve_tl_name(name: str) -> str:
@@ -102,7 +123,7 @@ def resolve_tl_name(name: str) -> str:
     Raises:
         ModelNotFound: TransformerLens does not know the name; choices holds the closest names.
     """
-    official = tl_loading.make_model_alias_map().get(name.lower())
+    official = _tl_loading().make_model_alias_map().get(name.lower())
     if official is None:
         close = difflib.get_close_matches(name, known_tl_models(), n=10, cutoff=0.5)
         raise ModelNotFound(
@@ -121,7 +142,7 @@ def _tl_checkpoint_labels(official: str) -> tuple[int, ...]:
     # models list their hub repository (network). Label type "token" (some NeelNanda models) is a
     # token count, used here as the step label since it is what checkpoint_value takes.
     try:
-        labels, _label_type = tl_loading.get_checkpoint_labels(official)
+        labels, _label_type = _tl_loading().get_checkpoint_labels(official)
     except ValueError:  # "<name> is not checkpointed."
         return ()
     except OSError as exc:
@@ -175,6 +196,8 @@ def load_tl_pretrained(name: str, step: int | None, device: str) -> LoadedHF:
             f"tl:{name} has no training checkpoints; its only checkpoint is step {FINAL_STEP}",
             field="checkpoints", choices=[FINAL_STEP], model=f"tl:{name}", checkpoint=step,
         )  # fmt: skip
+    from transformer_lens import HookedEncoder, HookedTransformer
+
     # Mirrors TransformerLens's own test for loading BERT as BertForPreTraining.
     encoder = "bert" in official.lower()
     try:
@@ -291,6 +314,12 @@ def load_hf_directory(path: Path | str, device: str, *, max_ctx: int | None = No
             f"{', '.join(WEIGHT_FILES)})",
             model=str(path),
         )
+    import torch
+    import transformers
+    from transformer_lens import HookedEncoder, HookedTransformer, HookedTransformerConfig
+
+    from phasescope.hf_convert import family_for_model_type, tl_config_dict
+
     # Reading model_type ourselves first gives the helpful error before transformers is asked to
     # build a config class it may not even know.
     try:
@@ -306,8 +335,7 @@ def load_hf_directory(path: Path | str, device: str, *, max_ctx: int | None = No
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"transformers could not load {path}: {exc}", model=str(path)) from exc
     missing = list(info.get("missing_keys", []))
-    base_missing = [k for k in missing if not k.startswith(family.head_prefixes) and ".pooler." not in k]
-    base_missing = [k for k in base_missing if not k.startswith("cls.")]
+    base_missing = [k for k in missing if not k.startswith(family.head_prefixes + family.optional_prefixes)]
     if base_missing:
         raise ModelLoadError(
             f"{path}: the weights lack {len(base_missing)} tensors of the {family.name} body, e.g. "
@@ -324,9 +352,10 @@ def load_hf_directory(path: Path | str, device: str, *, max_ctx: int | None = No
         state_dict = {k: v.detach().clone() for k, v in state_dict.items()}
     del hf_model
     tokenizer = _local_tokenizer(path)
+    model: HookedTransformer | HookedEncoder
     if family.causal:
-        model: HookedTransformer | HookedEncoder = HookedTransformer(cfg, tokenizer=tokenizer)
-        model.load_and_process_state_dict(
+        model = decoder = HookedTransformer(cfg, tokenizer=tokenizer)
+        decoder.load_and_process_state_dict(
             state_dict,
             fold_ln=False,
             center_writing_weights=False,
@@ -358,8 +387,10 @@ def _local_tokenizer(path: Path) -> Any | None:
         candidates.append(path.parent)
     for directory in candidates:
         if any((directory / f).is_file() for f in TOKENIZER_FILES):
+            from transformers import AutoTokenizer
+
             try:
-                return transformers.AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+                return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
             except (OSError, ValueError) as exc:
                 raise ModelLoadError(
                     f"{directory} has tokenizer files that transformers cannot load: {exc}",

@@ -6,10 +6,13 @@ Every test runs with the network blocked: nothing here may reach the Hugging Fac
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     BertConfig,
@@ -223,7 +226,11 @@ def test_tl_checkpoints_are_listed_without_network() -> None:
     assert steps[:4] == [0, 1, 2, 4] and steps[-1] == 143000
     assert steps == sorted(steps)
     assert tl_checkpoint_steps("gpt2") == []
-    assert "gpt2" in known_tl_models() and "EleutherAI/pythia-70m" in known_tl_models()
+    known = known_tl_models()
+    assert "gpt2" in known and "EleutherAI/pythia-70m" in known
+    # Aliases too (the short names people type after tl:), listed after the official names.
+    assert known.index("pythia-70m") > known.index("EleutherAI/pythia-70m")
+    assert len(known) == len(set(known))
     assert resolve_tl_name("pythia-70m") == "EleutherAI/pythia-70m"
 
 
@@ -267,3 +274,25 @@ def test_variants_transformerlens_would_compute_differently_are_refused(tmp_path
     assert not is_hf_model_dir(tmp_path / "empty")
     with pytest.raises(ModelLoadError, match="not a Hugging Face model directory"):
         load_hf_directory(tmp_path / "empty", "cpu")
+
+
+def test_missing_attention_weights_are_refused_not_randomly_initialised(tmp_path: Path) -> None:
+    _save(_gpt2, tmp_path / "m")
+    weights = load_file(tmp_path / "m" / "model.safetensors")
+    del weights["transformer.h.0.attn.c_attn.weight"]
+    save_file(weights, tmp_path / "m" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match="c_attn"):
+        load_hf_directory(tmp_path / "m", "cpu")
+
+
+def test_recognising_and_listing_directories_does_not_import_torch(tmp_path: Path) -> None:
+    (tmp_path / "checkpoint-3").mkdir()
+    (tmp_path / "checkpoint-3" / "config.json").write_text("{}")
+    (tmp_path / "checkpoint-3" / "model.safetensors").write_bytes(b"")
+    code = (
+        "import sys; from phasescope import hf_models as h; "
+        f"assert h.hf_trainer_steps({str(tmp_path)!r}) == [3]; "
+        f"assert h.is_hf_model_dir({str(tmp_path / 'checkpoint-3')!r}); "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
