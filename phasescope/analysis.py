@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from phasescope.errors import InvalidRequest
+from phasescope.errors import InvalidRequest, MeasureError
 from phasescope.inputs import Batch, repeated_random_tokens
 from phasescope.models import LoadedModel
 from phasescope.schemas import InputSpec, MeasureParams
@@ -171,6 +171,11 @@ def measure_checkpoint(
     if "spectra" in measures:
         patterns = torch.softmax(scores.double(), dim=-1)
         tables.append(spectra_table(patterns, model_weights(loaded.model), step))
+    if "loss" in measures and not loaded.has_lm_head:
+        raise MeasureError(
+            f"{loaded.ref.spec} has no language-model head, so it has no loss: drop 'loss' from the measures",
+            field="measures", model=loaded.ref.spec,
+        )
     if "loss" in measures:
         assert logits is not None
         tables.append(loss_table(logits, batch.tokens, batch.target_mask, batch.splits, step))

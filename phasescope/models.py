@@ -70,6 +70,7 @@ class LoadedModel:
     tokenizer: Any = None
     task: dict[str, Any] | None = None
     family: str = ""
+    has_lm_head: bool = True  # False for a bare encoder: its attention is real, its logits are not
 
 
 def resolve_local_path(raw: str, settings: Settings | None = None) -> Path:
@@ -128,10 +129,11 @@ def parse_model_spec(spec: str, settings: Settings | None = None) -> ModelRef:
         return ModelRef(spec, "series", path.name, path)
     from phasescope.hf_models import is_hf_model_dir, is_hf_trainer_series
 
-    if is_hf_model_dir(path):
-        return ModelRef(spec, "hf", path.name, path)
+    # A Trainer output folder often also holds the final model: the series view shows every step.
     if is_hf_trainer_series(path):
         return ModelRef(spec, "hf_series", path.name, path)
+    if is_hf_model_dir(path):
+        return ModelRef(spec, "hf", path.name, path)
     raise ModelNotFound(
         f"{spec} holds neither a phasescope manifest.json, a Hugging Face config.json, nor checkpoint-<step>/ "
         "folders",
@@ -221,12 +223,15 @@ def load_model(
         loaded = hf_models.load_tl_pretrained(ref.name, None if steps == [hf_models.FINAL_STEP] else step, device)
     elif ref.kind == "hf_series":
         assert ref.path is not None
-        loaded = hf_models.load_hf_directory(ref.path / f"checkpoint-{step}", device)
+        loaded = hf_models.load_hf_trainer_checkpoint(ref.path, step, device)
     else:
         assert ref.path is not None
         loaded = hf_models.load_hf_directory(ref.path, device)
     loaded.model.eval()
-    return LoadedModel(ref, step, loaded.model, causal=loaded.causal, tokenizer=loaded.tokenizer, family=loaded.family)
+    return LoadedModel(
+        ref, step, loaded.model, causal=loaded.causal, tokenizer=loaded.tokenizer, family=loaded.family,
+        has_lm_head=loaded.has_lm_head,
+    )
 
 
 class ModelCache:
