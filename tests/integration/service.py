@@ -219,11 +219,12 @@ def make_tiny_series(directory: Path, n_checkpoints: int = 5, seed: int = 0) -> 
     torch.manual_seed(seed)
     model = HookedTransformer(HookedTransformerConfig(**config))
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    target = {k: v + 0.5 * torch.randn_like(v) if v.is_floating_point() else v for k, v in start.items()}
+    params = {name for name, _ in model.named_parameters()}  # buffers (masks, -inf) stay as they are
+    target = {k: start[k] + 0.5 * torch.randn_like(start[k]) for k in params}
     steps = [i * 10 for i in range(n_checkpoints)]
     for i, step in enumerate(steps):
         t = i / max(1, n_checkpoints - 1)
-        state = {k: (1 - t) * start[k] + t * target[k] if start[k].is_floating_point() else start[k] for k in start}
+        state = {k: (1 - t) * v + t * target[k] if k in params else v for k, v in start.items()}
         write_series_checkpoint(directory, step, state)
     write_manifest(directory, SeriesManifest(name=directory.name, config=config, seed=seed, steps=steps))
     return steps

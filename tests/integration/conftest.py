@@ -1,0 +1,99 @@
+"""Fixtures for the service tests: a tmp data directory, a real Redis, real workers, the real API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from phasescope.config import get_settings
+from tests.integration.service import ApiServer, RedisServer, WorkerProcess, make_tiny_series
+
+# Fast abandonment in tests: a job whose worker misses ~3 one-second heartbeats is retried.
+FAST = {"PHASESCOPE_WORKER_HEARTBEAT_S": "1", "PHASESCOPE_WORKER_MAINTENANCE_S": "5"}
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh data directory for this test process (and the services it starts)."""
+    d = tmp_path / "data"
+    d.mkdir()
+    monkeypatch.setenv("PHASESCOPE_DATA_DIR", str(d))
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("PHASESCOPE_REDIS_URL", raising=False)
+    get_settings.cache_clear()
+    yield d
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A standalone redis-server on a free TCP port (the 'external Redis' of REDIS_URL)."""
+    server = RedisServer(tmp_path / "redis-ext").start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Stack:
+    """The service as a user runs it: an API and workers sharing a data directory and a Redis."""
+
+    data_dir: Path
+    env: dict[str, str]
+    api: ApiServer
+    log_dir: Path
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+    def add_worker(self, name: str | None = None) -> WorkerProcess:
+        worker = WorkerProcess(self.env, self.log_dir, name or f"w{len(self.workers) + 1}").start()
+        self.workers.append(worker)
+        return worker
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.api.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.name}\n{w.tail()}" for w in self.workers)
+
+
+@pytest.fixture
+def start_stack(data_dir: Path, tmp_path: Path) -> Iterator[object]:
+    """``start_stack(redis_url=None, workers=1, **env)`` → a running Stack; everything stops afterwards."""
+    stacks: list[Stack] = []
+
+    def start(redis_url: str | None = None, workers: int = 1, **env: str) -> Stack:
+        full = {"PHASESCOPE_DATA_DIR": str(data_dir), **FAST, **env}
+        if redis_url:
+            full["REDIS_URL"] = redis_url
+        log_dir = tmp_path / "logs"
+        api = ApiServer(full, log_dir).start()
+        stack = Stack(data_dir, full, api, log_dir)
+        stacks.append(stack)
+        for _ in range(workers):
+            stack.add_worker()
+        return stack
+
+    yield start
+    for stack in stacks:
+        stack.stop()
+    # The embedded server (if the API started one) stops with the API; make sure nothing is left.
+    from phasescope.redis_conn import EmbeddedRedis
+
+    embedded = EmbeddedRedis(data_dir / "redis")
+    if embedded.ping():
+        embedded.stop()
+
+
+@pytest.fixture
+def tiny_model(data_dir: Path) -> tuple[str, list[int]]:
+    """A 5-checkpoint attn-only 2-layer series under <data_dir>/models, named by its relative path."""
+    steps = make_tiny_series(data_dir / "models" / "tiny", 5)
+    return "tiny", steps

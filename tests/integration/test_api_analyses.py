@@ -1,0 +1,134 @@
+"""Analyses over the real API, real Redis (external and embedded) and real worker processes."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import httpx
+import pandas as pd
+import pytest
+
+from phasescope.client import ApiError, Client
+from phasescope.tables import BASE_COLUMNS
+
+PLUMBING = ["heads", "loss"]
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    keys = [c for c in frame.columns if c != "value"]
+    frame = frame.copy()
+    frame["value"] = frame["value"].astype("float32")
+    return frame.sort_values(keys, na_position="first").reset_index(drop=True)[sorted(frame.columns)]
+
+
+def _local(model: str, steps: list[int], measures: list[str]) -> pd.DataFrame:
+    """What ``phasescope analyze`` computes in this process, for the same request."""
+    from phasescope.analysis import run_local
+    from phasescope.schemas import InputSpec, MeasureParams
+
+    table, _ = run_local(model, steps, measures, InputSpec(), MeasureParams())
+    return table
+
+
+@pytest.mark.parametrize("redis_mode", ["url", "embedded"])
+def test_submit_wait_results_match_local_run(redis_mode, request, start_stack, tiny_model):
+    model, steps = tiny_model
+    url = request.getfixturevalue("redis_server").url if redis_mode == "url" else None
+    stack = start_stack(redis_url=url, workers=1)
+    measures = ["entropy", "heads", "loss", "spectra", "thermo"]
+    with Client(stack.url) as api:
+        first = api.submit(model, measures=measures)
+        assert first["status"] in ("queued", "running")
+        assert first["links"]["dashboard"] == f"/analyses/{first['id']}"
+        final = api.wait(first["id"], timeout=120, poll=0.2, progress=False)
+        assert final["status"] == "finished", stack.logs()
+        assert final["progress"] == {**final["progress"], "done": 5, "total": 5}
+        assert set(final["timings"]["seconds_per_checkpoint"]) == {str(s) for s in steps}
+        remote = api.results(first["id"])
+    local = _local(model, steps, measures)
+    assert list(remote.columns[: len(BASE_COLUMNS)]) == BASE_COLUMNS
+    pd.testing.assert_frame_equal(_sorted(remote), _sorted(local), check_dtype=False)
+
+
+def test_same_request_same_id_and_no_recompute(start_stack, redis_server, tiny_model):
+    model, steps = tiny_model
+    stack = start_stack(redis_url=redis_server.url, workers=1)
+    body = {"model": model, "measures": ["loss", "heads"], "checkpoints": steps[:3]}
+    with Client(stack.url) as api:
+        a = api.submit(**body)
+        # Same request in another order and with defaults spelt out: the same id, no second job set.
+        b = api.submit(model, checkpoints=list(reversed(steps[:3])), measures=["heads", "loss"], inputs={"seed": 0})
+        assert a["id"] == b["id"]
+        api.wait(a["id"], timeout=120, poll=0.2, progress=False)
+    parts = stack.data_dir / "results" / a["id"] / "parts"
+    stamps = {p.name: p.stat().st_mtime_ns for p in parts.iterdir()}
+    t0 = time.perf_counter()
+    again = httpx.post(f"{stack.url}/api/v1/analyses", json=body)
+    assert again.status_code == 200 and again.json()["status"] == "finished"
+    assert time.perf_counter() - t0 < 2.0
+    assert {p.name: p.stat().st_mtime_ns for p in parts.iterdir()} == stamps  # nothing recomputed
+    assert redis_server.url  # the queue got no new jobs:
+    import redis
+
+    conn = redis.Redis.from_url(redis_server.url)
+    assert conn.llen("rq:queue:phasescope") == 0
+
+
+def test_results_formats_filters_listing_and_models(start_stack, redis_server, tiny_model):
+    model, steps = tiny_model
+    stack = start_stack(redis_url=redis_server.url, workers=1)
+    with Client(stack.url) as api:
+        aid = api.submit(model, measures=["heads", "loss"], checkpoints=steps[:2])["id"]
+        api.wait(aid, timeout=120, poll=0.2, progress=False)
+        base = f"{stack.url}/api/v1/analyses/{aid}/results"
+        js = httpx.get(base, params={"measure": "heads", "layer": 1, "checkpoint": steps[1]}).json()
+        assert js["complete"] is True and js["rows"] > 0
+        assert set(js["data"]["measure"]) == {"heads"} and set(js["data"]["layer"]) == {1}
+        assert set(js["data"]["checkpoint"]) == {steps[1]}
+        csv = httpx.get(base, params={"format": "csv", "measure": "loss"})
+        assert csv.headers["content-type"].startswith("text/csv")
+        frame = pd.read_csv(io.StringIO(csv.text))
+        assert set(frame["measure"]) == {"loss"}
+        pq = pd.read_parquet(io.BytesIO(httpx.get(base, params={"format": "parquet"}).content))
+        assert len(pq) == sum(1 for _ in range(len(pq))) and set(pq["measure"]) == {"heads", "loss"}
+        with pytest.raises(ApiError) as err:
+            api.results(aid, measure="thermo")
+        assert err.value.status_code == 422 and err.value.choices == ["heads", "loss"]
+
+        listing = api.list_analyses(limit=1)
+        assert listing["total"] == 1 and listing["items"][0]["id"] == aid and listing["next"] is None
+        assert api.checkpoints(model) == steps
+        names = [m["model"] for m in api.models()["models"]]
+        assert any(n.endswith("/models/tiny") for n in names)
+        assert httpx.get(f"{stack.url}/api/v1/models").json()["transformer_lens"]  # read without torch
+        health = api.health()
+        assert health["status"] == "ok" and health["workers_alive"] == 1 and health["queue"]["queued"] == 0
+
+
+def test_cancel_then_resubmit(start_stack, redis_server, tiny_model):
+    model, steps = tiny_model
+    stack = start_stack(redis_url=redis_server.url, workers=0)  # nothing runs: jobs stay queued
+    with Client(stack.url) as api:
+        aid = api.submit(model, measures=PLUMBING)["id"]
+        cancelled = api.cancel(aid)
+        assert cancelled["status"] == "cancelled" and cancelled["progress"]["queued"] == 0
+        assert api.status(aid)["status"] == "cancelled"  # a read does not resume a cancelled analysis
+        api.submit(model, measures=PLUMBING)
+        stack.add_worker()
+        assert api.wait(aid, timeout=120, poll=0.2, progress=False)["status"] == "finished"
+
+
+def test_write_endpoints_need_the_token(start_stack, redis_server, tiny_model):
+    model, _ = tiny_model
+    stack = start_stack(redis_url=redis_server.url, workers=0, PHASESCOPE_API_TOKEN="s3cret")
+    body = {"model": model, "measures": PLUMBING, "checkpoints": "last"}
+    r = httpx.post(f"{stack.url}/api/v1/analyses", json=body)
+    assert r.status_code == 401 and r.json()["error"] == "unauthorized" and "Bearer" in r.json()["detail"]
+    r = httpx.post(f"{stack.url}/api/v1/analyses", json=body, headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401
+    with Client(stack.url, token="s3cret") as api:
+        aid = api.submit(**body)["id"]
+    # Reads stay open, so share links work without the token.
+    assert httpx.get(f"{stack.url}/api/v1/analyses/{aid}").status_code == 200
+    assert httpx.delete(f"{stack.url}/api/v1/analyses/{aid}").status_code == 401
