@@ -1,0 +1,3 @@
+"""The dashboard: Dash + Plotly pages that read analyses through the REST API (never torch, never the store)."""
+
+__all__: list[str] = []

@@ -1,0 +1,1 @@
+"""One module per page, each registering itself with ``dash.register_page``."""

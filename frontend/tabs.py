@@ -1,0 +1,206 @@
+"""The analysis view's tabs: each ``render_<tab>(aid, meta, state, step)`` returns the tab's components.
+
+Each figure fetches only the slice it shows (one quantity, or one checkpoint) through
+``frontend.client``, which caches finished analyses' slices on the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from dash import html
+
+from frontend import client, data
+from frontend import figures as F
+from frontend.components import csv_href, empty_state, error_state, figure_card
+
+__all__ = ["RENDERERS", "pick_layer_heads"]
+
+MAX_LINES = 64  # more (layer, head) lines than this and "all layers" shows the last layer only
+
+
+def _slice(aid: str, meta: dict[str, Any], measure: str, quantity: str | None = None, checkpoint: int | None = None) -> pd.DataFrame:  # fmt: skip
+    return client.slice_table(aid, measure, quantity, checkpoint, finished=meta["finished"])
+
+
+def pick_layer_heads(frame: pd.DataFrame, meta: dict[str, Any], state: dict[str, Any]) -> tuple[pd.DataFrame, str]:
+    """Rows of the chosen layer/head ("all" = every one), and a note when the selection was narrowed."""
+    note = ""
+    layer, head = state["layer"], state["head"]
+    if layer == "all" and head == "all" and meta["n_layers"] * meta["n_heads"] > MAX_LINES:
+        layer = meta["n_layers"] - 1
+        note = f"{meta['n_layers']} layers × {meta['n_heads']} heads: showing layer {layer}; choose a layer above."
+    if layer != "all" and "layer" in frame:
+        frame = frame[frame["layer"] == layer]
+    if head != "all" and "head" in frame:
+        frame = frame[frame["head"] == head]
+    return frame, note
+
+
+def _shape(meta: dict[str, Any]) -> tuple[int, int]:
+    return meta["n_layers"] or 1, meta["n_heads"] or 1
+
+
+def _note(text: str) -> Any:
+    return html.Div(text, className="muted") if text else None
+
+
+def _absent(meta: dict[str, Any], measure: str, what: str) -> Any:
+    if measure in meta["measures"]:
+        return None
+    return empty_state(f"{what} not measured in this analysis (it ran: {', '.join(meta['measures'])}). "
+                       f"Start a new analysis with “{measure}” to see it.")  # fmt: skip
+
+
+def render_overview(aid: str, meta: dict[str, Any], state: dict[str, Any], step: int) -> list[Any]:
+    options = meta["options"]
+    quantity = state["quantity"] if state["quantity"] in options else (options[0] if options else None)
+    loss = _slice(aid, meta, "loss") if "loss" in meta["measures"] else None
+    order = pd.DataFrame(columns=["checkpoint", "layer", "head", "value"])
+    note = ""
+    if quantity:
+        measure, q = quantity.split(".")
+        order, note = pick_layer_heads(_slice(aid, meta, measure, q), meta, state)
+    transition = data.transition(aid, meta)
+    fig = F.overview_figure(order, loss, quantity or "", transition=transition, cursor=step, xscale=state["xscale"])
+    fig.update_layout(title={"text": f"Phase diagram: {F.LABELS.get(quantity or '', quantity or 'no per-head measure')}"})
+    if transition and transition.get("step") is not None:
+        said = f"{transition['label']}, marked in red ({transition['method']})."
+    elif transition:
+        said = f"No transition detected ({transition['method']})."
+    else:
+        said = "No transition marked: it needs the loss measure and three or more checkpoints."
+    if transition and transition.get("summary"):
+        said += f" Summary: {transition['summary']}."
+    children: list[Any] = [html.Div(said, id="transition-note", className="kv"), _note(note),
+                           figure_card("overview", fig, csv_href(aid, measure=quantity.split(".")[0] if quantity else "loss",
+                                                                 quantity=quantity.split(".")[1] if quantity else None))]  # fmt: skip
+    if quantity and len(order):
+        curves = F.curves_figure(order, title=f"{F.LABELS.get(quantity, quantity)} per head", ytitle=F.LABELS.get(quantity, quantity),
+                                 xscale=state["xscale"], yscale=state["yscale"], shape=_shape(meta), transition=transition, cursor=step)  # fmt: skip
+        children.append(figure_card("order-curves", curves))
+    return children
+
+
+def render_entropy(aid: str, meta: dict[str, Any], state: dict[str, Any], step: int) -> list[Any]:
+    absent = _absent(meta, "entropy", "Attention entropy")
+    if absent:
+        return [absent]
+    shape, kw = _shape(meta), {"xscale": state["xscale"], "yscale": state["yscale"], "cursor": step}
+    cards, note = [], ""
+    for quantity, title in (("entropy_mean", "Entropy per head"), ("entropy_norm_mean", "Normalised entropy per head"),
+                            ("k90_mean", "k90 per head")):  # fmt: skip
+        frame, note = pick_layer_heads(_slice(aid, meta, "entropy", quantity), meta, state)
+        label = F.LABELS[f"entropy.{quantity}"]
+        cards.append(figure_card(f"entropy-{quantity}", F.curves_figure(frame, title=title, ytitle=label, shape=shape, **kw),
+                                 csv_href(aid, measure="entropy", quantity=quantity, layer=state["layer"], head=state["head"])))  # fmt: skip
+    profile, _ = pick_layer_heads(_slice(aid, meta, "entropy", "entropy", step), meta, state)
+    cards.insert(2, figure_card("entropy-profile", F.profile_figure(profile, step, shape, state["yscale"]),
+                                csv_href(aid, measure="entropy", quantity="entropy", checkpoint=step)))  # fmt: skip
+    return [_note(note), html.Div(cards, className="grid2")]
+
+
+def render_thermo(aid: str, meta: dict[str, Any], state: dict[str, Any], step: int) -> list[Any]:
+    absent = _absent(meta, "thermo", "Thermodynamics")
+    if absent:
+        return [absent]
+    at_step, note = pick_layer_heads(_slice(aid, meta, "thermo", checkpoint=step), meta, state)
+    sweep = at_step[at_step["beta"].notna()] if "beta" in at_step else at_step.iloc[0:0]
+    stars_now = at_step[at_step["quantity"].str.startswith("beta_star")]
+    stars = pd.concat([_slice(aid, meta, "thermo", q) for q in ("beta_star", "beta_star_censored", "beta_star_bound")])
+    stars, _ = pick_layer_heads(stars, meta, state)
+    shape = _shape(meta)
+    return [
+        _note(note),
+        figure_card("thermo-sweep", F.thermo_figure(sweep, stars_now, shape, step, state["beta"], state["yscale"]),
+                    csv_href(aid, measure="thermo", checkpoint=step, layer=state["layer"], head=state["head"])),
+        figure_card("thermo-beta-star", F.beta_star_figure(stars, shape, xscale=state["xscale"], cursor=step,
+                                                           transition=data.transition(aid, meta)),
+                    csv_href(aid, measure="thermo", quantity="beta_star")),
+    ]  # fmt: skip
+
+
+def render_spectra(aid: str, meta: dict[str, Any], state: dict[str, Any], step: int) -> list[Any]:
+    absent = _absent(meta, "spectra", "Spectra")
+    if absent:
+        return [absent]
+    shape, kw = _shape(meta), {"xscale": "linear", "yscale": state["yscale"], "shape": _shape(meta)}
+    at_step = _slice(aid, meta, "spectra", checkpoint=step)
+    heads, note = pick_layer_heads(at_step[at_step["head"].notna()], meta, state)
+    cards = []
+    for quantity, title in (("sigma", "Singular values of attention matrices A"),
+                            ("qk_sigma", "Singular values of W_QK"), ("ov_sigma", "Singular values of W_OV")):  # fmt: skip
+        frame = heads[heads["quantity"] == quantity]
+        cards.append(figure_card(f"spectra-{quantity}", F.curves_figure(frame, x="index", title=f"{title} at step {step}",
+                                                                        xtitle="index k", ytitle="σ_k", **kw),
+                                 csv_href(aid, measure="spectra", quantity=quantity, checkpoint=step)))  # fmt: skip
+    weights = at_step[at_step["matrix"].notna()] if "matrix" in at_step else at_step.iloc[0:0]
+    matrices = sorted(weights["matrix"].unique()) if len(weights) else []
+    matrix = state["matrix"] if state["matrix"] in matrices else (matrices[0] if matrices else None)
+    if matrix:
+        rows = weights[weights["matrix"] == matrix]
+        if rows["layer"].notna().any():
+            layer = state["layer"] if state["layer"] != "all" else int(rows["layer"].min())
+            rows = rows[rows["layer"] == layer]
+            where = f"{matrix}, layer {layer}"
+        else:
+            where = matrix
+        eigs = rows[rows["quantity"] == "esd_eigenvalue"].sort_values("index")["value"].to_numpy()
+        scalars = {q: float(v) for q, v in rows[rows["index"].isna()].groupby("quantity")["value"].first().items()}
+        cards.append(figure_card("spectra-esd", F.esd_figure(eigs, scalars, f"ESD of {where} at step {step}"),
+                                 csv_href(aid, measure="spectra", quantity="esd_eigenvalue", checkpoint=step)))  # fmt: skip
+    alpha = pd.concat([_slice(aid, meta, "spectra", q) for q in ("esd_alpha", "esd_alpha_se")])
+    if matrix and len(alpha):
+        alpha = alpha[alpha["matrix"] == matrix] if state["matrix"] else alpha
+    cards.append(figure_card("spectra-alpha", F.alpha_figure(alpha, xscale=state["xscale"], cursor=step),
+                             csv_href(aid, measure="spectra", quantity="esd_alpha")))  # fmt: skip
+    return [_note(note), html.Div(cards, className="grid2")]
+
+
+def render_landscape(aid: str, meta: dict[str, Any], state: dict[str, Any], step: int) -> list[Any]:
+    if "landscape" not in meta["measures"]:
+        return [empty_state("Energy landscape not measured in this analysis: loss surfaces, sharpness and "
+                            "attention-energy histograms appear here for analyses that ran the landscape measure.",
+                            id="landscape-empty")]  # fmt: skip
+    at_step = _slice(aid, meta, "landscape", checkpoint=step)
+    surface = at_step[at_step["quantity"] == "loss_surface"]
+    cards = [figure_card("landscape-surface", F.surface_figure(surface, step) if len(surface)
+                         else F.empty_figure(f"no loss surface at step {step}"))]  # fmt: skip
+    every = _slice(aid, meta, "landscape")
+    scalars = every[every["x"].isna()] if "x" in every else every
+    for quantity, rows in scalars.groupby("quantity"):
+        cards.append(figure_card(f"landscape-{quantity}", F.curves_figure(
+            rows, title=str(quantity), ytitle=str(quantity), xscale=state["xscale"], yscale=state["yscale"], cursor=step)))  # fmt: skip
+    return [html.Div(cards, className="grid2")]
+
+
+def render_patterns(aid: str, meta: dict[str, Any], state: dict[str, Any], step: int) -> list[Any]:
+    try:
+        index = client.api().patterns(aid)
+    except client.ApiError as exc:
+        return [error_state(exc.message)]
+    kept = index.get("checkpoints", [])
+    if not kept:
+        return [empty_state("No attention patterns were kept for this analysis (it ran before workers stored them).")]
+    at = min(kept, key=lambda s: abs(s - step))
+    layer = state["layer"] if state["layer"] != "all" else index["n_layers"] - 1
+    head = state["head"] if state["head"] != "all" else 0
+    prompt = min(state["prompt"], index["n_prompts"] - 1)
+    try:
+        body = client.api().patterns(aid, checkpoint=at, layer=int(layer), head=int(head), prompt=int(prompt))
+    except client.ApiError as exc:
+        return [error_state(exc.message)]
+    title = f"Attention pattern L{layer}H{head}, prompt {prompt}, step {at}"
+    note = "" if at == step else f"Patterns are kept at {len(kept)} checkpoints; showing the nearest, step {at}."
+    return [_note(note), figure_card("pattern", F.pattern_figure(body["pattern"], body["tokens"], title))]
+
+
+RENDERERS = {
+    "overview": render_overview,
+    "entropy": render_entropy,
+    "thermo": render_thermo,
+    "spectra": render_spectra,
+    "landscape": render_landscape,
+    "patterns": render_patterns,
+}
