@@ -14,9 +14,9 @@ install:
 # Debian packages the tests need: a real redis-server for the external-Redis tests and a real
 # headless browser for the dashboard tests.
 system-deps:
-	@if ! command -v redis-server >/dev/null || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	@if ! command -v redis-server >/dev/null || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v docker-compose >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			redis-server chromium chromium-driver >/dev/null; \
+			redis-server chromium chromium-driver docker-compose >/dev/null; \
 	fi
 
 test: install system-deps
