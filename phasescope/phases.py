@@ -17,6 +17,7 @@ grid is solved exactly and the best is kept:
 1. ``|Δ|`` (step) or ``|h|`` (peak) ≥ ``min_snr`` × the residual noise ``√(SSE/(K − p))``;
 2. the shape explains the data ``min_gain`` times better than a straight line in ``ln t``
    (``SSE_line / SSE_fit ≥ min_gain``), so a slow drift or a flat noisy plateau is not a transition;
+   a peak must also beat the step fit by that factor;
 3. it is sharp: its 10–90% span (``4.39 w``; a peak's full width at half maximum, ``2.35 w``) is at
    most ``max_width`` of the sampled ``ln t`` range;
 4. it is inside the data: at least ``min_side`` checkpoints on each side of ``x₀``.
@@ -114,7 +115,7 @@ class _Fit:
     w: float
     coef: np.ndarray  # intercept, Δ[, h]
     sse: float
-    sse_line: float
+    sse_line: float  # the null model's SSE: a straight line in x (for a peak, also the step fit)
     n: int
 
     def curve(self, x: np.ndarray) -> np.ndarray:
@@ -243,10 +244,16 @@ def _significant(
 def _choose(
     x: np.ndarray, m: np.ndarray, kinds: Iterable[str], thresholds: dict[str, float]
 ) -> tuple[_Fit, float] | None:
-    """The significant shape with the lowest BIC (a peak pays for its extra amplitude), or None."""
+    """The significant shape with the lowest BIC (a peak pays for its extra amplitude), or None.
+
+    A peak's gain is measured against the step fit as well as the line: a bump that only soaks up
+    noise around a step must not turn the step into a peak.
+    """
     passing = []
-    for kind in kinds:
-        fit = fit_transition(x, m, kind)
+    fits = {kind: fit_transition(x, m, kind) for kind in kinds}
+    for kind, fit in fits.items():
+        if kind == "peak" and "step" in fits:
+            fit.sse_line = min(fit.sse_line, fits["step"].sse)
         ok, snr = _significant(fit, x, **thresholds)  # type: ignore[arg-type]
         if ok:
             passing.append((fit, snr))
