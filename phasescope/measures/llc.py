@@ -194,7 +194,11 @@ def estimate_llc(
         ).load()
     failed = [str(w.message) for w in caught if "Chain failed" in str(w.message)]
     if failed:
+        # The overflow warnings of a diverged chain's losses are part of this error, not news.
         raise MeasureError(f"SGLD diverged ({'; '.join(failed)}): lower lr (now {lr}) or raise localization")
+    for w in caught:
+        # Everything else goes back to the caller's warning filters.
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     per_chain = np.asarray(out["llc_per_chain"].values, dtype=np.float64)
     return LLCResult(
         mean=float(per_chain.mean()),

@@ -32,7 +32,9 @@ def test_counts_cover_every_allowed_entry_and_never_a_masked_one() -> None:
     assert below.sum() == 0 and above.sum() == 0
     # Narrow edges: what falls outside is counted beside the bins, so nothing is lost.
     counts, below, above = energy_histogram(scores, torch.linspace(-1.0, 1.0, 5, dtype=torch.float64))
-    assert torch.equal(counts.sum(-1) + below + above, torch.full((2, 4), float(allowed_per_head), dtype=torch.float64))
+    assert torch.equal(
+        counts.sum(-1) + below + above, torch.full((2, 4), float(allowed_per_head), dtype=torch.float64)
+    )
     assert below.sum() > 0 and above.sum() > 0
 
 
@@ -75,8 +77,12 @@ def test_table_quantities_moments_and_regimes() -> None:
     assert one["x"].is_monotonic_increasing
 
     finite = scores[0, :, 1][torch.isfinite(scores[0, :, 1])]
-    mean = table[(table["quantity"] == "energy_mean") & (table["layer"] == 0) & (table["head"] == 1)]["value"].item()
-    std = table[(table["quantity"] == "energy_std") & (table["layer"] == 0) & (table["head"] == 1)]["value"].item()
+    mean = table[(table["quantity"] == "energy_mean") & (table["layer"] == 0) & (table["head"] == 1)][
+        "value"
+    ].item()
+    std = table[(table["quantity"] == "energy_std") & (table["layer"] == 0) & (table["head"] == 1)][
+        "value"
+    ].item()
     assert mean == pytest.approx(float(-finite.mean()), rel=1e-12)
     assert std == pytest.approx(float(finite.std(unbiased=False)), rel=1e-12)
 

@@ -106,7 +106,9 @@ def test_interpolation_ends_are_the_two_checkpoints(model, batch) -> None:  # no
 def test_table_has_grid_coordinates(model, batch) -> None:  # noqa: ANN001
     table = landscape_table(model, batch, 25, n_dims=2, n_points=3, other=model_params(tiny_model(seed=3)))
     surface = table[table["quantity"] == "loss_surface"]
-    assert len(surface) == 9 and set(surface["x"]) == {-1.0, 0.0, 1.0} and set(surface["y"]) == {-1.0, 0.0, 1.0}
+    assert (
+        len(surface) == 9 and set(surface["x"]) == {-1.0, 0.0, 1.0} and set(surface["y"]) == {-1.0, 0.0, 1.0}
+    )
     line = table[table["quantity"] == "loss_interpolation"]
     assert len(line) == 21 and line["y"].isna().all()
     assert (table["measure"] == "landscape").all() and (table["checkpoint"] == 25).all()

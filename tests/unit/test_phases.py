@@ -22,7 +22,9 @@ def sigmoid(mid: float, width: float, before: float, after: float) -> np.ndarray
     return before + (after - before) / (1 + np.exp(-(x - np.log(mid)) / width))
 
 
-def frame(quantity: str, values: np.ndarray, layer: int | None = None, head: int | None = None, **extra) -> pd.DataFrame:  # noqa: ANN003
+def frame(
+    quantity: str, values: np.ndarray, layer: int | None = None, head: int | None = None, **extra
+) -> pd.DataFrame:  # noqa: ANN003
     return pd.DataFrame(
         {"measure": "synthetic", "checkpoint": STEPS, "layer": layer, "head": head, "quantity": quantity,
          "value": values, **extra}
@@ -65,11 +67,16 @@ def test_two_co_moving_series_are_grouped_and_summarised() -> None:
     for head in range(4):
         score = sigmoid(470 + 5 * head, 0.06, 0.1, 0.7) + rng.normal(0, 0.02, len(STEPS))
         parts.append(frame("induction_score", score, layer=1, head=head))
-    parts.append(frame("entropy_mean", sigmoid(150, 0.1, 2.0, 1.0) + rng.normal(0, 0.02, len(STEPS)), layer=1, head=0))
+    parts.append(
+        frame("entropy_mean", sigmoid(150, 0.1, 2.0, 1.0) + rng.normal(0, 0.02, len(STEPS)), layer=1, head=0)
+    )
     found = detect_transitions(pd.concat(parts), n_boot=20)
     assert len(found) == 6
     groups = co_moving(found)
-    assert [sorted({t.quantity for t in g}) for g in groups] == [["entropy_mean"], ["induction_score", "loss"]]
+    assert [sorted({t.quantity for t in g}) for g in groups] == [
+        ["entropy_mean"],
+        ["induction_score", "loss"],
+    ]
     text = summarise(found)
     assert "layer 1 heads 0–3: induction transition at step" in text
     assert "loss −3.4 nats" in text and "induction score 0.1 → 0.7" in text
@@ -83,7 +90,9 @@ def test_a_sharpness_peak_inside_the_transition_window_moves_with_it() -> None:
     bump = np.exp(-0.5 * ((x - np.log(500)) / 0.08) ** 2)
     sharp = sigmoid(500, 0.05, 1.0, 2.0) + 1.8 * bump + rng.normal(0, 0.05, len(STEPS))
     loss = sigmoid(470, 0.06, 4.1, 0.7) + rng.normal(0, 0.03, len(STEPS))
-    found = detect_transitions(pd.concat([frame("loss", loss), frame("hessian_eigenvalue", sharp)]), n_boot=20)
+    found = detect_transitions(
+        pd.concat([frame("loss", loss), frame("hessian_eigenvalue", sharp)]), n_boot=20
+    )
     peak = next(t for t in found if t.quantity == "hessian_eigenvalue")
     step = next(t for t in found if t.quantity == "loss")
     assert peak.kind == "peak" and abs(peak.step - 500) <= INTERVAL

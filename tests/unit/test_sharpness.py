@@ -23,7 +23,9 @@ def quadratic(eigenvalues: list[float], seed: int = 0):  # noqa: ANN201
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(rng.standard_normal((len(eigenvalues), len(eigenvalues))))
     a = torch.tensor(q @ np.diag(eigenvalues) @ q.T)
-    op = hessian_operator(lambda p: 0.5 * p["x"] @ a @ p["x"], {"x": torch.zeros(len(eigenvalues), dtype=torch.float64)})
+    op = hessian_operator(
+        lambda p: 0.5 * p["x"] @ a @ p["x"], {"x": torch.zeros(len(eigenvalues), dtype=torch.float64)}
+    )
     return op, a
 
 
@@ -49,7 +51,9 @@ def test_lanczos_finds_the_largest_algebraic_power_the_largest_magnitude() -> No
 
 def test_hutchinson_is_exact_on_a_diagonal_and_unbiased_on_a_dense_matrix() -> None:
     diag = torch.tensor([3.0, -1.0, 0.5, 2.0], dtype=torch.float64)
-    op = hessian_operator(lambda p: 0.5 * (diag * p["x"] ** 2).sum(), {"x": torch.ones(4, dtype=torch.float64)})
+    op = hessian_operator(
+        lambda p: 0.5 * (diag * p["x"] ** 2).sum(), {"x": torch.ones(4, dtype=torch.float64)}
+    )
     exact = hutchinson_trace(op, 5, seed=1)
     assert exact.trace == pytest.approx(4.5, abs=1e-12) and exact.se == pytest.approx(0, abs=1e-12)
 
