@@ -331,7 +331,9 @@ def status(
 
 def _progress_meta(job: Job) -> dict[str, Any]:
     meta = job.get_meta(refresh=False) or {}
-    return {k: meta[k] for k in ("stage", "worker", "started_at") if k in meta}
+    out = {k: meta[k] for k in ("stage", "pid", "started_at") if k in meta}
+    out["worker"] = job.worker_name or meta.get("worker")
+    return out
 
 
 def cancel(store: ResultStore, aid: str, conn: redis.Redis, settings: Settings | None = None) -> dict[str, Any]:

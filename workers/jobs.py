@@ -62,7 +62,7 @@ def run_job(
     job = get_current_job()
     settings = get_settings()
     store = ResultStore(settings.store_dir)
-    worker = os.environ.get("RQ_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
+    worker = (job.worker_name if job is not None else None) or f"{socket.gethostname()}:{os.getpid()}"
     t0 = time.perf_counter()
     rows = None
     try:

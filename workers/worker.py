@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import threading
 import time
 from typing import Any
@@ -50,6 +51,14 @@ class PhasescopeWorker(SimpleWorker):
             stop.set()
             beat.join()
         self.set_state(WorkerStatus.IDLE)
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        try:
+            super().request_stop(signum, frame)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # Redis is away, so a warm shutdown cannot be recorded: stop now. A job cut short here
+            # is still STARTED in Redis and will be retried once its heartbeats are missed.
+            raise SystemExit(0) from exc
 
     def _beat(self, job: Job, execution: Any, stop: threading.Event) -> None:
         while not stop.wait(self.job_monitoring_interval):
@@ -110,8 +119,15 @@ def run_worker(
                 return
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             log.warning("worker %s: Redis unavailable (%s); retrying", worker_name, exc)
-        # work() returned without a stop request: Redis went away under it. Start over.
+        # work() returned without a stop request: Redis went away under it. Start over, and let
+        # SIGTERM/SIGINT end the process at once until the next worker installs its handlers.
+        signal.signal(signal.SIGTERM, _exit_now)
+        signal.signal(signal.SIGINT, _exit_now)
         try:
             time.sleep(1.0)
         except StopRequested:
             return
+
+
+def _exit_now(signum: int, frame: Any) -> None:
+    raise SystemExit(0)

@@ -65,14 +65,17 @@ class Stack:
 
 
 @pytest.fixture
-def start_stack(data_dir: Path, tmp_path: Path) -> Iterator[object]:
-    """``start_stack(redis_url=None, workers=1, **env)`` → a running Stack; everything stops afterwards."""
+def start_stack(data_dir: Path, tmp_path: Path, redis_server: RedisServer) -> Iterator[object]:
+    """``start_stack(redis="url"|"embedded", workers=1, **env)`` → a running Stack, stopped afterwards.
+
+    Depends on ``redis_server`` so that the external Redis outlives the workers using it.
+    """
     stacks: list[Stack] = []
 
-    def start(redis_url: str | None = None, workers: int = 1, **env: str) -> Stack:
+    def start(redis: str = "url", workers: int = 1, **env: str) -> Stack:
         full = {"PHASESCOPE_DATA_DIR": str(data_dir), **FAST, **env}
-        if redis_url:
-            full["REDIS_URL"] = redis_url
+        if redis == "url":
+            full["REDIS_URL"] = redis_server.url
         log_dir = tmp_path / "logs"
         api = ApiServer(full, log_dir).start()
         stack = Stack(data_dir, full, api, log_dir)

@@ -202,7 +202,7 @@ class ApiServer:
             self.process.wait()
 
 
-def make_tiny_series(directory: Path, n_checkpoints: int = 5, seed: int = 0) -> list[int]:
+def make_tiny_series(directory: Path, n_checkpoints: int = 5, seed: int = 0, **overrides: Any) -> list[int]:
     """A real attn-only 2-layer HookedTransformer series, its weights drifting from init step by step.
 
     Returns the steps written. Used until a test needs the zoo's trained series.
@@ -216,6 +216,7 @@ def make_tiny_series(directory: Path, n_checkpoints: int = 5, seed: int = 0) -> 
         n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=32, d_vocab=24, attn_only=True,
         act_fn="relu", normalization_type="LN", seed=seed, positional_embedding_type="standard",
     )  # fmt: skip
+    config.update(overrides)
     torch.manual_seed(seed)
     model = HookedTransformer(HookedTransformerConfig(**config))
     start = {k: v.clone() for k, v in model.state_dict().items()}

@@ -32,10 +32,9 @@ def _local(model: str, steps: list[int], measures: list[str]) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("redis_mode", ["url", "embedded"])
-def test_submit_wait_results_match_local_run(redis_mode, request, start_stack, tiny_model):
+def test_submit_wait_results_match_local_run(redis_mode, start_stack, tiny_model):
     model, steps = tiny_model
-    url = request.getfixturevalue("redis_server").url if redis_mode == "url" else None
-    stack = start_stack(redis_url=url, workers=1)
+    stack = start_stack(redis=redis_mode, workers=1)
     measures = ["entropy", "heads", "loss", "spectra", "thermo"]
     with Client(stack.url) as api:
         first = api.submit(model, measures=measures)
@@ -53,7 +52,7 @@ def test_submit_wait_results_match_local_run(redis_mode, request, start_stack, t
 
 def test_same_request_same_id_and_no_recompute(start_stack, redis_server, tiny_model):
     model, steps = tiny_model
-    stack = start_stack(redis_url=redis_server.url, workers=1)
+    stack = start_stack(workers=1)
     body = {"model": model, "measures": ["loss", "heads"], "checkpoints": steps[:3]}
     with Client(stack.url) as api:
         a = api.submit(**body)
@@ -77,7 +76,7 @@ def test_same_request_same_id_and_no_recompute(start_stack, redis_server, tiny_m
 
 def test_results_formats_filters_listing_and_models(start_stack, redis_server, tiny_model):
     model, steps = tiny_model
-    stack = start_stack(redis_url=redis_server.url, workers=1)
+    stack = start_stack(workers=1)
     with Client(stack.url) as api:
         aid = api.submit(model, measures=["heads", "loss"], checkpoints=steps[:2])["id"]
         api.wait(aid, timeout=120, poll=0.2, progress=False)
@@ -108,7 +107,7 @@ def test_results_formats_filters_listing_and_models(start_stack, redis_server, t
 
 def test_cancel_then_resubmit(start_stack, redis_server, tiny_model):
     model, steps = tiny_model
-    stack = start_stack(redis_url=redis_server.url, workers=0)  # nothing runs: jobs stay queued
+    stack = start_stack(workers=0)  # nothing runs: jobs stay queued
     with Client(stack.url) as api:
         aid = api.submit(model, measures=PLUMBING)["id"]
         cancelled = api.cancel(aid)
@@ -121,7 +120,7 @@ def test_cancel_then_resubmit(start_stack, redis_server, tiny_model):
 
 def test_write_endpoints_need_the_token(start_stack, redis_server, tiny_model):
     model, _ = tiny_model
-    stack = start_stack(redis_url=redis_server.url, workers=0, PHASESCOPE_API_TOKEN="s3cret")
+    stack = start_stack(workers=0, PHASESCOPE_API_TOKEN="s3cret")
     body = {"model": model, "measures": PLUMBING, "checkpoints": "last"}
     r = httpx.post(f"{stack.url}/api/v1/analyses", json=body)
     assert r.status_code == 401 and r.json()["error"] == "unauthorized" and "Bearer" in r.json()["detail"]
