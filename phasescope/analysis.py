@@ -18,13 +18,14 @@ from torch import Tensor
 from phasescope.errors import InvalidRequest, MeasureError
 from phasescope.inputs import Batch, repeated_random_tokens
 from phasescope.models import LoadedModel
-from phasescope.schemas import InputSpec, MeasureParams
+from phasescope.schemas import ACTIVATION_MEASURES, LANDSCAPE_MEASURES, InputSpec, MeasureParams
 from phasescope.tables import concat_tables
 
 __all__ = [
     "build_batch",
     "capture_attention",
     "measure_checkpoint",
+    "measure_landscape",
     "model_weights",
     "pick_device",
     "run_local",
@@ -147,18 +148,44 @@ def measure_checkpoint(
     inputs: InputSpec,
     params: MeasureParams | None = None,
     batch: Batch | None = None,
+    other: LoadedModel | None = None,
 ) -> pd.DataFrame:
-    """Every requested activation measure on one checkpoint, as one tidy table."""
-    from phasescope.measures.entropy import entropy_table
-    from phasescope.measures.heads import heads_table
-    from phasescope.measures.loss import loss_table
-    from phasescope.measures.spectra import spectra_table
-    from phasescope.measures.thermo import beta_grid, thermo_table
+    """Every requested measure on one checkpoint, as one tidy table.
 
+    Args:
+        loaded: the model at the checkpoint.
+        measures: names from ``phasescope.schemas.MEASURE_NAMES``.
+        inputs: what to measure on (ignored when ``batch`` is given).
+        params: measure parameters.
+        batch: prompts already built (a sweep builds them once).
+        other: a second checkpoint for the landscape's interpolation line.
+    """
     measures = set(measures)
     params = params or MeasureParams()
     device = next(loaded.model.parameters()).device
     batch = (batch or build_batch(loaded, inputs)).to(device)
+    tables: list[pd.DataFrame] = []
+    if measures & set(ACTIVATION_MEASURES):
+        tables.append(_activation_measures(loaded, measures, inputs, params, batch))
+    if measures & set(LANDSCAPE_MEASURES):
+        tables.append(measure_landscape(loaded, measures, params, batch, other=other))
+    return concat_tables(tables)
+
+
+def _activation_measures(
+    loaded: LoadedModel, measures: set[str], inputs: InputSpec, params: MeasureParams, batch: Batch
+) -> pd.DataFrame:
+    """The measures read from one forward pass: its scores, patterns and logits."""
+    from phasescope.measures.entropy import entropy_table
+    from phasescope.measures.loss import loss_table
+    from phasescope.measures.spectra import spectra_table
+    from phasescope.measures.thermo import beta_grid, thermo_table
+
+    if "loss" in measures and not loaded.has_lm_head:
+        raise MeasureError(
+            f"{loaded.ref.spec} has no language-model head, so it has no loss: drop 'loss' from the measures",
+            field="measures", model=loaded.ref.spec,
+        )
     step = loaded.step
     logits, scores = capture_attention(loaded.model, batch.tokens, want_logits="loss" in measures)
     tables: list[pd.DataFrame] = []
@@ -166,22 +193,84 @@ def measure_checkpoint(
     if "entropy" in measures:
         tables.append(entropy_table(scores, step))
     if "thermo" in measures:
-        betas = beta_grid(params.beta_min, params.beta_max, params.n_beta).to(device)
+        betas = beta_grid(params.beta_min, params.beta_max, params.n_beta).to(scores.device)
         tables.append(thermo_table(scores, step, betas))
     if "spectra" in measures:
         patterns = torch.softmax(scores.double(), dim=-1)
         tables.append(spectra_table(patterns, model_weights(loaded.model), step))
-    if "loss" in measures and not loaded.has_lm_head:
-        raise MeasureError(
-            f"{loaded.ref.spec} has no language-model head, so it has no loss: drop 'loss' from the measures",
-            field="measures", model=loaded.ref.spec,
-        )
     if "loss" in measures:
         assert logits is not None
         tables.append(loss_table(logits, batch.tokens, batch.target_mask, batch.splits, step))
     if "heads" in measures:
         tables.append(_heads(loaded, batch, scores, patterns, inputs))
+    if "energies" in measures:
+        from phasescope.measures.energies import energy_table
+
+        tables.append(energy_table(scores, step, n_bins=params.energy_bins))
     return concat_tables(tables)
+
+
+def measure_landscape(
+    loaded: LoadedModel,
+    measures: Iterable[str],
+    params: MeasureParams,
+    batch: Batch,
+    other: LoadedModel | None = None,
+) -> pd.DataFrame:
+    """The loss-landscape measures (landscape, sharpness, llc) of one checkpoint.
+
+    They cost many forward and backward passes, so they run on the first ``params.heavy_prompts``
+    prompts only. ``other`` (a second checkpoint of the same series) adds the loss along the straight
+    line between the two.
+    """
+    measures = set(measures)
+    if not loaded.has_lm_head:
+        raise MeasureError(
+            f"{loaded.ref.spec} has no language-model head, so it has no loss landscape", field="measures"
+        )
+    heavy = _first(batch, params.heavy_prompts)
+    step, model = loaded.step, loaded.model
+    tables: list[pd.DataFrame] = []
+    if "landscape" in measures:
+        from phasescope.measures.landscape import landscape_table, model_params
+
+        tables.append(
+            landscape_table(
+                model, heavy, step,
+                other=None if other is None else {k: v.detach().clone() for k, v in model_params(other.model).items()},
+                n_dims=params.landscape_dims, n_points=params.landscape_points,
+                radius=params.landscape_radius, seed=params.landscape_seed,
+            )
+        )
+    if "sharpness" in measures:
+        from phasescope.measures.sharpness import sharpness_table
+
+        tables.append(
+            sharpness_table(
+                model, heavy, step, k=params.sharpness_k, method=params.sharpness_method,
+                n_trace=params.hutchinson_samples, seed=params.landscape_seed,
+            )
+        )
+    if "llc" in measures:
+        from phasescope.measures.llc import llc_table
+
+        # The sampler settings are the request's llc_* parameters, stored with the request.
+        table, _settings = llc_table(
+            model, heavy, step, lr=params.llc_lr, localization=params.llc_localization,
+            num_chains=params.llc_chains, num_draws=params.llc_draws, seed=params.landscape_seed,
+        )
+        tables.append(table)
+    return concat_tables(tables)
+
+
+def _first(batch: Batch, n: int) -> Batch:
+    """The first ``n`` prompts of a batch (with their split masks)."""
+    if batch.tokens.shape[0] <= n:
+        return batch
+    return Batch(
+        batch.tokens[:n], batch.target_mask[:n], {k: v[:n] for k, v in batch.splits.items()},
+        period=batch.period, description=f"first {n} of: {batch.description}",
+    )
 
 
 def _heads(loaded: LoadedModel, batch: Batch, scores: Tensor, patterns: Tensor | None, inputs: InputSpec) -> pd.DataFrame:

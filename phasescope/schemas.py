@@ -23,17 +23,25 @@ __all__ = [
     "AnalysisRequest",
     "CheckpointRange",
     "CheckpointSpacing",
+    "DEFAULT_MEASURES",
     "InputSpec",
+    "LANDSCAPE_MEASURES",
     "MEASURE_NAMES",
     "MeasureParams",
     "analysis_id",
     "select_steps",
 ]
 
-# Measures that need a forward pass (the rest read weights or the loss surface).
-ACTIVATION_MEASURES = ("entropy", "thermo", "spectra", "heads", "loss")
-MEASURE_NAMES = ACTIVATION_MEASURES
-MeasureName = Literal["entropy", "thermo", "spectra", "heads", "loss"]
+# Measures read from one forward pass with hooks (cheap: the default analysis).
+ACTIVATION_MEASURES = ("entropy", "thermo", "spectra", "heads", "loss", "energies")
+# Measures of the loss landscape: many forward/backward passes per checkpoint, on at most
+# ``MeasureParams.heavy_prompts`` prompts; asked for explicitly.
+LANDSCAPE_MEASURES = ("landscape", "sharpness", "llc")
+MEASURE_NAMES = ACTIVATION_MEASURES + LANDSCAPE_MEASURES
+DEFAULT_MEASURES = ("entropy", "thermo", "spectra", "heads", "loss")
+MeasureName = Literal[
+    "entropy", "thermo", "spectra", "heads", "loss", "energies", "landscape", "sharpness", "llc"
+]
 
 
 class _Strict(BaseModel):
@@ -101,11 +109,26 @@ class InputSpec(_Strict):
 
 
 class MeasureParams(_Strict):
-    """Parameters of the measures (the thermodynamic β grid)."""
+    """Parameters of the measures, each with its limits (see docs/measures.md for what they do)."""
 
     beta_min: float = Field(0.05, gt=0, le=1, description="Lowest inverse temperature of the sweep.")
     beta_max: float = Field(20.0, ge=1, le=1000, description="Highest inverse temperature of the sweep.")
     n_beta: int = Field(61, ge=3, description="Points on the log-spaced β grid (odd: β = 1 lies on it).")
+    energy_bins: int = Field(50, ge=5, le=500, description="Histogram bins of attention energies.")
+    heavy_prompts: int = Field(
+        64, ge=1, le=4096, description="Prompts the landscape, sharpness and llc measures use (the first ones)."
+    )
+    landscape_dims: Literal[1, 2] = Field(2, description="1: a line, 2: a plane of filter-normalised directions.")
+    landscape_points: int = Field(11, ge=3, le=41, description="Grid points per direction (11 → 11×11 = 121 losses).")
+    landscape_radius: float = Field(1.0, gt=0, le=10, description="Half-width of the grid, in direction units.")
+    landscape_seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the random directions (same seed, same plane).")
+    sharpness_k: int = Field(3, ge=1, le=20, description="Top Hessian eigenvalues to compute.")
+    sharpness_method: Literal["lanczos", "power"] = Field("lanczos", description="Eigen solver.")
+    hutchinson_samples: int = Field(16, ge=0, le=256, description="Probes of the Hutchinson trace (0: no trace).")
+    llc_chains: int = Field(4, ge=1, le=16, description="SGLD chains (their spread is the LLC's uncertainty).")
+    llc_draws: int = Field(100, ge=10, le=2000, description="SGLD steps per chain.")
+    llc_lr: float = Field(1e-4, gt=0, le=0.1, description="SGLD step size ε.")
+    llc_localization: float = Field(100.0, ge=0, le=1e6, description="SGLD pull γ towards the checkpoint.")
 
     @model_validator(mode="after")
     def _grid_within_limits(self) -> MeasureParams:
@@ -121,7 +144,7 @@ class AnalysisRequest(_Strict):
     model: str = Field(..., min_length=1, max_length=300, description="zoo:<name>, tl:<name> or a local path.")
     checkpoints: CheckpointSelection = "all"
     measures: list[MeasureName] = Field(
-        default_factory=lambda: list(ACTIVATION_MEASURES), min_length=1, description="Measures to run."
+        default_factory=lambda: sorted(DEFAULT_MEASURES), min_length=1, description="Measures to run."
     )
     inputs: InputSpec = Field(default_factory=InputSpec)
     params: MeasureParams = Field(default_factory=MeasureParams)

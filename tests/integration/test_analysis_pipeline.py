@@ -97,3 +97,33 @@ def test_cli_user_mistakes_are_one_line(args: tuple[str, ...], fragment: str, se
     assert result.returncode == 2
     assert fragment in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_landscape_measures_through_the_pipeline(series: str) -> None:
+    from phasescope.schemas import MeasureParams
+
+    loaded = load_model(series, 20)
+    other = load_model(series, 10)
+    params = MeasureParams(heavy_prompts=3, landscape_points=5, landscape_dims=2, sharpness_k=2,
+                           hutchinson_samples=4, llc_chains=2, llc_draws=10, energy_bins=20)
+    table = measure_checkpoint(loaded, ["landscape", "sharpness", "llc", "energies", "loss"],
+                               InputSpec(n_prompts=6, seed=1), params, other=other)
+    assert set(table["measure"]) == {"landscape", "sharpness", "llc", "energies", "loss"}
+    surface = table[table["quantity"] == "loss_surface"]
+    assert len(surface) == 25
+    # The grid centre is the checkpoint itself: its loss on the same (first 3) prompts.
+    centre = surface[(surface["x"] == 0) & (surface["y"] == 0)]["value"].item()
+    from phasescope.analysis import build_batch
+    from phasescope.measures.landscape import batch_loss, model_params
+
+    batch = build_batch(loaded, InputSpec(n_prompts=6, seed=1))
+    first3 = type(batch)(batch.tokens[:3], batch.target_mask[:3])
+    assert centre == pytest.approx(batch_loss(loaded.model, model_params(loaded.model), first3).item(), rel=1e-5)
+    line = table[table["quantity"] == "loss_interpolation"]
+    assert len(line) > 2 and line["x"].min() == 0 and line["x"].max() == 1
+    eig = table[table["quantity"] == "hessian_eigenvalue"]
+    assert len(eig) == 2 and eig["value"].is_monotonic_decreasing
+    hist = table[table["quantity"] == "energy_hist"]
+    # Every allowed (causal) score of every head falls in one bin.
+    per_head = hist.groupby(["layer", "head"])["value"].sum()
+    assert (per_head == 6 * 24 * 25 / 2).all()

@@ -99,3 +99,9 @@ def test_select_steps_errors_list_choices() -> None:
 def test_input_and_param_defaults_are_valid() -> None:
     assert InputSpec().seq_len == 64
     assert MeasureParams().n_beta % 2 == 1
+
+
+def test_default_measures_hash_like_the_same_list_given_explicitly() -> None:
+    default = AnalysisRequest(model="zoo:induction-2l")
+    explicit = AnalysisRequest(model="zoo:induction-2l", measures=["thermo", "loss", "heads", "spectra", "entropy"])
+    assert analysis_id(default) == analysis_id(explicit)
