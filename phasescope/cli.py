@@ -163,8 +163,12 @@ def analyze(
     aid = analysis_id(request)
     out = out or Path("phasescope-out") / aid
     digest = checkpoint_digest(table)
-    write_local_result(out, aid, request, table, digest, timings, time.perf_counter() - t0)
+    from phasescope.findings import find_transitions
+
+    findings = find_transitions(table)
+    write_local_result(out, aid, request, table, digest, timings, time.perf_counter() - t0, findings)
     typer.echo(digest.to_string(float_format=lambda v: f"{v:.3f}"))
+    typer.echo(f"\nfindings: {findings['summary']}")
     typer.echo(f"\n{len(table)} rows for {len(steps)} checkpoints in {time.perf_counter() - t0:.1f} s -> {out}")
 
 
@@ -174,12 +178,29 @@ def api(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Serve the REST API (OpenAPI at /docs); starts the embedded Redis unless REDIS_URL is set."""
+    """Serve the REST API (OpenAPI at /docs) and the dashboard (at /); starts the embedded Redis unless REDIS_URL is set."""
     import uvicorn
 
-    from backend.main import create_app
+    from frontend.server import create_combined_app
 
-    uvicorn.run(create_app(), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_combined_app(), host=host, port=port, log_level=log_level)
+
+
+@app.command("up")
+def up(
+    demo: Annotated[bool, typer.Option(help="Train the zoo if missing and submit its standard analyses.")] = False,
+    workers: Annotated[int, typer.Option(help="Worker processes (0: one per GPU, or one per two CPU cores).")] = 0,
+    port: Annotated[int, typer.Option(help="Port of the API and dashboard.")] = 8000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    redis_url: Annotated[str | None, typer.Option(help="Use this Redis instead of the embedded one.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (default PHASESCOPE_DATA_DIR).")] = None,
+    open_browser: Annotated[bool, typer.Option(help="Open the dashboard in a browser when there is a display.")] = True,
+) -> None:
+    """Run everything on this machine: Redis, workers, the API and the dashboard; Ctrl-C stops it all."""
+    from phasescope.launcher import run_up, settings_with
+
+    settings = settings_with(data_dir, redis_url)
+    run_up(settings, workers, host, port, demo, open_browser, say=typer.echo)
 
 
 @app.command("worker")

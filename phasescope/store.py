@@ -64,6 +64,7 @@ def write_local_result(
     digest: pd.DataFrame,
     timings: dict[int, float],
     wall_s: float,
+    findings: dict[str, Any] | None = None,
 ) -> None:
     """What ``phasescope analyze --out`` writes: results.parquet, request.json, summary.json."""
     out.mkdir(parents=True, exist_ok=True)
@@ -78,6 +79,7 @@ def write_local_result(
         "wall_seconds": round(wall_s, 3),
         "seconds_per_checkpoint": {str(k): round(v, 4) for k, v in timings.items()},
         "digest": json.loads(digest.to_json(orient="index")),
+        "findings": findings or {},
     }
     atomic_write_bytes(out / "summary.json", _json_bytes(summary))
 

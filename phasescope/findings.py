@@ -1,0 +1,76 @@
+"""Findings of an analysis: the transitions of its order parameters and one sentence about them.
+
+Runs ``phasescope.phases`` on a finished results table (pure pandas: the backend and the CLI both call
+it). Which series are order parameters, and how each is reduced to one value per checkpoint, is the
+table below; per-head quantities are tested head by head.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from phasescope.phases import Transition, co_moving, detect_transitions, summarise
+
+__all__ = ["ORDER_PARAMETERS", "find_transitions"]
+
+# (measure, quantity, extra row filter): one value per checkpoint per (layer, head) after the filter.
+ORDER_PARAMETERS: list[tuple[str, str, dict[str, Any]]] = [
+    ("loss", "loss", {}),
+    ("loss", "loss_test", {}),
+    ("loss", "accuracy_test", {}),
+    ("heads", "induction_score", {}),
+    ("heads", "prev_token_score", {}),
+    ("thermo", "beta_star", {}),
+    ("entropy", "entropy_mean", {}),
+    ("spectra", "stable_rank", {}),
+    ("sharpness", "hessian_eigenvalue", {"index": 0}),
+    ("llc", "llc_mean", {}),
+]
+MIN_CHECKPOINTS = 6  # two on each side of a transition plus its interval (phases' min_side = 2)
+
+
+def _series(table: pd.DataFrame, measure: str, quantity: str, where: dict[str, Any]) -> pd.DataFrame:
+    rows = table[(table["measure"] == measure) & (table["quantity"] == quantity)]
+    for column, value in where.items():
+        if column in rows:
+            rows = rows[rows[column] == value]
+    return rows[["quantity", "checkpoint", "layer", "head", "value"]]
+
+
+def find_transitions(table: pd.DataFrame, n_boot: int = 50, seed: int = 0) -> dict[str, Any]:
+    """Detect transitions in every order parameter the table holds.
+
+    Args:
+        table: a tidy results table over several checkpoints.
+        n_boot: bootstrap resamples for each transition's uncertainty.
+        seed: seeds the bootstrap.
+
+    Returns:
+        ``{"transitions": [Transition.to_dict(), ...], "groups": [[index, ...], ...],
+        "summary": str, "checkpoints": int}`` — ``groups`` lists transitions that move together
+        (indices into ``transitions``); ``summary`` is one sentence per group, or says why there is
+        nothing to report.
+    """
+    steps = sorted(s for s in table["checkpoint"].unique() if s > 0) if len(table) else []
+    if len(steps) < MIN_CHECKPOINTS:
+        return {
+            "transitions": [], "groups": [], "checkpoints": len(steps),
+            "summary": f"{len(steps)} checkpoints after step 0: at least {MIN_CHECKPOINTS} are needed to detect a transition",
+        }
+    found: list[Transition] = []
+    for measure, quantity, where in ORDER_PARAMETERS:
+        series = _series(table, measure, quantity, where)
+        if series["checkpoint"].nunique() < MIN_CHECKPOINTS:
+            continue
+        found.extend(detect_transitions(series, n_boot=n_boot, seed=seed))
+    found.sort(key=lambda t: t.step)
+    index = {id(t): i for i, t in enumerate(found)}
+    groups = [[index[id(t)] for t in group] for group in co_moving(found)]
+    return {
+        "transitions": [t.to_dict() for t in found],
+        "groups": groups,
+        "summary": summarise(found) if found else "no transition",
+        "checkpoints": len(steps),
+    }
