@@ -30,6 +30,19 @@ def _navbar() -> html.Nav:
     )
 
 
+def _warm_up() -> None:
+    """Build one figure of each kind now: plotly imports its validators lazily (about a second), and
+    that second belongs to the server's start, not to the first person's first page."""
+    import pandas as pd
+
+    from frontend import figures
+
+    order = pd.DataFrame({"checkpoint": [1, 2, 3], "layer": [0, 0, 0], "head": [0, 0, 0], "value": [0.1, 0.5, 0.9]})
+    loss = pd.DataFrame({"checkpoint": [1, 2, 3], "quantity": "loss", "value": [3.0, 2.0, 1.0]})
+    figures.overview_figure(order, loss, "heads.induction_score", transition={"step": 2}, cursor=3).to_plotly_json()
+    figures.pattern_figure([[1.0, 0.0], [0.5, 0.5]], ["a", "b"], "warm-up").to_plotly_json()
+
+
 def create_dash_app(api_url: str | None = None, token: str | None = None) -> dash.Dash:
     """The dashboard (built once per process; later calls only reconfigure the API it talks to).
 
@@ -52,4 +65,5 @@ def create_dash_app(api_url: str | None = None, token: str | None = None) -> das
         )
         app.layout = html.Div([_navbar(), html.Main(dash.page_container, className="page")])
         _APP = app
+        _warm_up()
     return _APP

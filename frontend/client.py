@@ -84,7 +84,14 @@ def slice_table(
             if key in _CACHE:
                 _CACHE.move_to_end(key)
                 return _CACHE[key]
-    frame = api().results(aid, measure=measure, quantity=quantity, checkpoint=checkpoint)
+    try:
+        frame = api().results(aid, measure=measure, quantity=quantity, checkpoint=checkpoint)
+    except ApiError as exc:
+        if exc.status_code != 422 or exc.field != "measure" or quantity is None:
+            raise
+        # An API that does not yet filter by this measure: filter by quantity there, by measure here.
+        frame = api().results(aid, quantity=quantity, checkpoint=checkpoint)
+        frame = frame[frame["measure"] == measure].reset_index(drop=True)
     if finished:
         with _LOCK:
             _CACHE[key] = frame

@@ -36,12 +36,18 @@ def order_options(measures: list[str]) -> list[str]:
     return [q for q in ORDER_PARAMETERS if q.split(".")[0] in measures]
 
 
+_META: dict[tuple[str, str], dict[str, Any]] = {}
+
+
 def analysis_meta(aid: str) -> dict[str, Any]:
     """Status plus what the view needs to lay itself out: checkpoints, measures, model shape.
 
     Raises:
         client.ApiError: the API's error (unknown id, service down), to be shown as worded.
     """
+    key = (client.api_base(), aid)
+    if key in _META:
+        return _META[key]
     state = client.status(aid)
     finished = state["status"] == "finished"
     measures = list(state.get("measures") or [])
@@ -67,6 +73,8 @@ def analysis_meta(aid: str) -> dict[str, Any]:
             meta["n_layers"] = int(frame["layer"].max()) + 1
             meta["n_heads"] = int(frame["head"].max()) + 1
             meta["done_checkpoints"] = sorted(int(s) for s in frame["checkpoint"].unique())
+    if finished:  # a finished analysis never changes (its id hashes the request)
+        _META[key] = meta
     return meta
 
 

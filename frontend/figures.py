@@ -25,6 +25,7 @@ __all__ = [
     "empty_figure",
     "head_color",
     "head_label",
+    "log_ticks",
     "overview_figure",
     "pattern_figure",
     "profile_figure",
@@ -120,8 +121,32 @@ def _mark_steps(fig: go.Figure, xscale: str, steps: Sequence[int], transition: d
         fig.add_vline(x=float(step_axis([cursor], xscale)[0]), line={"color": "#444", "width": 1, "dash": "dot"}, **kw)
 
 
-def _checkpoint_axis(fig: go.Figure, xscale: str, **kw: Any) -> None:
-    fig.update_xaxes(title_text="training step", type="log" if xscale == "log" else "linear", **kw)
+def log_ticks(steps: Sequence[int] | np.ndarray) -> tuple[list[float], list[str]]:
+    """Tick positions and labels for a log step axis: 1-2-5 per decade, and "0" where step 0 is drawn.
+
+    >>> log_ticks([0, 25, 100, 1000])[1]
+    ['0', '50', '100', '200', '500', '1000']
+    """
+    raw = np.asarray(steps, dtype=float)
+    x = step_axis(raw, "log")
+    positive = raw[raw > 0]
+    if not len(positive):
+        return [], []
+    lo, hi = positive.min(), positive.max()
+    vals = [m * 10.0**k for k in range(int(math.floor(math.log10(lo))), int(math.ceil(math.log10(hi))) + 1)
+            for m in (1, 2, 5) if lo / 1.01 <= m * 10.0**k <= hi * 1.01]  # fmt: skip
+    texts = [f"{v:g}" for v in vals]
+    if (raw <= 0).any():
+        vals, texts = [float(x[raw <= 0][0]), *vals], ["0", *texts]
+    return vals, texts
+
+
+def _checkpoint_axis(fig: go.Figure, xscale: str, steps: Sequence[int] | None = None, **kw: Any) -> None:
+    ticks: dict[str, Any] = {}
+    if xscale == "log" and steps is not None and len(steps):
+        vals, texts = log_ticks(steps)
+        ticks = {"tickvals": vals, "ticktext": texts}
+    fig.update_xaxes(title_text="training step", type="log" if xscale == "log" else "linear", **ticks, **kw)
 
 
 def overview_figure(
@@ -186,8 +211,9 @@ def overview_figure(
                            text=transition.get("label") or f"transition ≈ step {transition['step']}", showarrow=False,
                            yanchor="bottom", font={"color": "#d62728"}, row=1, col=1)  # fmt: skip
     fig.update_yaxes(title_text="loss (nats)", row=1, col=1)
-    _checkpoint_axis(fig, xscale, row=2, col=1)
-    fig.update_xaxes(type="log" if xscale == "log" else "linear", row=1, col=1)
+    _checkpoint_axis(fig, xscale, steps, row=2, col=1)
+    _checkpoint_axis(fig, xscale, steps, row=1, col=1)
+    fig.update_xaxes(title_text=None, row=1, col=1)
     n_heads = len(order.groupby(["layer", "head"])) if len(order) else 4
     return _style(fig, height=max(460, min(900, 200 + 14 * n_heads)))
 
@@ -229,6 +255,7 @@ def curves_figure(
                            hovertemplate=f"{name} · {x} %{{customdata}}<br>%{{y:.4g}}<extra></extra>"))  # fmt: skip
     if x == "checkpoint":
         _mark_steps(fig, xscale, frame["checkpoint"].unique().tolist(), transition, cursor)
+        _checkpoint_axis(fig, xscale, frame["checkpoint"].unique())
     fig.update_xaxes(title_text=xtitle, type="log" if xscale == "log" else "linear")
     fig.update_yaxes(title_text=ytitle, type="log" if yscale == "log" else "linear")
     return _style(fig, title)
@@ -337,7 +364,7 @@ def beta_star_figure(stars: pd.DataFrame, shape: tuple[int, int], *, xscale: str
                 hovertemplate=f"{name} · step %{{customdata[0]}}<br>β* %{{customdata[1]}} %{{y:.3g}} (censored)<extra></extra>"))  # fmt: skip
     fig.add_hline(y=1.0, line={"color": "#222", "dash": "dash", "width": 1})
     _mark_steps(fig, xscale, wide["checkpoint"].unique().tolist(), transition, cursor)
-    _checkpoint_axis(fig, xscale)
+    _checkpoint_axis(fig, xscale, wide["checkpoint"].unique())
     fig.update_yaxes(type="log", title_text="β* (argmax C(β)); open triangles: censored")
     return _style(fig, "Critical inverse temperature β* over training")
 
@@ -387,7 +414,7 @@ def alpha_figure(frame: pd.DataFrame, *, xscale: str = "log", cursor: int | None
                                  hovertemplate=f"{name} · step %{{customdata}}<br>α = %{{y:.3g}}<extra></extra>"))  # fmt: skip
     fig.add_hrect(y0=2, y1=6, fillcolor="#59a14f", opacity=0.06, line_width=0)
     _mark_steps(fig, xscale, wide["checkpoint"].unique().tolist(), None, cursor)
-    _checkpoint_axis(fig, xscale)
+    _checkpoint_axis(fig, xscale, wide["checkpoint"].unique())
     fig.update_yaxes(title_text="ESD tail exponent α (shaded: 2–6)")
     return _style(fig, "Power-law α per weight matrix (± standard error)")
 
@@ -421,6 +448,6 @@ def compare_figure(series: dict[str, pd.DataFrame], ytitle: str, *, xscale: str 
                                  hovertemplate=f"{label}<br>step %{{customdata}}: %{{y:.4g}}<extra></extra>"))  # fmt: skip
     if not series:
         return empty_figure("choose two analyses to compare")
-    _checkpoint_axis(fig, xscale)
+    _checkpoint_axis(fig, xscale, np.unique(np.concatenate([f["checkpoint"].to_numpy() for f in series.values()])))
     fig.update_yaxes(title_text=ytitle, type="log" if yscale == "log" else "linear")
     return _style(fig, None, height=460)

@@ -158,20 +158,40 @@ def render_spectra(aid: str, meta: dict[str, Any], state: dict[str, Any], step: 
     return [_note(note), html.Div(cards, className="grid2")]
 
 
+LANDSCAPE = ("landscape", "sharpness", "llc", "energies")
+
+
 def render_landscape(aid: str, meta: dict[str, Any], state: dict[str, Any], step: int) -> list[Any]:
-    if "landscape" not in meta["measures"]:
-        return [empty_state("Energy landscape not measured in this analysis: loss surfaces, sharpness and "
-                            "attention-energy histograms appear here for analyses that ran the landscape measure.",
-                            id="landscape-empty")]  # fmt: skip
-    at_step = _slice(aid, meta, "landscape", checkpoint=step)
-    surface = at_step[at_step["quantity"] == "loss_surface"]
-    cards = [figure_card("landscape-surface", F.surface_figure(surface, step) if len(surface)
-                         else F.empty_figure(f"no loss surface at step {step}"))]  # fmt: skip
-    every = _slice(aid, meta, "landscape")
-    scalars = every[every["x"].isna()] if "x" in every else every
-    for quantity, rows in scalars.groupby("quantity"):
-        cards.append(figure_card(f"landscape-{quantity}", F.curves_figure(
-            rows, title=str(quantity), ytitle=str(quantity), xscale=state["xscale"], yscale=state["yscale"], cursor=step)))  # fmt: skip
+    present = [m for m in LANDSCAPE if m in meta["measures"]]
+    if not present:
+        return [empty_state("Energy landscape not measured in this analysis: loss surfaces (landscape), sharpness, "
+                            "the local learning coefficient (llc) and attention-energy histograms (energies) appear "
+                            "here for analyses that ran those measures.", id="landscape-empty")]  # fmt: skip
+    kw = {"xscale": state["xscale"], "yscale": state["yscale"], "cursor": step}
+    cards: list[Any] = []
+    if "landscape" in present:
+        surface = _slice(aid, meta, "landscape", "loss_surface", step)
+        cards.append(figure_card("landscape-surface", F.surface_figure(surface, step) if len(surface)
+                                 else F.empty_figure(f"no loss surface at step {step}"),
+                                 csv_href(aid, quantity="loss_surface", checkpoint=step)))  # fmt: skip
+    if "sharpness" in present:
+        eig = _slice(aid, meta, "sharpness", "hessian_eigenvalue")
+        top = eig.groupby("checkpoint", as_index=False)["value"].max().assign(layer=pd.NA, head=pd.NA)
+        cards.append(figure_card("landscape-sharpness", F.curves_figure(
+            top, title="Sharpness: top Hessian eigenvalue", ytitle="λ_max of the Hessian (nats / unit²)", **kw),
+            csv_href(aid, quantity="hessian_eigenvalue")))  # fmt: skip
+    if "llc" in present:
+        llc = _slice(aid, meta, "llc", "llc_mean")
+        std = _slice(aid, meta, "llc", "llc_std").set_index("checkpoint")["value"]
+        cards.append(figure_card("landscape-llc", F.curves_figure(
+            llc, title="Local learning coefficient (± chain spread)", ytitle="LLC λ̂", error=llc["checkpoint"].map(std), **kw),
+            csv_href(aid, quantity="llc_mean")))  # fmt: skip
+    if "energies" in present:
+        hist, note = pick_layer_heads(_slice(aid, meta, "energies", "energy_hist", step), meta, state)
+        cards.append(figure_card("landscape-energies", F.curves_figure(
+            hist, x="x", title=f"Attention energies E = −s per head at step {step}", xtitle="energy E (score units)",
+            ytitle="count of (query, key) entries", xscale="linear", yscale=state["yscale"], shape=_shape(meta)),
+            csv_href(aid, quantity="energy_hist", checkpoint=step)))  # fmt: skip
     return [html.Div(cards, className="grid2")]
 
 

@@ -29,7 +29,7 @@ USES = {
     "entropy": {"layer", "head", "xscale", "yscale"},
     "thermo": {"layer", "head", "beta", "xscale", "yscale"},
     "spectra": {"layer", "head", "matrix", "xscale", "yscale"},
-    "landscape": {"xscale", "yscale"},
+    "landscape": {"layer", "head", "xscale", "yscale"},
     "patterns": {"layer", "head", "prompt"},
 }
 CONTROLS = ("quantity", "layer", "head", "beta", "matrix", "prompt", "xscale", "yscale")
@@ -55,7 +55,7 @@ def layout(analysis_id: str | None = None, **query: Any) -> html.Div:
                   html.Div([status_badge(meta["status"]), f" · {len(meta['checkpoints'])} checkpoints · measures: ",
                             ", ".join(meta["measures"])], className="kv", id="analysis-status")]),
         html.Div(className="share", children=[
-            dcc.Input(id="share-url", readOnly=True, value="", debounce=True),
+            dcc.Input(id="share-url", readOnly=True, value="", debounce=True, style={"width": "460px"}),
             html.Div([dcc.Clipboard(target_id="share-url", id="copy-link", title="Copy link",
                                     style={"display": "inline-block", "fontSize": "18px", "cursor": "pointer"}),
                       html.Span(" copy link", className="muted")]),
@@ -100,7 +100,7 @@ def layout(analysis_id: str | None = None, **query: Any) -> html.Div:
         html.Button("▶ play", id="play", className="secondary", title="Step through the checkpoints"),
         html.Div(dcc.Slider(id="v-checkpoint", min=0, max=len(steps) - 1, step=1, value=steps.index(step),
                             marks={i: str(s) for i, s in enumerate(steps) if i % every == 0 or i == len(steps) - 1},
-                            updatemode="drag"), className="slider"),
+                            updatemode="mouseup", allow_direct_input=False), className="slider"),
         html.Span(f"step {step}", id="checkpoint-label", className="kv", style={"minWidth": "90px"}),
         dcc.Interval(id="play-tick", interval=700, disabled=True),
     ])  # fmt: skip
@@ -108,7 +108,11 @@ def layout(analysis_id: str | None = None, **query: Any) -> html.Div:
     return html.Div([
         head, tabs, controls, slider,
         dcc.Store(id="view-meta", data={"id": meta["id"], "steps": steps, "meta": meta}),
-        dcc.Loading(html.Div(id="tab-content"), type="dot", delay_show=300),
+        # The first tab is drawn here, in the page itself, so the first paint needs no further callback.
+        # (No dcc.Loading: it hides the old graphs while loading, and Plotly then lays them out at zero
+        # size. The content dims instead, by CSS on Dash's own data-dash-is-loading attribute.)
+        html.Div(_content(meta["id"], meta, {**state, "quantity": quantity, "checkpoint": step}), id="tab-content",
+                 className="tab-content"),
     ])  # fmt: skip
 
 
@@ -139,16 +143,20 @@ def _state(values: tuple[Any, ...], steps: list[int]) -> dict[str, Any]:
     return parse_state({k: v for k, v in raw.items() if v is not None})
 
 
+def _content(aid: str, meta: dict[str, Any], state: dict[str, Any]) -> html.Div:
+    try:
+        content = RENDERERS[state["tab"]](aid, meta, state, state["checkpoint"])
+    except client.ApiError as exc:
+        content = [error_state(exc.message)]
+    return html.Div(content, id=f"content-{state['tab']}")
+
+
 @dash.callback(Output("tab-content", "children"), Output("checkpoint-label", "children"), *_INPUTS,
-               State("view-meta", "data"))  # fmt: skip
+               State("view-meta", "data"), prevent_initial_call=True)  # fmt: skip
 def _render(*args: Any) -> tuple[Any, str]:
     *values, store = args
     state = _state(tuple(values), store["steps"])
-    try:
-        content = RENDERERS[state["tab"]](store["id"], store["meta"], state, state["checkpoint"])
-    except client.ApiError as exc:
-        content = [error_state(exc.message)]
-    return html.Div(content, id=f"content-{state['tab']}"), f"step {state['checkpoint']}"
+    return _content(store["id"], store["meta"], state), f"step {state['checkpoint']}"
 
 
 @dash.callback(*[Output(f"ctl-{name}", "style") for name in CONTROLS], Input("v-tab", "value"))

@@ -1,0 +1,77 @@
+"""The e2e stack, once per session: a standalone redis-server, two RQ workers, and ``phasescope api``
+(the API with the dashboard mounted) on free ports, over a data directory where the zoo's
+``induction-2l`` series has been trained, plus the demo analysis of it, run through the real API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.browser import Chromium, chromium_available
+from tests.integration.service import ApiServer, RedisServer, WorkerProcess, make_tiny_series
+
+DEMO = "zoo:induction-2l"
+
+
+def _train_demo(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Train the demo series into ``data_dir``; fall back to a tiny untrained series while the zoo is unfinished."""
+    monkeypatch.setenv("PHASESCOPE_DATA_DIR", str(data_dir))
+    from phasescope.config import get_settings
+
+    get_settings.cache_clear()
+    try:
+        from phasescope.zoo import train_series
+    except ImportError:
+        make_tiny_series(data_dir / "models" / "demo", n_checkpoints=9)
+        return "demo"
+    train_series("induction-2l", progress=False)
+    return DEMO
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Redis, two workers and the combined app, sharing one data directory; the demo series trained."""
+    if not chromium_available():
+        pytest.skip("needs /usr/bin/chromium and chromedriver (make system-deps)")
+    root = tmp_path_factory.mktemp("e2e")
+    data_dir = root / "data"
+    data_dir.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        model = _train_demo(data_dir, mp)
+    redis = RedisServer(root / "redis").start()
+    env = {"PHASESCOPE_DATA_DIR": str(data_dir), "REDIS_URL": redis.url,
+           "PHASESCOPE_WORKER_HEARTBEAT_S": "1", "PHASESCOPE_WORKER_MAINTENANCE_S": "5"}  # fmt: skip
+    logs = root / "logs"
+    workers = [WorkerProcess(env, logs, f"w{i}").start() for i in (1, 2)]
+    api = ApiServer(env, logs).start()
+    try:
+        yield {"url": api.url, "api": api, "model": model, "data_dir": data_dir, "workers": workers, "logs": logs}
+    finally:
+        api.stop()
+        for worker in workers:
+            worker.stop()
+        redis.stop()
+
+
+@pytest.fixture(scope="session")
+def demo(stack: dict[str, Any]) -> dict[str, Any]:
+    """The demo analysis (every measure, every checkpoint), submitted through the API and finished."""
+    from phasescope.client import Client
+
+    with Client(stack["url"]) as api:
+        aid = api.submit(stack["model"])["id"]
+        state = api.wait(aid, timeout=600, poll=0.5, progress=False)
+    assert state["status"] == "finished", state
+    return {"id": aid, "model": stack["model"], "checkpoints": state["checkpoints"], "url": stack["url"]}
+
+
+@pytest.fixture
+def chromium() -> Iterator[Chromium]:
+    """A fresh headless Chromium (its own profile), closed after the test."""
+    browser = Chromium()
+    yield browser
+    browser.close()

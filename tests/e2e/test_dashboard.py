@@ -1,0 +1,188 @@
+"""The dashboard in a real headless Chromium against the real stack (Redis, workers, API + dashboard)."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+from tests.e2e.browser import Chromium
+
+pytestmark = pytest.mark.slow
+
+IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+TABS = ("overview", "entropy", "thermo", "spectra", "landscape", "patterns")
+
+
+def _choose(c: Chromium, dropdown: str, label: str) -> None:
+    """Pick ``label`` in a dcc.Dropdown: open it, click the option."""
+    c.find(f"#{dropdown}").click()
+    option = c.wait(
+        lambda d: next((o for o in d.find_elements(By.CSS_SELECTOR, "[role='option']") if o.text.strip() == label), None),
+        f"option {label!r} of {dropdown}",
+    )
+    option.click()
+    c.wait_text(f"#{dropdown}", label)
+
+
+def _open_view(c: Chromium, url: str, tab: str) -> float:
+    t0 = time.perf_counter()
+    c.get(url)
+    c.find(f"#content-{tab}")
+    c.wait_idle()
+    return time.perf_counter() - t0
+
+
+def test_every_tab_renders_without_console_errors(demo: dict[str, Any], chromium: Chromium) -> None:
+    IMG.mkdir(parents=True, exist_ok=True)
+    cold = _open_view(chromium, f"{demo['url']}/analyses/{demo['id']}", "overview")
+    assert cold < 15, f"the first view after the server started took {cold:.1f} s"
+    warm = _open_view(chromium, f"{demo['url']}/analyses/{demo['id']}", "overview")
+    print(f"first paint of the overview: {cold:.2f} s cold server, {warm:.2f} s warm")
+    assert warm < 2.5, f"first paint of the overview took {warm:.1f} s"  # the target is 2 s; CI machines vary
+    for tab in TABS:
+        chromium.find(f"#tab-{tab}").click()
+        chromium.find(f"#content-{tab}")
+        chromium.wait_idle()
+        assert chromium.severe_logs() == [], tab
+        assert f"tab={tab}" in chromium.driver.current_url
+        if tab == "landscape":
+            assert "not measured in this analysis" in chromium.find("#landscape-empty").text
+        else:
+            n = len(chromium.all(f"#content-{tab} .dash-graph .main-svg"))
+            assert n >= 1, f"{tab} drew no figure"
+        chromium.screenshot_full(str(IMG / f"dashboard-{tab}.png"))
+    assert chromium.severe_logs() == []
+
+
+def test_overview_marks_the_transition(demo: dict[str, Any], chromium: Chromium) -> None:
+    _open_view(chromium, f"{demo['url']}/analyses/{demo['id']}?tab=overview", "overview")
+    note = chromium.find("#transition-note").text
+    match = re.search(r"step (\d+)", note)
+    assert match, note
+    step = int(match.group(1))
+    assert demo["checkpoints"][0] <= step <= demo["checkpoints"][-1]
+    if demo["model"].startswith("zoo:induction"):
+        # PHYSICS.md: the repeated-half loss falls half-way at step 460–500 on 2 cores, five seeds.
+        assert 300 <= step <= 700, note
+    # The marker is drawn on the figure (a red dashed line) and the heatmap is there.
+    assert chromium.all("#content-overview .heatmaplayer"), "no heatmap"
+
+
+def test_share_link_restores_the_view_in_a_fresh_browser(demo: dict[str, Any], stack: dict[str, Any]) -> None:
+    a = Chromium()
+    try:
+        _open_view(a, f"{demo['url']}/analyses/{demo['id']}", "overview")
+        a.find("#tab-thermo").click()
+        a.find("#content-thermo")
+        _choose(a, "v-layer", "layer 1")
+        beta = a.find("#v-beta")
+        beta.clear()
+        beta.send_keys("0.5", Keys.ENTER)
+        a.find("#v-xscale input[value='linear']").click()
+        slider = a.find("#v-checkpoint [role='slider']")
+        slider.send_keys(Keys.HOME)  # the first checkpoint
+        first = demo["checkpoints"][0]
+        a.wait_text("#checkpoint-label", f"step {first}")
+        a.wait(lambda d: "xscale=linear" in d.current_url and "beta=0.5" in d.current_url, "the URL to follow")
+        a.wait_idle()
+        link = a.find("#share-url").get_attribute("value")
+        assert link == a.driver.current_url
+    finally:
+        a.close()
+    query = {k: v[0] for k, v in parse_qs(urlparse(link).query).items()}
+    assert query["tab"] == "thermo" and query["layer"] == "1" and query["beta"] == "0.5"
+    assert query["checkpoint"] == str(first) and query["xscale"] == "linear"
+
+    # The link survives a server restart: results come from the store.
+    stack["api"].stop()
+    stack["api"].start()
+    b = Chromium()
+    try:
+        b.get(link)
+        b.find("#content-thermo")
+        b.wait_idle()
+        assert "tab--selected" in b.find("#tab-thermo").get_attribute("class")
+        assert "layer 1" in b.find("#v-layer").text
+        assert float(b.find("#v-beta").get_attribute("value")) == 0.5
+        assert b.find("#v-xscale input[value='linear']").is_selected()
+        assert b.find("#checkpoint-label").text == f"step {first}"
+        assert f"step {first}" in b.find("#content-thermo").text  # the sweep is at that checkpoint
+        assert b.driver.current_url == link
+        assert b.severe_logs() == []
+    finally:
+        b.close()
+
+
+def test_play_moves_the_checkpoint(demo: dict[str, Any], chromium: Chromium) -> None:
+    last = demo["checkpoints"][-1]
+    _open_view(chromium, f"{demo['url']}/analyses/{demo['id']}?tab=entropy", "entropy")
+    assert chromium.find("#checkpoint-label").text == f"step {last}"
+    chromium.find("#play").click()  # from the last checkpoint, play wraps to the first
+    chromium.wait_text("#checkpoint-label", f"step {demo['checkpoints'][0]}")
+    chromium.find("#play").click()
+    chromium.wait_text("#play", "play")
+
+
+def test_submit_through_the_form_and_follow_it(demo: dict[str, Any], chromium: Chromium) -> None:
+    chromium.get(f"{demo['url']}/new?model={demo['model']}")
+    chromium.wait_text("#new-range-label", "checkpoints")
+    # An error from the API is shown as the API words it: no measure chosen.
+    for box in chromium.all("#new-measures input[type='checkbox']"):
+        if box.is_selected():
+            box.click()
+    chromium.find("#new-submit").click()
+    error = chromium.wait_text("#new-error", "measures")
+    assert "at least 1" in error, error
+    for name in ("heads", "loss"):
+        chromium.find(f"#new-measures input[value='{name}']").click()
+    chromium.find("#new-spacing input[value='log']").click()
+    count = chromium.find("#new-count")
+    count.clear()
+    count.send_keys("6")
+    chromium.wait_text("#new-range-label", "6 checkpoints")
+    chromium.screenshot_full(str(IMG / "dashboard-new.png"))
+    chromium.find("#new-submit").click()
+    # The page follows the job and opens the result when it is done.
+    chromium.wait(lambda d: "/analyses/" in d.current_url, "the finished analysis to open", timeout=180)
+    chromium.find("#content-overview")
+    chromium.wait_idle()
+    assert "finished" in chromium.find("#analysis-status").text
+    assert "6 checkpoints" in chromium.find("#analysis-status").text
+    assert chromium.severe_logs() == []
+
+
+def test_catalog_and_compare(demo: dict[str, Any], chromium: Chromium) -> None:
+    chromium.get(demo["url"] + "/")
+    chromium.wait_text("#home-analyses", demo["id"])
+    assert "finished" in chromium.find("#home-analyses").text
+    chromium.screenshot_full(str(IMG / "dashboard-home.png"))
+    chromium.get(f"{demo['url']}/compare?a={demo['id']}&b={demo['id']}&quantity=loss.loss")
+    chromium.find("#cmp-content .dash-graph")
+    chromium.wait_idle()
+    assert len(chromium.all("#cmp-content .legendtext")) == 2
+    chromium.screenshot_full(str(IMG / "dashboard-compare.png"))
+    assert chromium.severe_logs() == []
+
+
+def test_patterns_endpoint_serves_tokens_and_rows(demo: dict[str, Any]) -> None:
+    base = f"{demo['url']}/api/v1/analyses/{demo['id']}/patterns"
+    index = httpx.get(base).json()
+    assert index["checkpoints"] == demo["checkpoints"]
+    one = httpx.get(base, params={"checkpoint": index["checkpoints"][-1], "layer": 1, "head": 0}).json()
+    n = len(one["tokens"])
+    assert len(one["pattern"]) == n and all(abs(sum(row) - 1) < 1e-2 for row in one["pattern"])
+    assert all(v == 0 for row_i, row in enumerate(one["pattern"]) for v in row[row_i + 1 :])  # causal
+    missing = httpx.get(base, params={"checkpoint": 123456789})
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    bad = httpx.get(base, params={"checkpoint": index["checkpoints"][0], "layer": 99})
+    assert bad.status_code == 422 and "layer" in bad.json()["detail"]
+    # Unknown API paths are JSON 404s, not the dashboard's HTML.
+    assert httpx.get(f"{demo['url']}/api/v1/nope").json()["error"] == "not_found"
