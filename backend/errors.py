@@ -68,7 +68,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(redis.RedisError)
     async def _redis(request: Request, exc: redis.RedisError) -> JSONResponse:
-        body = {"error": "service_unavailable", "detail": f"the job queue (Redis) failed: {exc}", "field": None}
+        body = {
+            "error": "service_unavailable",
+            "detail": f"the job queue (Redis) failed: {exc}",
+            "field": None,
+        }
         return JSONResponse(body, status_code=503)
 
     @app.exception_handler(Exception)

@@ -140,7 +140,9 @@ class Client:
         """The tidy table (downloaded as Parquet), filtered like the endpoint."""
         params = {
             k: v
-            for k, v in dict(measure=measure, quantity=quantity, layer=layer, head=head, checkpoint=checkpoint).items()
+            for k, v in dict(
+                measure=measure, quantity=quantity, layer=layer, head=head, checkpoint=checkpoint
+            ).items()
             if v is not None
         }
         response = self._call("GET", f"/analyses/{aid}/results", params={**params, "format": "parquet"})

@@ -52,7 +52,18 @@ RUN_JOB = "workers.jobs.run_job"
 _ACTIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 # Relative cost of one measure on 16 prompts of 64 tokens (the thermodynamic sweep scales with its grid).
-_MEASURE_COST = {"entropy": 1.0, "thermo": 3.0, "spectra": 2.0, "heads": 1.0, "loss": 0.5}
+# Landscape measures run many forward/backward passes on at most MeasureParams.heavy_prompts prompts.
+_MEASURE_COST = {
+    "entropy": 1.0,
+    "thermo": 3.0,
+    "spectra": 2.0,
+    "heads": 1.0,
+    "loss": 0.5,
+    "energies": 2.0,
+    "landscape": 20.0,
+    "sharpness": 10.0,
+    "llc": 30.0,
+}
 
 
 def job_id(aid: str, step: int) -> str:
@@ -71,7 +82,7 @@ def job_timeout(request: AnalysisRequest, settings: Settings | None = None) -> i
     scale = max(1.0, prompts / 16) * max(1.0, request.inputs.seq_len / 64)
     units = 0.0
     for measure in request.measures:
-        cost = _MEASURE_COST.get(measure, 1.0)
+        cost = _MEASURE_COST.get(measure, 5.0)
         if measure == "thermo":
             cost *= max(1.0, request.params.n_beta / 61)
         units += cost
@@ -235,7 +246,13 @@ def _finished_status(store: ResultStore, aid: str, record: dict[str, Any]) -> di
     total = len(record["steps"])
     return {
         "status": "finished",
-        "progress": {"done": total, "total": total, "fraction": 1.0, "current_checkpoint": None, "running": []},
+        "progress": {
+            "done": total,
+            "total": total,
+            "fraction": 1.0,
+            "current_checkpoint": None,
+            "running": [],
+        },
         "timings": {
             "created_at": summary.get("created_at", record.get("created_at")),
             "finished_at": summary.get("finished_at"),
@@ -248,7 +265,11 @@ def _finished_status(store: ResultStore, aid: str, record: dict[str, Any]) -> di
 
 
 def status(
-    store: ResultStore, aid: str, conn: redis.Redis | None, settings: Settings | None = None, resume: bool = True
+    store: ResultStore,
+    aid: str,
+    conn: redis.Redis | None,
+    settings: Settings | None = None,
+    resume: bool = True,
 ) -> dict[str, Any]:
     """Everything a person wants to know about an analysis, from the store and (when reachable) Redis.
 
@@ -281,7 +302,9 @@ def status(
     if conn is not None:
         try:
             reap_abandoned(conn, settings)
-            for step, job in zip(todo, Job.fetch_many([job_id(aid, s) for s in todo], connection=conn), strict=True):
+            for step, job in zip(
+                todo, Job.fetch_many([job_id(aid, s) for s in todo], connection=conn), strict=True
+            ):
                 state = None if job is None else job.get_status(refresh=False)
                 if job is None or state == JobStatus.FINISHED:
                     lost.append(step)  # (a finished job without a part: the store lost it)
@@ -290,7 +313,14 @@ def status(
                 elif state in _ACTIVE:
                     queued.append(step)
                 else:
-                    failed.append({"checkpoint": step, "job": job.id, "status": str(state.value), "error": _error_line(job)})
+                    failed.append(
+                        {
+                            "checkpoint": step,
+                            "job": job.id,
+                            "status": str(state.value),
+                            "error": _error_line(job),
+                        }
+                    )
             if lost and resume and not cancelled:
                 queued.extend(_enqueue_missing(conn, store, aid, settings, requeue_failed=False))
         except _REDIS_DOWN:
@@ -336,7 +366,9 @@ def _progress_meta(job: Job) -> dict[str, Any]:
     return out
 
 
-def cancel(store: ResultStore, aid: str, conn: redis.Redis, settings: Settings | None = None) -> dict[str, Any]:
+def cancel(
+    store: ResultStore, aid: str, conn: redis.Redis, settings: Settings | None = None
+) -> dict[str, Any]:
     """Cancel the queued jobs of an analysis (running ones finish; finished parts are kept)."""
     store.load_request(aid)  # NotFound for an unknown id
     if not store.is_finished(aid):

@@ -209,7 +209,9 @@ def redis_url(settings: Settings | None = None, start: bool = True) -> str:
     return server.url
 
 
-def connect(settings: Settings | None = None, start: bool = True, socket_timeout: float | None = 30) -> redis.Redis:
+def connect(
+    settings: Settings | None = None, start: bool = True, socket_timeout: float | None = 30
+) -> redis.Redis:
     """A client on the configured Redis (embedded unless ``REDIS_URL`` is set).
 
     Raises:

@@ -85,7 +85,9 @@ def run_job(
             rows = len(table)
             seconds = time.perf_counter() - t0
             store.write_part_meta(
-                aid, step, {"seconds": round(seconds, 4), "worker": worker, "rows": rows, "finished_at": time.time()}
+                aid,
+                step,
+                {"seconds": round(seconds, 4), "worker": worker, "rows": rows, "finished_at": time.time()},
             )
     except (PhasescopeError, JobTimeoutException):
         # The same inputs would fail the same way (or run as long) again: no retries, fail now.

@@ -56,7 +56,9 @@ def list_models(
 
 @router.get("/{model:path}/checkpoints", operation_id="list_model_checkpoints")
 def list_model_checkpoints(
-    model: Annotated[str, Path(min_length=1, max_length=300, description="A model string, e.g. zoo:induction-2l.")],
+    model: Annotated[
+        str, Path(min_length=1, max_length=300, description="A model string, e.g. zoo:induction-2l.")
+    ],
     settings: SettingsDep,
 ) -> dict[str, Any]:
     """The training steps of one model (404 with the valid choices for an unknown model)."""

@@ -171,11 +171,21 @@ class ApiServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> ApiServer:
+    def start(self, ready: bool = True) -> ApiServer:
+        """Start uvicorn and wait until it answers (``ready``: until its readiness check passes)."""
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as fh:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "phasescope", "api", "--port", str(self.port), "--log-level", "warning"],
+                [
+                    sys.executable,
+                    "-m",
+                    "phasescope",
+                    "api",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                ],
                 env=_env(self.env),
                 stdout=fh,
                 stderr=subprocess.STDOUT,
@@ -186,9 +196,10 @@ class ApiServer:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise RuntimeError(f"the API exited: {self.log.read_text()[-2000:]}")
-            return httpx.get(f"{self.url}/api/v1/health/ready", timeout=2).status_code == 200
+            code = httpx.get(f"{self.url}/api/v1/health/ready", timeout=5).status_code
+            return code == 200 or not ready
 
-        wait_for(up, 30, "the API to be ready", interval=0.2)
+        wait_for(up, 120, "the API to be ready", interval=0.2)
         return self
 
     def stop(self) -> None:

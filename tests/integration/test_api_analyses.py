@@ -12,6 +12,9 @@ import pytest
 from phasescope.client import ApiError, Client
 from phasescope.tables import BASE_COLUMNS
 
+# Generous: under load, the first request naming a zoo model imports torch in the API.
+http = httpx.Client(timeout=180)
+
 PLUMBING = ["heads", "loss"]
 
 
@@ -57,13 +60,15 @@ def test_same_request_same_id_and_no_recompute(start_stack, redis_server, tiny_m
     with Client(stack.url) as api:
         a = api.submit(**body)
         # Same request in another order and with defaults spelt out: the same id, no second job set.
-        b = api.submit(model, checkpoints=list(reversed(steps[:3])), measures=["heads", "loss"], inputs={"seed": 0})
+        b = api.submit(
+            model, checkpoints=list(reversed(steps[:3])), measures=["heads", "loss"], inputs={"seed": 0}
+        )
         assert a["id"] == b["id"]
         api.wait(a["id"], timeout=120, poll=0.2, progress=False)
     parts = stack.data_dir / "results" / a["id"] / "parts"
     stamps = {p.name: p.stat().st_mtime_ns for p in parts.iterdir()}
     t0 = time.perf_counter()
-    again = httpx.post(f"{stack.url}/api/v1/analyses", json=body)
+    again = http.post(f"{stack.url}/api/v1/analyses", json=body)
     assert again.status_code == 200 and again.json()["status"] == "finished"
     assert time.perf_counter() - t0 < 2.0
     assert {p.name: p.stat().st_mtime_ns for p in parts.iterdir()} == stamps  # nothing recomputed
@@ -81,15 +86,15 @@ def test_results_formats_filters_listing_and_models(start_stack, redis_server, t
         aid = api.submit(model, measures=["heads", "loss"], checkpoints=steps[:2])["id"]
         api.wait(aid, timeout=120, poll=0.2, progress=False)
         base = f"{stack.url}/api/v1/analyses/{aid}/results"
-        js = httpx.get(base, params={"measure": "heads", "layer": 1, "checkpoint": steps[1]}).json()
+        js = http.get(base, params={"measure": "heads", "layer": 1, "checkpoint": steps[1]}).json()
         assert js["complete"] is True and js["rows"] > 0
         assert set(js["data"]["measure"]) == {"heads"} and set(js["data"]["layer"]) == {1}
         assert set(js["data"]["checkpoint"]) == {steps[1]}
-        csv = httpx.get(base, params={"format": "csv", "measure": "loss"})
+        csv = http.get(base, params={"format": "csv", "measure": "loss"})
         assert csv.headers["content-type"].startswith("text/csv")
         frame = pd.read_csv(io.StringIO(csv.text))
         assert set(frame["measure"]) == {"loss"}
-        pq = pd.read_parquet(io.BytesIO(httpx.get(base, params={"format": "parquet"}).content))
+        pq = pd.read_parquet(io.BytesIO(http.get(base, params={"format": "parquet"}).content))
         assert len(pq) == sum(1 for _ in range(len(pq))) and set(pq["measure"]) == {"heads", "loss"}
         with pytest.raises(ApiError) as err:
             api.results(aid, measure="thermo")
@@ -100,7 +105,7 @@ def test_results_formats_filters_listing_and_models(start_stack, redis_server, t
         assert api.checkpoints(model) == steps
         names = [m["model"] for m in api.models()["models"]]
         assert any(n.endswith("/models/tiny") for n in names)
-        assert httpx.get(f"{stack.url}/api/v1/models").json()["transformer_lens"]  # read without torch
+        assert http.get(f"{stack.url}/api/v1/models").json()["transformer_lens"]  # read without torch
         health = api.health()
         assert health["status"] == "ok" and health["workers_alive"] == 1 and health["queue"]["queued"] == 0
 
@@ -122,12 +127,12 @@ def test_write_endpoints_need_the_token(start_stack, redis_server, tiny_model):
     model, _ = tiny_model
     stack = start_stack(workers=0, PHASESCOPE_API_TOKEN="s3cret")
     body = {"model": model, "measures": PLUMBING, "checkpoints": "last"}
-    r = httpx.post(f"{stack.url}/api/v1/analyses", json=body)
+    r = http.post(f"{stack.url}/api/v1/analyses", json=body)
     assert r.status_code == 401 and r.json()["error"] == "unauthorized" and "Bearer" in r.json()["detail"]
-    r = httpx.post(f"{stack.url}/api/v1/analyses", json=body, headers={"Authorization": "Bearer nope"})
+    r = http.post(f"{stack.url}/api/v1/analyses", json=body, headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401
     with Client(stack.url, token="s3cret") as api:
         aid = api.submit(**body)["id"]
     # Reads stay open, so share links work without the token.
-    assert httpx.get(f"{stack.url}/api/v1/analyses/{aid}").status_code == 200
-    assert httpx.delete(f"{stack.url}/api/v1/analyses/{aid}").status_code == 401
+    assert http.get(f"{stack.url}/api/v1/analyses/{aid}").status_code == 200
+    assert http.delete(f"{stack.url}/api/v1/analyses/{aid}").status_code == 401

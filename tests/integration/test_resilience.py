@@ -10,6 +10,9 @@ import redis
 from phasescope.client import Client
 from tests.integration.service import make_tiny_series, wait_for
 
+# Generous: under load, the first request naming a zoo model imports torch in the API.
+http = httpx.Client(timeout=180)
+
 MEASURES = ["entropy", "heads", "loss", "spectra"]
 # A few seconds per checkpoint on one CPU thread: long enough to interrupt a job half-way.
 INPUTS = {"n_prompts": 24, "seq_len": 128}
@@ -61,7 +64,11 @@ def test_redis_restarted_mid_sweep_loses_nothing(start_stack, redis_server, medi
     stack = start_stack(workers=1)
     with Client(stack.url) as api:
         aid = api.submit(model, measures=MEASURES, inputs=INPUTS)["id"]
-        wait_for(lambda: api.status(aid)["progress"]["done"] >= 1 and _running(api, aid), 120, "the sweep under way")
+        wait_for(
+            lambda: api.status(aid)["progress"]["done"] >= 1 and _running(api, aid),
+            120,
+            "the sweep under way",
+        )
         redis_server.restart(downtime=1.0)
         state = api.wait(aid, timeout=180, poll=0.3, progress=False)
         assert state["status"] == "finished", (state, stack.logs())
@@ -83,7 +90,13 @@ def test_redis_wiped_finished_still_served_unfinished_resumed(start_stack, redis
         # A finished analysis needs no Redis record: its status and tables come from the store.
         assert api.status(done)["status"] == "finished"
         assert len(api.results(done)) > 0
-        assert httpx.post(f"{stack.url}/api/v1/analyses", json={"model": model, "measures": ["loss"], "checkpoints": steps[:2]}).status_code == 200
+        assert (
+            http.post(
+                f"{stack.url}/api/v1/analyses",
+                json={"model": model, "measures": ["loss"], "checkpoints": steps[:2]},
+            ).status_code
+            == 200
+        )
         # The unfinished one lost its jobs with Redis; the next read enqueues them again.
         assert api.status(pending)["status"] == "queued"
         assert conn.llen("rq:queue:phasescope") == 3
