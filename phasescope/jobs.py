@@ -217,6 +217,7 @@ def finalize(store: ResultStore, aid: str, conn: redis.Redis | None = None) -> b
 def _write_final(store: ResultStore, aid: str, record: dict[str, Any]) -> None:
     import json
 
+    from phasescope.findings import find_transitions
     from phasescope.summary import checkpoint_digest
 
     table = store.results(aid)
@@ -237,6 +238,8 @@ def _write_final(store: ResultStore, aid: str, record: dict[str, Any]) -> None:
         "seconds_per_checkpoint": {str(s): m.get("seconds") for s, m in sorted(meta.items())},
         "workers": sorted({str(m.get("worker")) for m in meta.values() if m.get("worker")}),
         "digest": json.loads(checkpoint_digest(table).to_json(orient="index")) if len(table) else {},
+        # Where the model changes phase: computed once here, served with every status read.
+        "findings": find_transitions(table),
     }
     store.finalize(aid, summary)
 
@@ -261,6 +264,7 @@ def _finished_status(store: ResultStore, aid: str, record: dict[str, Any]) -> di
         },
         "errors": [],
         "rows": summary.get("rows"),
+        "findings": summary.get("findings"),
     }
 
 

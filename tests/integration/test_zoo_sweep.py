@@ -37,3 +37,8 @@ def test_all_41_checkpoints_with_two_workers(start_stack, zoo_induction_2l):
     best = heads.groupby("checkpoint")["value"].max()
     assert best.loc[steps[-1]] > best.loc[steps[0]] + 0.3
     assert isinstance(table, pd.DataFrame)
+    # The finished status carries the findings: the loss transition of the reference series.
+    findings = state["findings"]
+    loss = [t for t in findings["transitions"] if t["quantity"] == "loss"]
+    assert len(loss) == 1 and 350 <= loss[0]["step"] <= 650, findings
+    assert "induction transition" in findings["summary"], findings["summary"]
