@@ -13,7 +13,7 @@ from frontend import client
 
 __all__ = ["csv_href", "empty_state", "error_state", "figure_card", "status_badge"]
 
-GRAPH_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"scale": 2}}
+GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"scale": 2}}
 
 
 def csv_href(aid: str, **filters: Any) -> str:

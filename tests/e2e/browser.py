@@ -79,7 +79,7 @@ class Chromium:
             const loading = document.querySelectorAll('[data-dash-is-loading="true"]').length;
             const graphs = document.querySelectorAll('.dash-graph');
             const drawn = document.querySelectorAll('.dash-graph .js-plotly-plot .main-svg').length;
-            return loading === 0 && graphs.length > 0 && drawn >= graphs.length;
+            return loading === 0 && drawn >= graphs.length;
         """
         self.wait(lambda d: d.execute_script(script), "callbacks to finish and graphs to draw", timeout)
 
