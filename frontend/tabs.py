@@ -13,6 +13,7 @@ from dash import html
 
 from frontend import client, data
 from frontend import figures as F
+from frontend import figures_measures as M
 from frontend.components import csv_href, empty_state, error_state, figure_card
 
 __all__ = ["RENDERERS", "pick_layer_heads"]
@@ -113,9 +114,9 @@ def render_thermo(aid: str, meta: dict[str, Any], state: dict[str, Any], step: i
     shape = _shape(meta)
     return [
         _note(note),
-        figure_card("thermo-sweep", F.thermo_figure(sweep, stars_now, shape, step, state["beta"], state["yscale"]),
+        figure_card("thermo-sweep", M.thermo_figure(sweep, stars_now, shape, step, state["beta"], state["yscale"]),
                     csv_href(aid, measure="thermo", checkpoint=step, layer=state["layer"], head=state["head"])),
-        figure_card("thermo-beta-star", F.beta_star_figure(stars, shape, xscale=state["xscale"], cursor=step,
+        figure_card("thermo-beta-star", M.beta_star_figure(stars, shape, xscale=state["xscale"], cursor=step,
                                                            transition=data.transition(aid, meta)),
                     csv_href(aid, measure="thermo", quantity="beta_star")),
     ]  # fmt: skip
@@ -125,7 +126,7 @@ def render_spectra(aid: str, meta: dict[str, Any], state: dict[str, Any], step: 
     absent = _absent(meta, "spectra", "Spectra")
     if absent:
         return [absent]
-    shape, kw = _shape(meta), {"xscale": "linear", "yscale": state["yscale"], "shape": _shape(meta)}
+    kw = {"xscale": "linear", "yscale": state["yscale"], "shape": _shape(meta)}
     at_step = _slice(aid, meta, "spectra", checkpoint=step)
     heads, note = pick_layer_heads(at_step[at_step["head"].notna()], meta, state)
     cards = []
@@ -148,12 +149,12 @@ def render_spectra(aid: str, meta: dict[str, Any], state: dict[str, Any], step: 
             where = matrix
         eigs = rows[rows["quantity"] == "esd_eigenvalue"].sort_values("index")["value"].to_numpy()
         scalars = {q: float(v) for q, v in rows[rows["index"].isna()].groupby("quantity")["value"].first().items()}
-        cards.append(figure_card("spectra-esd", F.esd_figure(eigs, scalars, f"ESD of {where} at step {step}"),
+        cards.append(figure_card("spectra-esd", M.esd_figure(eigs, scalars, f"ESD of {where} at step {step}"),
                                  csv_href(aid, measure="spectra", quantity="esd_eigenvalue", checkpoint=step)))  # fmt: skip
     alpha = pd.concat([_slice(aid, meta, "spectra", q) for q in ("esd_alpha", "esd_alpha_se")])
     if matrix and len(alpha):
         alpha = alpha[alpha["matrix"] == matrix] if state["matrix"] else alpha
-    cards.append(figure_card("spectra-alpha", F.alpha_figure(alpha, xscale=state["xscale"], cursor=step),
+    cards.append(figure_card("spectra-alpha", M.alpha_figure(alpha, xscale=state["xscale"], cursor=step),
                              csv_href(aid, measure="spectra", quantity="esd_alpha")))  # fmt: skip
     return [_note(note), html.Div(cards, className="grid2")]
 
@@ -171,7 +172,7 @@ def render_landscape(aid: str, meta: dict[str, Any], state: dict[str, Any], step
     cards: list[Any] = []
     if "landscape" in present:
         surface = _slice(aid, meta, "landscape", "loss_surface", step)
-        cards.append(figure_card("landscape-surface", F.surface_figure(surface, step) if len(surface)
+        cards.append(figure_card("landscape-surface", M.surface_figure(surface, step) if len(surface)
                                  else F.empty_figure(f"no loss surface at step {step}"),
                                  csv_href(aid, quantity="loss_surface", checkpoint=step)))  # fmt: skip
     if "sharpness" in present:

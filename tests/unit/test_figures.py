@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import pytest
 
 from frontend import figures as F
+from frontend import figures_measures as M
 from frontend.data import order_options, steepest_change
 from frontend.urlstate import DEFAULTS, parse_state, to_query
 
@@ -87,14 +88,14 @@ def test_thermo_marks_beta_one_and_censored_beta_star() -> None:
         (0, 0, "beta_star", 0.6), (0, 0, "beta_star_censored", 0.0), (0, 0, "beta_star_bound", np.nan),
         (0, 1, "beta_star", np.nan), (0, 1, "beta_star_censored", 1.0), (0, 1, "beta_star_bound", 20.0),
     ], columns=["layer", "head", "quantity", "value"])  # fmt: skip
-    fig = F.thermo_figure(sweep, stars, (1, 2), checkpoint=500, beta=0.5)
+    fig = M.thermo_figure(sweep, stars, (1, 2), checkpoint=500, beta=0.5)
     hovers = " ".join(t.hovertemplate or "" for t in fig.data)
     assert "β* = 0.6" in hovers
     assert "β* ≥ 20 (censored" in hovers  # a censored peak is never shown as a number
     xs = [s.x0 for s in fig.layout.shapes if s.type == "line"]
     assert xs.count(1.0) == 4 and xs.count(0.5) == 4  # β = 1 and the β cursor on all four panels
     over = stars.assign(checkpoint=500)
-    fig2 = F.beta_star_figure(pd.concat([over, over.assign(checkpoint=1000)]), (1, 2))
+    fig2 = M.beta_star_figure(pd.concat([over, over.assign(checkpoint=1000)]), (1, 2))
     assert any("censored" in (t.hovertemplate or "") for t in fig2.data)
 
 
@@ -105,14 +106,14 @@ def test_esd_has_marchenko_pastur_curve_and_alpha_error_bars() -> None:
     q = 100 / 400
     scalars = {"mp_lambda_minus": (1 - q**0.5) ** 2, "mp_lambda_plus": (1 + q**0.5) ** 2, "esd_alpha": 3.0,
                "esd_alpha_se": 0.4}  # fmt: skip
-    fig = F.esd_figure(eigs, scalars, "ESD of W")
+    fig = M.esd_figure(eigs, scalars, "ESD of W")
     mp = next(t for t in fig.data if t.name == "Marchenko–Pastur")
     area = np.trapezoid(mp.y, mp.x)
     assert 0.9 < area <= 1.01  # the MP density of the matrix's own aspect ratio integrates to one
     assert "α = 3.00 ± 0.40" in fig.layout.title.text
     alpha = pd.DataFrame({"matrix": "W_Q", "layer": 0, "checkpoint": [25, 25, 50, 50],
                           "quantity": ["esd_alpha", "esd_alpha_se"] * 2, "value": [3, 0.4, 2.5, 0.3]})  # fmt: skip
-    err = F.alpha_figure(alpha).data[0].error_y
+    err = M.alpha_figure(alpha).data[0].error_y
     assert list(err.array) == pytest.approx([0.4, 0.3])
 
 
