@@ -85,18 +85,22 @@ def resolve_local_path(raw: str, settings: Settings | None = None) -> Path:
     """
     settings = settings or get_settings()
     roots = settings.allowed_roots
-    candidate = Path(raw).expanduser()
-    candidates = [candidate] if candidate.is_absolute() else [root / candidate for root in roots]
-    for path in candidates:
-        real = path.resolve()
-        if not any(real == root or real.is_relative_to(root) for root in roots):
-            raise PathNotAllowed(
-                f"{raw} is outside the configured model roots; put it under one of "
-                f"{', '.join(str(r) for r in roots)} or add its directory to PHASESCOPE_MODEL_ROOTS",
-                field="model",
-            )
-        if real.is_dir():
-            return real
+    try:
+        candidate = Path(raw).expanduser()
+        candidates = [candidate] if candidate.is_absolute() else [root / candidate for root in roots]
+        for path in candidates:
+            real = path.resolve()
+            if not any(real == root or real.is_relative_to(root) for root in roots):
+                raise PathNotAllowed(
+                    f"{raw} is outside the configured model roots; put it under one of "
+                    f"{', '.join(str(r) for r in roots)} or add its directory to PHASESCOPE_MODEL_ROOTS",
+                    field="model",
+                )
+            if real.is_dir():
+                return real
+    except (RuntimeError, OSError, ValueError) as exc:
+        # "~nobody", a NUL byte, a name too long for the file system: not a model directory.
+        raise ModelNotFound(f"{raw!r} is not a usable model path ({exc})", field="model") from exc
     raise ModelNotFound(
         f"no model directory {raw} under the model roots ({', '.join(str(r) for r in roots)})", field="model"
     )

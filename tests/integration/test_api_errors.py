@@ -87,7 +87,7 @@ def test_fuzz_every_operation_from_openapi(api):
     base, _, _ = api
     schema = schemathesis.openapi.from_url(base.removesuffix("/api/v1") + "/openapi.json")
     operations = [op.ok() for op in schema.get_all_operations()]
-    assert len(operations) == 7
+    assert len(operations) >= 7  # ours; other resources (patterns, ...) are fuzzed too
     for operation in operations:
 
         @given(case=operation.as_strategy())
