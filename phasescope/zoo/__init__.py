@@ -1,0 +1,20 @@
+"""The model zoo: small models we train ourselves, with real phase transitions, offline and seeded.
+
+Series (model strings ``zoo:<name>``, recipes in docs/PHYSICS.md, results in docs/zoo.md):
+
+- ``induction-2l``: 2 attention-only layers; a loss plateau, then induction heads form (~step 475).
+- ``induction-1l``: the 1-layer control; it never leaves the plateau.
+- ``grokking-p59``: modular addition mod 59; memorisation, then late generalisation (grokking).
+
+>>> from phasescope.zoo import ZOO
+>>> sorted(ZOO)
+['grokking-p59', 'induction-1l', 'induction-2l']
+>>> ZOO["induction-2l"].n_layers, len(ZOO["induction-2l"].checkpoint_steps)
+(2, 41)
+"""
+
+from phasescope.zoo.registry import ZOO, get_spec, is_trained, train_series, zoo_series_dir
+from phasescope.zoo.spec import ZooSpec
+from phasescope.zoo.tasks import eval_batch
+
+__all__ = ["ZOO", "ZooSpec", "eval_batch", "get_spec", "is_trained", "train_series", "zoo_series_dir"]
