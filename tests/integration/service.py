@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -23,11 +24,27 @@ __all__ = [
     "RedisServer",
     "WorkerProcess",
     "free_port",
+    "http",
     "make_tiny_series",
     "wait_for",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _request(method: str) -> Callable[..., httpx.Response]:
+    def call(url: str, **kwargs: Any) -> httpx.Response:
+        kwargs.setdefault("timeout", 180)
+        return httpx.request(method, url, **kwargs)
+
+    return call
+
+
+# One-shot requests with a generous timeout: under load, the first request naming a zoo model
+# imports torch in the API process. No pooled client, so no socket outlives a test.
+http = SimpleNamespace(
+    get=_request("GET"), post=_request("POST"), put=_request("PUT"), delete=_request("DELETE")
+)
 
 
 def free_port() -> int:

@@ -5,15 +5,12 @@ from __future__ import annotations
 import io
 import time
 
-import httpx
 import pandas as pd
 import pytest
 
 from phasescope.client import ApiError, Client
 from phasescope.tables import BASE_COLUMNS
-
-# Generous: under load, the first request naming a zoo model imports torch in the API.
-http = httpx.Client(timeout=180)
+from tests.integration.service import http
 
 PLUMBING = ["heads", "loss"]
 

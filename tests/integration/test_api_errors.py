@@ -9,10 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.integration.service import ApiServer
-
-# Generous: under load, the first request naming a zoo model imports torch in the API.
-http = httpx.Client(timeout=180)
+from tests.integration.service import ApiServer, http
 
 
 @pytest.fixture

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import httpx
 import pandas as pd
 import pytest
 import redis
 
 from phasescope.client import Client
-from tests.integration.service import make_tiny_series, wait_for
-
-# Generous: under load, the first request naming a zoo model imports torch in the API.
-http = httpx.Client(timeout=180)
+from tests.integration.service import http, make_tiny_series, wait_for
 
 MEASURES = ["entropy", "heads", "loss", "spectra"]
 # A few seconds per checkpoint on one CPU thread: long enough to interrupt a job half-way.
