@@ -52,12 +52,14 @@ def test_flat_noisy_plateau_has_no_transition(seed: int) -> None:
     assert detect_transitions(frame("loss", plateau), n_boot=10) == []
 
 
-def test_slow_drift_and_early_transient_are_not_transitions() -> None:
+def test_slow_drift_slow_slide_and_early_transient_are_not_transitions() -> None:
     rng = np.random.default_rng(7)
     x = np.log(np.maximum(STEPS, 1))
     drift = 4.1 - 0.15 * x + rng.normal(0, 0.02, len(STEPS))  # a steady slide over the whole run
     early = 4.1 + 0.4 * np.exp(-STEPS / 20) + rng.normal(0, 0.02, len(STEPS))  # settles within 2 checkpoints
-    table = pd.concat([frame("drift", drift), frame("early", early)])
+    # The one-layer induction control: a real but slow slide, 4.16 → 3.2 nats over steps ~150–690.
+    slow = sigmoid(320, 0.35, 4.16, 3.2) + rng.normal(0, 0.04, len(STEPS))
+    table = pd.concat([frame("drift", drift), frame("early", early), frame("slow", slow)])
     assert detect_transitions(table, n_boot=10) == []
 
 
