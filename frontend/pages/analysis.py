@@ -102,7 +102,8 @@ def layout(analysis_id: str | None = None, **query: Any) -> html.Div:
                             marks={i: str(s) for i, s in enumerate(steps) if i % every == 0 or i == len(steps) - 1},
                             updatemode="mouseup", allow_direct_input=False), className="slider"),
         html.Span(f"step {step}", id="checkpoint-label", className="kv", style={"minWidth": "90px"}),
-        dcc.Interval(id="play-tick", interval=700, disabled=True),
+        dcc.Interval(id="play-tick", interval=800, disabled=True),
+        dcc.Store(id="rendered-index", data=steps.index(step)),  # the checkpoint the plots show now
     ])  # fmt: skip
     tabs = dcc.Tabs(id="v-tab", value=state["tab"], children=[dcc.Tab(label=v, value=k, id=f"tab-{k}") for k, v in TAB_LABELS.items()])
     return html.Div([
@@ -151,12 +152,19 @@ def _content(aid: str, meta: dict[str, Any], state: dict[str, Any]) -> html.Div:
     return html.Div(content, id=f"content-{state['tab']}")
 
 
-@dash.callback(Output("tab-content", "children"), Output("checkpoint-label", "children"), *_INPUTS,
+@dash.callback(Output("tab-content", "children"), Output("rendered-index", "data"), *_INPUTS,
                State("view-meta", "data"), prevent_initial_call=True)  # fmt: skip
-def _render(*args: Any) -> tuple[Any, str]:
+def _render(*args: Any) -> tuple[Any, int]:
     *values, store = args
     state = _state(tuple(values), store["steps"])
-    return _content(store["id"], store["meta"], state), f"step {state['checkpoint']}"
+    return _content(store["id"], store["meta"], state), store["steps"].index(state["checkpoint"])
+
+
+@dash.callback(Output("checkpoint-label", "children"), Input("v-checkpoint", "value"), State("view-meta", "data"),
+               prevent_initial_call=True)  # fmt: skip
+def _label(index: int | None, store: dict[str, Any]) -> str:
+    steps = store["steps"]
+    return f"step {steps[max(0, min(index if index is not None else len(steps) - 1, len(steps) - 1))]}"
 
 
 @dash.callback(*[Output(f"ctl-{name}", "style") for name in CONTROLS], Input("v-tab", "value"))
@@ -172,8 +180,12 @@ def _play(_: int, stopped: bool) -> tuple[bool, str]:
 
 
 @dash.callback(Output("v-checkpoint", "value"), Input("play-tick", "n_intervals"), State("v-checkpoint", "value"),
-               State("v-checkpoint", "max"), prevent_initial_call=True)  # fmt: skip
-def _advance(_: int, value: int, top: int) -> int:
+               State("v-checkpoint", "max"), State("rendered-index", "data"), prevent_initial_call=True)  # fmt: skip
+def _advance(_: int, value: int, top: int, rendered: int | None) -> Any:
+    # Wait for the plots to show this frame: ticks faster than a render would otherwise make Dash
+    # drop every stale render and never draw one.
+    if rendered != value:
+        return no_update
     return 0 if value >= top else value + 1
 
 

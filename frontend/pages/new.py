@@ -11,6 +11,11 @@ from frontend import client
 from frontend.components import error_state
 from phasescope.schemas import MEASURE_NAMES, CheckpointSpacing, select_steps
 
+try:  # the cheap one-forward-pass measures are the default; landscape measures are asked for explicitly
+    from phasescope.schemas import DEFAULT_MEASURES
+except ImportError:  # pragma: no cover - older schemas
+    DEFAULT_MEASURES = MEASURE_NAMES
+
 dash.register_page(__name__, path="/new", name="New analysis", title="New analysis · phasescope")
 
 _DONE = ("finished", "failed", "partial", "cancelled")
@@ -34,7 +39,8 @@ def layout(model: str | None = None, **_: Any) -> html.Div:
         html.Div(className="form card", children=[
             *_field("Model", dcc.Dropdown(id="new-model", options=options, value=value, clearable=False, searchable=True)),
             *_field("Checkpoints", html.Div([
-                dcc.RangeSlider(id="new-range", min=0, max=1, step=1, value=[0, 1], allowCross=False),
+                dcc.RangeSlider(id="new-range", min=0, max=1, step=1, value=[0, 1], allowCross=False,
+                                allow_direct_input=False),
                 html.Div(id="new-range-label", className="muted"),
             ])),
             *_field("Spacing", html.Div([
@@ -44,10 +50,11 @@ def layout(model: str | None = None, **_: Any) -> html.Div:
                                         {"label": " linear-spaced ", "value": "linear"}]),
                 html.Span(" count "), dcc.Input(id="new-count", type="number", min=2, value=16, style={"width": "70px"}),
             ])),
-            *_field("Measures", dcc.Checklist(id="new-measures", options=list(MEASURE_NAMES), value=list(MEASURE_NAMES),
+            *_field("Measures", dcc.Checklist(id="new-measures", options=list(MEASURE_NAMES), value=list(DEFAULT_MEASURES),
                                               inline=True, inputStyle={"marginRight": "4px", "marginLeft": "10px"})),
             *_field("Prompts", html.Div([
-                dcc.Input(id="new-n-prompts", type="number", min=1, placeholder="default"), html.Span(" prompts · "),
+                dcc.Input(id="new-n-prompts", type="number", min=1, placeholder="default", style={"width": "90px"}),
+                html.Span(" prompts · "),
                 dcc.Input(id="new-seq-len", type="number", min=4, value=64, style={"width": "70px"}),
                 html.Span(" tokens (texts) · seed "), dcc.Input(id="new-seed", type="number", min=0, value=0, style={"width": "60px"}),
             ])),

@@ -23,7 +23,8 @@ def _train_demo(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Train the demo series into ``data_dir`` (about 20 s on two idle cores).
 
     ``PHASESCOPE_E2E_ZOO_CACHE`` may name a data directory where it was trained already, to copy instead.
-    Falls back to a tiny untrained series where the zoo is not installed.
+    A tiny untrained series stands in where the zoo is not installed, or with ``PHASESCOPE_E2E_TINY=1``
+    (a quick check of the pages; the transition's position is then not checked).
     """
     monkeypatch.setenv("PHASESCOPE_DATA_DIR", str(data_dir))
     from phasescope.config import get_settings
@@ -31,6 +32,9 @@ def _train_demo(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     get_settings.cache_clear()
     try:
         from phasescope.zoo import train_series
+
+        if os.environ.get("PHASESCOPE_E2E_TINY"):
+            raise ImportError("PHASESCOPE_E2E_TINY: a quick run on a tiny untrained series")
     except ImportError:
         make_tiny_series(data_dir / "models" / "demo", n_checkpoints=9)
         return "demo"
