@@ -57,7 +57,10 @@ def thermo_figure(sweep: pd.DataFrame, stars: pd.DataFrame, shape: tuple[int, in
         fig.add_vline(x=1.0, line={"color": "#222", "dash": "dash", "width": 1}, row=row + 1, col=col + 1)
         if abs(beta - 1.0) > 1e-9:
             fig.add_vline(x=beta, line={"color": "#9467bd", "dash": "dot", "width": 1.5}, row=row + 1, col=col + 1)
-    fig.update_xaxes(type="log", title_text="inverse temperature β (β = 1: the model)")
+    ticks = [v for v in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+             if sweep["beta"].min() / 1.01 <= v <= sweep["beta"].max() * 1.01]  # fmt: skip
+    fig.update_xaxes(type="log", title_text="inverse temperature β (β = 1: the model)", tickvals=ticks,
+                     ticktext=[f"{v:g}" for v in ticks])  # fmt: skip
     fig.update_yaxes(type="log" if yscale == "log" else "linear")
     return _style(fig, f"Attention thermodynamics at step {checkpoint} (averaged over rows with ≥ 2 keys)", height=620)
 
@@ -106,7 +109,9 @@ def beta_star_figure(stars: pd.DataFrame, shape: tuple[int, int], *, xscale: str
     fig.add_hline(y=1.0, line={"color": "#222", "dash": "dash", "width": 1})
     _mark_steps(fig, xscale, wide["checkpoint"].unique().tolist(), transition, cursor)
     _checkpoint_axis(fig, xscale, wide["checkpoint"].unique())
-    fig.update_yaxes(type="log", title_text="β* (argmax C(β)); open triangles: censored")
+    ticks = [0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
+    fig.update_yaxes(type="log", title_text="β* (open triangles: censored)", tickvals=ticks,
+                     ticktext=[f"{v:g}" for v in ticks])  # fmt: skip
     return _style(fig, "Critical inverse temperature β* over training")
 
 
