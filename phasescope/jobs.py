@@ -119,7 +119,11 @@ def submit(
         store.save_request(aid, request, extra)
     store.set_cancelled(aid, False)
     try:
-        _enqueue_missing(conn, store, aid, settings, requeue_failed=True)
+        # Two identical POSTs at once must not both enqueue the same checkpoints.
+        with conn.lock(f"phasescope:submit:{aid}", timeout=60, blocking_timeout=30):
+            _enqueue_missing(conn, store, aid, settings, requeue_failed=True)
+    except redis.exceptions.LockError as exc:
+        raise ServiceUnavailable(f"analysis {aid} is being submitted by another request; retry") from exc
     except _REDIS_DOWN as exc:
         raise ServiceUnavailable(f"the job queue (Redis) cannot be reached: {exc}") from exc
     return aid, False
@@ -326,7 +330,9 @@ def status(
                         }
                     )
             if lost and resume and not cancelled:
-                queued.extend(_enqueue_missing(conn, store, aid, settings, requeue_failed=False))
+                with suppress(redis.exceptions.LockError):
+                    with conn.lock(f"phasescope:submit:{aid}", timeout=60, blocking_timeout=10):
+                        queued.extend(_enqueue_missing(conn, store, aid, settings, requeue_failed=False))
         except _REDIS_DOWN:
             queue_ok = False
     if not queue_ok:
