@@ -15,18 +15,23 @@ from phasescope.phases import Transition, co_moving, detect_transitions, summari
 
 __all__ = ["ORDER_PARAMETERS", "find_transitions"]
 
-# (measure, quantity, extra row filter): one value per checkpoint per (layer, head) after the filter.
-ORDER_PARAMETERS: list[tuple[str, str, dict[str, Any]]] = [
-    ("loss", "loss", {}),
-    ("loss", "loss_test", {}),
-    ("loss", "accuracy_test", {}),
-    ("heads", "induction_score", {}),
-    ("heads", "prev_token_score", {}),
-    ("thermo", "beta_star", {}),
-    ("entropy", "entropy_mean", {}),
-    ("spectra", "stable_rank", {}),
-    ("sharpness", "hessian_eigenvalue", {"index": 0}),
-    ("llc", "llc_mean", {}),
+# (measure, quantity, extra row filter, shapes): one value per checkpoint per (layer, head) after the
+# filter. Order parameters that change level (loss, scores, β*, ranks) are fitted as steps only: a
+# bump on a step would otherwise win on an asymmetric rise and put the "transition" at the bump.
+# Sharpness and the LLC rise and fall back during a transition, so they may also be peaks.
+STEP = ("step",)
+STEP_OR_PEAK = ("step", "peak")
+ORDER_PARAMETERS: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
+    ("loss", "loss", {}, STEP),
+    ("loss", "loss_test", {}, STEP),
+    ("loss", "accuracy_test", {}, STEP),
+    ("heads", "induction_score", {}, STEP),
+    ("heads", "prev_token_score", {}, STEP),
+    ("thermo", "beta_star", {}, STEP),
+    ("entropy", "entropy_mean", {}, STEP),
+    ("spectra", "stable_rank", {}, STEP),
+    ("sharpness", "hessian_eigenvalue", {"index": 0}, STEP_OR_PEAK),
+    ("llc", "llc_mean", {}, STEP_OR_PEAK),
 ]
 MIN_CHECKPOINTS = 6  # two on each side of a transition plus its interval (phases' min_side = 2)
 
@@ -60,11 +65,11 @@ def find_transitions(table: pd.DataFrame, n_boot: int = 50, seed: int = 0) -> di
             "summary": f"{len(steps)} checkpoints after step 0: at least {MIN_CHECKPOINTS} are needed to detect a transition",
         }
     found: list[Transition] = []
-    for measure, quantity, where in ORDER_PARAMETERS:
+    for measure, quantity, where, kinds in ORDER_PARAMETERS:
         series = _series(table, measure, quantity, where)
         if series["checkpoint"].nunique() < MIN_CHECKPOINTS:
             continue
-        found.extend(detect_transitions(series, n_boot=n_boot, seed=seed))
+        found.extend(detect_transitions(series, kinds=kinds, n_boot=n_boot, seed=seed))
     found.sort(key=lambda t: t.step)
     index = {id(t): i for i, t in enumerate(found)}
     groups = [[index[id(t)] for t in group] for group in co_moving(found)]
