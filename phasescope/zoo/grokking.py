@@ -14,20 +14,51 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from phasescope.zoo.spec import ZooSpec
 from phasescope.zoo.tasks import MODULAR_ADDITION, modular_addition_data
 
-__all__ = ["ModularAdditionObjective", "grokking_spec"]
+__all__ = ["ModularAdditionObjective", "answer_logits", "grokking_spec"]
 
 
-def _last_position_only(resid: Tensor, hook: Any) -> Tensor:
-    # Only the "=" position's prediction is trained or scored. The positions before it matter as
-    # attention keys, which are computed by then; cutting them from the residual stream after the
-    # attention spares two thirds of the MLP and unembedding, most of the model's arithmetic.
-    return resid[:, -1:]
+def answer_logits(model: Any, tokens: Int[Tensor, "pair pos"]) -> Float[Tensor, "pair vocab"]:
+    """Logits at the last position, ``model(tokens)[:, -1]`` (to float rounding), computed cheaply.
+
+    Training is full-batch, so this is nearly all of the zoo's grokking time. Only the last query
+    is ever trained or scored, and in a 1-layer model the other positions matter only as attention
+    keys and values, each a function of one (position, token) pair: those are tabulated once per
+    call for the whole vocabulary (``[pos, vocab, ...]``) and gathered, instead of being projected for
+    every pair. That is the HookedTransformer's own arithmetic on its own parameters (gradients
+    reach them unchanged), about 2.5x faster than ``model(tokens)``; tests/integration/test_zoo.py
+    checks the two agree.
+
+    Args:
+        model: a 1-layer HookedTransformer without LayerNorm, with an MLP and standard positions.
+        tokens: ``[pair, pos]`` token ids.
+    """
+    cfg = model.cfg
+    assert cfg.n_layers == 1 and cfg.normalization_type is None and not cfg.attn_only, "unsupported model"
+    assert cfg.positional_embedding_type == "standard" and cfg.act_fn == "relu", "unsupported model"
+    attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
+    n_pos = tokens.shape[1]
+    # [pos, vocab, d_model]: the residual stream of every token at every position.
+    embed = model.embed.W_E.unsqueeze(0) + model.pos_embed.W_pos[:n_pos].unsqueeze(1)
+    keys = torch.einsum("pvm,hmd->pvhd", embed, attn.W_K) + attn.b_K  # [pos, vocab, head, d_head]
+    values = torch.einsum("pvm,hmd->pvhd", embed, attn.W_V) + attn.b_V
+    queries = torch.einsum("vm,hmd->vhd", embed[-1], attn.W_Q) + attn.b_Q  # last position only
+    last = tokens[:, -1]
+    pos = torch.arange(n_pos, device=tokens.device)
+    k, v = keys[pos, tokens], values[pos, tokens]  # [pair, pos, head, d_head]
+    # The last query sees every key, so no causal mask is needed.
+    scores = (queries[last].unsqueeze(1) * k).sum(-1) / attn.attn_scale  # [pair, pos, head]
+    z = (scores.softmax(dim=1).unsqueeze(-1) * v).sum(1)  # [pair, head, d_head]
+    resid = embed[-1, last] + torch.einsum("bhd,hdm->bm", z, attn.W_O) + attn.b_O
+    resid = resid + torch.relu(resid @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
+    return resid @ model.unembed.W_U + model.unembed.b_U
 
 
 class ModularAdditionObjective:
@@ -38,22 +69,16 @@ class ModularAdditionObjective:
         self.x_train, self.y_train = tokens[train], answers[train]
         self.x_test, self.y_test = tokens[~train], answers[~train]
 
-    @staticmethod
-    def answer_logits(model: Any, tokens: Tensor) -> Tensor:
-        """``[pair, vocab]`` logits at the "=" position, as ``model(tokens)[:, -1]`` (to float rounding)."""
-        hooks = [(f"blocks.{model.cfg.n_layers - 1}.hook_resid_mid", _last_position_only)]
-        return model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1]
-
     def loss(self, model: Any, step: int) -> tuple[Tensor, dict[str, float]]:
         """Cross-entropy of the answer, predicted at the "=" position, over the whole train split."""
-        logits = self.answer_logits(model, self.x_train)
+        logits = answer_logits(model, self.x_train)
         loss = F.cross_entropy(logits, self.y_train)
         acc = (logits.detach().argmax(-1) == self.y_train).float().mean()
         return loss, {"train_loss": loss.item(), "train_acc": acc.item()}
 
     def evaluate(self, model: Any) -> dict[str, float]:
         """Loss and accuracy on the test split (``eval_loss`` is the test loss)."""
-        logits = self.answer_logits(model, self.x_test)
+        logits = answer_logits(model, self.x_test)
         loss = F.cross_entropy(logits, self.y_test).item()
         acc = (logits.argmax(-1) == self.y_test).float().mean().item()
         return {"eval_loss": loss, "test_loss": loss, "test_acc": acc}

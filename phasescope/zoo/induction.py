@@ -12,14 +12,16 @@ reproduces them (plateau, half-way at step ≈ 450–500, final ≈ 0.75, seeds 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from jaxtyping import Bool, Float, Int
-from torch import Tensor
 
 from phasescope.zoo.spec import ZooSpec
 from phasescope.zoo.tasks import INDUCTION, eval_batch, induction_train_batch
+
+# torch loads lazily: the API imports the zoo's catalogue (ZOO, is_trained) and must not import torch.
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = ["InductionObjective", "induction_spec", "next_token_nll"]
 
@@ -32,6 +34,8 @@ def next_token_nll(
     Aligned with ``Batch.target_mask`` so the same mask selects the positions in training and in
     the measures.
     """
+    import torch
+
     logp = torch.log_softmax(logits[:, :-1], dim=-1)
     nll = -logp.gather(-1, tokens[:, 1:].unsqueeze(-1)).squeeze(-1)
     return torch.cat([torch.zeros_like(nll[:, :1]), nll], dim=1)
@@ -46,6 +50,8 @@ class InductionObjective:
     """Fresh random ``[x_k, x_k, noise]`` batches each step; evaluation on the fixed-period set."""
 
     def __init__(self, task: dict[str, Any]) -> None:
+        import torch
+
         self.task = task
         self.batch_size = int(task["batch_size"])
         self.generator = torch.Generator().manual_seed(int(task["train_seed"]))
@@ -54,6 +60,8 @@ class InductionObjective:
 
     def loss(self, model: Any, step: int) -> tuple[Tensor, dict[str, float]]:
         """Next-token loss of one fresh batch over the positions the recipe trains on."""
+        import torch
+
         tokens, repeat = induction_train_batch(self.task, self.batch_size, self.generator)
         nll = next_token_nll(model(tokens), tokens)
         if self.task["loss_positions"] == "all":

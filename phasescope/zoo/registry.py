@@ -19,6 +19,7 @@ from phasescope.errors import ModelLoadError, ModelNotFound
 from phasescope.zoo.grokking import grokking_spec
 from phasescope.zoo.induction import induction_spec
 from phasescope.zoo.spec import ZooSpec
+from phasescope.zoo.training import DEFAULT_THREADS
 
 __all__ = ["ZOO", "get_spec", "is_trained", "train_series", "zoo_series_dir"]
 
@@ -77,6 +78,7 @@ def train_series(
     force: bool = False,
     out_dir: Path | str | None = None,
     settings: Settings | None = None,
+    threads: int = DEFAULT_THREADS,
 ) -> Path:
     """Train series ``name`` unless it is already complete; returns the series directory.
 
@@ -89,6 +91,7 @@ def train_series(
             complete).
         out_dir: the series directory; default ``zoo_series_dir(name, settings)``.
         settings: settings for the default directory.
+        threads: torch CPU threads; another count than the default gives slightly different weights.
     """
     spec = get_spec(name)
     target = Path(out_dir) if out_dir is not None else zoo_series_dir(spec.name, settings)
@@ -98,7 +101,7 @@ def train_series(
     # A sibling, so the final rename stays on one filesystem (and is atomic).
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
     try:
-        spec.train(staging, seed=seed, progress=progress)
+        spec.train(staging, seed=seed, progress=progress, threads=threads)
         if target.exists():
             # Move the old series aside first: os.replace cannot replace a non-empty directory.
             old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))

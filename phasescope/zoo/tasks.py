@@ -15,13 +15,16 @@ series on disk can be measured on exactly the data it was trained and evaluated 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from jaxtyping import Bool, Int
-from torch import Tensor
 
-from phasescope.inputs import Batch, repeated_random_tokens
+# torch loads lazily: the API imports the zoo's catalogue (ZOO, is_trained) and must not import torch.
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from phasescope.inputs import Batch
 
 __all__ = [
     "INDUCTION",
@@ -52,6 +55,8 @@ def induction_train_batch(
         ``tokens [batch, n_ctx]`` and ``repeat_mask [batch, n_ctx]``, True at the predictable positions
         (the second copy except its first token), in the ``Batch.target_mask`` convention.
     """
+    import torch
+
     n_ctx, vocab = int(task["n_ctx"]), int(task["vocab"])
     tokens = torch.randint(0, vocab, (batch_size, n_ctx), generator=generator)
     period = torch.randint(
@@ -78,6 +83,8 @@ def modular_addition_data(
         ``tokens [p², 3]`` (rows ``[a, b, p]``, ordered by ``a`` then ``b``), ``answers [p²]`` and
         ``train [p²]``, True for the ``round(train_fraction · p²)`` training pairs.
     """
+    import torch
+
     p = int(task["p"])
     a = torch.arange(p).repeat_interleave(p)
     b = torch.arange(p).repeat(p)
@@ -110,6 +117,10 @@ def eval_batch(manifest_task: dict[str, Any], n: int | None = None, seed: int | 
     Raises:
         ValueError: for a task dict this module does not know.
     """
+    import torch
+
+    from phasescope.inputs import Batch, repeated_random_tokens
+
     kind = manifest_task.get("name")
     seed = int(manifest_task.get("eval_seed", 0)) if seed is None else int(seed)
     if kind == INDUCTION:

@@ -14,20 +14,23 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
-from torch import Tensor
 from tqdm.auto import tqdm
 
 from phasescope.checkpoints import SeriesManifest, write_manifest, write_series_checkpoint
+
+# torch loads lazily: the API imports the zoo's catalogue (ZOO, is_trained) and must not import torch.
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = ["DEFAULT_THREADS", "Objective", "build_model", "run_training", "torch_threads"]
 
 # One thread, whatever the machine: a second one can at best halve the time on an idle machine, while
 # on a busy one OpenMP threads spin-wait for each other and a step runs 10-15x slower (measured on 2
 # cores at a load of 14: 130 ms vs 1,900 ms wall per induction step). A fixed count also keeps the
-# result independent of the host's core count (GEMM kernels split their sums by thread).
+# weights independent of the host's core count: GEMM kernels split their sums by thread, and 20 steps
+# on 1 and on 2 threads already differ by ~1e-7.
 DEFAULT_THREADS = 1
 
 
@@ -49,6 +52,8 @@ def build_model(config: dict[str, Any], seed: int) -> Any:
     The global torch RNG is forked, so building a model neither depends on nor disturbs the caller's
     random state (``HookedTransformerConfig(seed=...)`` would reseed Python, numpy and torch globally).
     """
+    import torch
+
     with warnings.catch_warnings():
         # 3.9 deprecates HookedTransformer; we pin it on purpose (true pre-softmax scores).
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -63,6 +68,8 @@ def build_model(config: dict[str, Any], seed: int) -> Any:
 @contextmanager
 def torch_threads(n: int) -> Iterator[int]:
     """Run the block with ``n`` torch CPU threads, restoring the previous setting afterwards."""
+    import torch
+
     previous = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -111,6 +118,8 @@ def run_training(
     Returns:
         The manifest, already written to ``out_dir``.
     """
+    import torch
+
     saves = sorted(set(checkpoint_steps))
     assert saves and 0 <= saves[0] and saves[-1] <= steps, "checkpoint steps must lie in 0..steps"
     save_set = set(saves)
@@ -120,7 +129,7 @@ def run_training(
         model = build_model(config, seed)
         model.train()
         opt = torch.optim.AdamW(model.parameters(), **optimizer)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         bar = tqdm(total=steps, desc=f"zoo:{name}", disable=not progress, unit="step", leave=False)
         try:
             for step in range(steps + 1):
@@ -143,7 +152,7 @@ def run_training(
                 bar.update(1)
         finally:
             bar.close()
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     manifest = SeriesManifest(
         name=name,
         config=dict(config),
@@ -157,6 +166,8 @@ def run_training(
             "steps": steps,
             "history_every": history_every,
             "wall_seconds": round(wall, 2),
+            # CPU time says what the run costs on a busy machine, where wall time does not.
+            "cpu_seconds": round(cpu, 2),
             "torch_threads": n_threads,
             "torch_version": torch.__version__,
         },

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from phasescope.checkpoints import MANIFEST_NAME, SeriesManifest, checkpoint_filename, read_manifest
 from phasescope.config import Settings
 from phasescope.zoo import ZOO, eval_batch, is_trained, train_series, zoo_series_dir
+from phasescope.zoo.grokking import answer_logits
 
 pytestmark = pytest.mark.slow
 
@@ -170,9 +171,14 @@ def test_eval_batch_reproduces_the_recorded_losses(
     assert batch.splits["train"].sum() == round(0.4 * p * p)
     assert batch.target_mask[:, 3].all() and batch.target_mask.sum() == p * p
     step = manifest.steps[-1]
-    _, correct = losses(_load(path, manifest, step), batch)
+    model = _load(path, manifest, step)
+    _, correct = losses(model, batch)
     test_acc = correct[batch.splits["test"]].double().mean().item()
     assert test_acc == pytest.approx(manifest.history[step]["test_acc"], abs=2 / (p * p))
+    # Training's fast forward is the model's own: same logits at the "=" position.
+    with torch.no_grad():
+        full = model(batch.tokens[:, :3])[:, -1]
+        torch.testing.assert_close(answer_logits(model, batch.tokens[:, :3]), full, rtol=1e-4, atol=1e-4)
 
 
 def test_manifest_lists_exactly_the_files(
