@@ -41,7 +41,12 @@ def weight_esd(W: Float[Tensor, "*batch rows cols"]) -> Float[Tensor, "*batch m"
         units (the element variance of a random matrix sets the bulk's scale).
     """
     n = max(W.shape[-2], W.shape[-1])
-    sigma = torch.linalg.svdvals(W.to(torch.float64))  # [*batch, M], descending
+    W = W.to(torch.float64)
+    if W.shape[-2] < W.shape[-1]:
+        # Same singular values; LAPACK (MKL) takes 4-7x longer on a wide matrix than on its tall
+        # transpose (768 x 50257: 12 s against 3 s on one core).
+        W = W.transpose(-1, -2)
+    sigma = torch.linalg.svdvals(W)  # [*batch, M], descending
     return sigma.square() / n
 
 
