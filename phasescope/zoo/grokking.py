@@ -12,15 +12,16 @@ loss measure works unchanged. The fourth query row is never trained (docs/zoo.md
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
-from torch import Tensor
 
 from phasescope.zoo.spec import ZooSpec
 from phasescope.zoo.tasks import MODULAR_ADDITION, modular_addition_data
+
+# torch loads lazily: the API imports the zoo's catalogue (ZOO, is_trained) and must not import torch.
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = ["ModularAdditionObjective", "answer_logits", "grokking_spec"]
 
@@ -40,6 +41,8 @@ def answer_logits(model: Any, tokens: Int[Tensor, "pair pos"]) -> Float[Tensor, 
         model: a 1-layer HookedTransformer without LayerNorm, with an MLP and standard positions.
         tokens: ``[pair, pos]`` token ids.
     """
+    import torch
+
     cfg = model.cfg
     assert cfg.n_layers == 1 and cfg.normalization_type is None and not cfg.attn_only, "unsupported model"
     assert cfg.positional_embedding_type == "standard" and cfg.act_fn == "relu", "unsupported model"
@@ -71,6 +74,8 @@ class ModularAdditionObjective:
 
     def loss(self, model: Any, step: int) -> tuple[Tensor, dict[str, float]]:
         """Cross-entropy of the answer, predicted at the "=" position, over the whole train split."""
+        import torch.nn.functional as F
+
         logits = answer_logits(model, self.x_train)
         loss = F.cross_entropy(logits, self.y_train)
         acc = (logits.detach().argmax(-1) == self.y_train).float().mean()
@@ -78,6 +83,8 @@ class ModularAdditionObjective:
 
     def evaluate(self, model: Any) -> dict[str, float]:
         """Loss and accuracy on the test split (``eval_loss`` is the test loss)."""
+        import torch.nn.functional as F
+
         logits = answer_logits(model, self.x_test)
         loss = F.cross_entropy(logits, self.y_test).item()
         acc = (logits.argmax(-1) == self.y_test).float().mean().item()
