@@ -1,10 +1,12 @@
 """A small httpx client for the phasescope REST API, for notebooks and the dashboard (no torch).
 
->>> from phasescope.client import Client                       # doctest: +SKIP
->>> api = Client("http://127.0.0.1:8000")                      # doctest: +SKIP
->>> aid = api.submit("zoo:induction-2l", measures=["heads", "loss"])["id"]  # doctest: +SKIP
->>> api.wait(aid)                                              # doctest: +SKIP
->>> api.results(aid, measure="heads").head()                   # doctest: +SKIP
+Example (against a running server)::
+
+    from phasescope.client import Client
+    api = Client("http://127.0.0.1:8000")
+    aid = api.submit("zoo:induction-2l", measures=["heads", "loss"])["id"]
+    api.wait(aid)
+    api.results(aid, measure="heads").head()
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def tidy(
 
     >>> import torch
     >>> tidy("entropy", "entropy", torch.ones(2, 3), ("layer", "head")).shape
-    (6, 8)
+    (6, 6)
     """
     arr = _as_numpy(values)
     if arr.ndim != len(dims):
