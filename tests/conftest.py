@@ -41,3 +41,23 @@ def tiny_series(directory: Path, n_layers: int = 2, steps: tuple[int, ...] = (0,
             write_series_checkpoint(directory, step, model.state_dict())
     write_manifest(directory, SeriesManifest(name=directory.name, config=config, steps=list(steps)))
     return directory
+
+
+@pytest.fixture(scope="session")
+def trained_induction_2l(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """zoo:induction-2l trained once (minutes of CPU) and kept in a cache keyed by its recipe.
+
+    The cache is ``$PHASESCOPE_TEST_CACHE`` (default ``~/.cache/phasescope-tests``); a changed recipe
+    gets a new key, so a stale series is never used.
+    """
+    import hashlib
+    import os
+
+    from phasescope.zoo import ZOO, is_trained, train_series
+
+    key = hashlib.sha256(repr(ZOO["induction-2l"]).encode()).hexdigest()[:12]
+    root = Path(os.environ.get("PHASESCOPE_TEST_CACHE", Path.home() / ".cache" / "phasescope-tests"))
+    path = root / f"induction-2l-{key}"
+    if not is_trained("induction-2l", out_dir=path):
+        train_series("induction-2l", seed=0, progress=False, out_dir=path)
+    return path

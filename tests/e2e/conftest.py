@@ -19,44 +19,27 @@ from tests.integration.service import ApiServer, RedisServer, WorkerProcess, mak
 DEMO = "zoo:induction-2l"
 
 
-def _train_demo(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Train the demo series into ``data_dir`` (about 20 s on two idle cores).
-
-    ``PHASESCOPE_E2E_ZOO_CACHE`` may name a data directory where it was trained already, to copy instead.
-    A tiny untrained series stands in where the zoo is not installed, or with ``PHASESCOPE_E2E_TINY=1``
-    (a quick check of the pages; the transition's position is then not checked).
+def _train_demo(data_dir: Path, trained: Path) -> str:
+    """The demo series in ``data_dir``: the session's trained zoo:induction-2l, copied (training is
+    seeded, so a copy is the same series). ``PHASESCOPE_E2E_TINY=1`` uses a tiny untrained series
+    instead, for a quick check of the pages (the transition's position is then not checked).
     """
-    monkeypatch.setenv("PHASESCOPE_DATA_DIR", str(data_dir))
-    from phasescope.config import get_settings
-
-    get_settings.cache_clear()
-    try:
-        from phasescope.zoo import train_series
-
-        if os.environ.get("PHASESCOPE_E2E_TINY"):
-            raise ImportError("PHASESCOPE_E2E_TINY: a quick run on a tiny untrained series")
-    except ImportError:
+    if os.environ.get("PHASESCOPE_E2E_TINY"):
         make_tiny_series(data_dir / "models" / "demo", n_checkpoints=9)
         return "demo"
-    cache = os.environ.get("PHASESCOPE_E2E_ZOO_CACHE")
-    if cache and (Path(cache) / "zoo" / "induction-2l" / "manifest.json").is_file():
-        # A data directory where the same series was trained before (training is seeded): copy it.
-        shutil.copytree(Path(cache) / "zoo" / "induction-2l", data_dir / "zoo" / "induction-2l")
-        return DEMO
-    train_series("induction-2l", progress=False)
+    shutil.copytree(trained, data_dir / "zoo" / "induction-2l")
     return DEMO
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def stack(tmp_path_factory: pytest.TempPathFactory, trained_induction_2l: Path) -> Iterator[dict[str, Any]]:
     """Redis, two workers and the combined app, sharing one data directory; the demo series trained."""
-    if not chromium_available():
-        pytest.skip("needs /usr/bin/chromium and chromedriver (make system-deps)")
+    # make test installs them (make system-deps): their absence is a broken set-up, not a skip.
+    assert chromium_available(), "needs /usr/bin/chromium and chromedriver: run make system-deps"
     root = tmp_path_factory.mktemp("e2e")
     data_dir = root / "data"
     data_dir.mkdir()
-    with pytest.MonkeyPatch.context() as mp:
-        model = _train_demo(data_dir, mp)
+    model = _train_demo(data_dir, trained_induction_2l)
     redis = RedisServer(root / "redis").start()
     env = {"PHASESCOPE_DATA_DIR": str(data_dir), "REDIS_URL": redis.url,
            "PHASESCOPE_WORKER_HEARTBEAT_S": "1", "PHASESCOPE_WORKER_MAINTENANCE_S": "5"}  # fmt: skip

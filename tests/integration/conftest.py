@@ -102,26 +102,6 @@ def tiny_model(data_dir: Path) -> tuple[str, list[int]]:
     return "tiny", steps
 
 
-@pytest.fixture(scope="session")
-def trained_induction_2l(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """zoo:induction-2l trained once (minutes of CPU) and kept in a cache keyed by its recipe.
-
-    The cache is ``$PHASESCOPE_TEST_CACHE`` (default ``~/.cache/phasescope-tests``); a changed recipe
-    gets a new key, so a stale series is never used.
-    """
-    import hashlib
-    import os
-
-    from phasescope.zoo import ZOO, is_trained, train_series
-
-    key = hashlib.sha256(repr(ZOO["induction-2l"]).encode()).hexdigest()[:12]
-    root = Path(os.environ.get("PHASESCOPE_TEST_CACHE", Path.home() / ".cache" / "phasescope-tests"))
-    path = root / f"induction-2l-{key}"
-    if not is_trained("induction-2l", out_dir=path):
-        train_series("induction-2l", seed=0, progress=False, out_dir=path)
-    return path
-
-
 @pytest.fixture
 def zoo_induction_2l(data_dir: Path, trained_induction_2l: Path) -> str:
     """The trained series copied into this test's data directory as zoo:induction-2l."""
