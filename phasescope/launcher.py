@@ -108,18 +108,29 @@ class Launcher:
         cores = os.cpu_count() or 1
         threads = max(1, cores // n)
         env = self._env(redis_url)
+        logs = self.settings.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
         for i in range(n):
             cmd = [sys.executable, "-m", "phasescope", "worker", "--threads", str(threads)]
             if _gpu_count() > 1:
                 cmd += ["--gpu", str(i)]
-            # Own process group: the terminal's Ctrl-C reaches the launcher, which stops children in order.
-            self._procs.append(subprocess.Popen(cmd, env=env, start_new_session=True))
-        self.say(f"{n} worker(s) started, {threads} torch thread(s) each")
+            self._procs.append(self._spawn(cmd, env, logs / f"worker-{i}.log"))
+        self.say(f"{n} worker(s) started, {threads} torch thread(s) each (logs in {logs})")
         api = [sys.executable, "-m", "phasescope", "api", "--host", self.host, "--port", str(self.port),
                "--log-level", "warning"]
-        self._procs.append(subprocess.Popen(api, env=env, start_new_session=True))
+        self._procs.append(self._spawn(api, env, logs / "api.log"))
         self._wait_ready()
         self.say(f"API and dashboard at {self.url}  (REST: {self.url}/api/v1, OpenAPI: {self.url}/docs)")
+
+    @staticmethod
+    def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+        """Start a child in its own process group, its output appended to ``log``.
+
+        Own group: the terminal's Ctrl-C reaches only the launcher, which stops children in order.
+        Logs go to files so that the terminal keeps the URLs a person needs.
+        """
+        with open(log, "ab") as out:
+            return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         import httpx
@@ -127,7 +138,10 @@ class Launcher:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._procs[-1].poll() is not None:
-                raise ServiceUnavailable(f"the API process exited (code {self._procs[-1].returncode}); is port {self.port} free?")
+                raise ServiceUnavailable(
+                    f"the API process exited (code {self._procs[-1].returncode}); is port {self.port} free? "
+                    f"See {self.settings.data_dir / 'logs' / 'api.log'}"
+                )
             try:
                 if httpx.get(f"{self.url}/api/v1/health/ready", timeout=2).status_code == 200:
                     return
