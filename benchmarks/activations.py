@@ -161,19 +161,22 @@ def _run_case(
 
     with torch.inference_mode():
         bare = time_it(lambda: model(tokens), repeats, device, warmup=1)
-    rows.append(row("bare forward `model(tokens)`", bare, ratio=1.0, reference="bare forward"))
+    rows.append(row("bare forward `model(tokens)`", bare, ratio=1.0, reference="bare forward", cpu_ratio=1.0))
 
     parts = _phasescope_parts(model, tokens, betas, repeats, device)
     for name, t in parts.items():
-        rows.append(row(f"phasescope: {name}", t, ratio=t.seconds / bare.seconds, reference="bare forward"))
+        rows.append(row(f"phasescope: {name}", t, ratio=t.seconds / bare.seconds, reference="bare forward",
+                    cpu_ratio=t.cpu_seconds / bare.cpu_seconds))
     act = [t for name, t in parts.items() if "weights" not in name]
     act_s, act_cpu = sum(t.seconds for t in act), sum(t.cpu_seconds for t in act)
     all_s = act_s + parts["spectra_table (weights)"].seconds
     all_cpu = act_cpu + parts["spectra_table (weights)"].cpu_seconds
     rows.append(Row(BENCHMARK, case, "**phasescope, activation measures**", act_s, act_cpu, repeats,
-                    act_s / bare.seconds, "bare forward", "capture + entropy + thermo + attention spectra"))
+                    act_s / bare.seconds, "bare forward", act_cpu / bare.cpu_seconds,
+                    "capture + entropy + thermo + attention spectra"))
     rows.append(Row(BENCHMARK, case, "phasescope, incl. weight spectra", all_s, all_cpu, repeats,
-                    all_s / bare.seconds, "bare forward", "all that measure_checkpoint runs for these measures"))
+                    all_s / bare.seconds, "bare forward", all_cpu / bare.cpu_seconds,
+                    "all that measure_checkpoint runs for these measures"))
 
     layers = list(range(min(recipe_layers, model.cfg.n_layers)))
     with torch.inference_mode():
@@ -187,5 +190,5 @@ def _run_case(
     if scale != 1:
         note += f"; numpy part timed on {len(layers)} of {model.cfg.n_layers} layers, scaled ×{scale:g}"
     rows.append(Row(BENCHMARK, case, "**recipe** (notebook)", rec_s, rec_cpu, 1, rec_s / act_s,
-                    "phasescope, activation measures", note))
+                    "phasescope, activation measures", rec_cpu / act_cpu, note))
     return rows

@@ -23,7 +23,8 @@ class Row:
 
     ``seconds`` is the median wall time over ``repeats`` runs (``cpu_seconds`` the median CPU time of
     this process, all threads); ``ratio`` is ``seconds / reference`` seconds of the row named by
-    ``reference`` (or a ratio the benchmark defines, explained in ``note``).
+    ``reference`` (or a ratio the benchmark defines, explained in ``note``), ``cpu_ratio`` the same for
+    CPU seconds (steadier than wall time on a loaded machine).
     """
 
     benchmark: str
@@ -34,11 +35,14 @@ class Row:
     repeats: int = 1
     ratio: float | None = None
     reference: str = ""
+    cpu_ratio: float | None = None
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-ROW_FIELDS = ("benchmark", "case", "variant", "seconds", "cpu_seconds", "repeats", "ratio", "reference", "note")
+ROW_FIELDS = (
+    "benchmark", "case", "variant", "seconds", "cpu_seconds", "repeats", "ratio", "cpu_ratio", "reference", "note"
+)
 
 
 @dataclass

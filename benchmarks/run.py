@@ -53,12 +53,14 @@ def render(results: dict[str, list], machine: dict[str, str], command: str, erro
     lines.append("")
     for name, rows in results.items():
         lines += [f"### {BENCHMARKS[name][1]}", ""]
-        lines += ["| case | variant | wall s | CPU s | runs | ratio | ratio of wall time to | note |",
-                  "|---|---|---:|---:|---:|---:|---|---|"]
+        lines += ["| case | variant | wall s | CPU s | runs | ratio (wall) | ratio (CPU) | ratio to | note |",
+                  "|---|---|---:|---:|---:|---:|---:|---|---|"]
         for r in rows:
             ratio = f"**{_fmt(r.ratio)}×**" if r.ratio is not None else "–"
-            lines.append(f"| {r.case} | {r.variant} | {_fmt(r.seconds)} | {_fmt(r.cpu_seconds)} | {r.repeats} | "
-                         f"{ratio} | {r.reference} | {r.note} |")
+            cpu_ratio = f"{_fmt(r.cpu_ratio)}×" if r.cpu_ratio is not None else "–"
+            cells = [r.case, r.variant, _fmt(r.seconds), _fmt(r.cpu_seconds), str(r.repeats), ratio, cpu_ratio,
+                     r.reference, r.note]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines.append("")
     for name, err in errors.items():
         lines += [f"### {BENCHMARKS[name][1]}", "", f"Not run: {err}", ""]

@@ -98,7 +98,7 @@ def run(size: str = "full", device: str = "cpu") -> list[Row]:
     ours = time_it(lambda: spectra_table(None, weights, 0), 1, device)
     n_mats = int((ours.result["quantity"] == "mp_lambda_plus").sum())
     rows = [Row(BENCHMARK, case, "phasescope `spectra_table(None, model_weights(model), step)`", ours.seconds,
-                ours.cpu_seconds, 1, 1.0, "phasescope",
+                ours.cpu_seconds, 1, 1.0, "phasescope", 1.0,
                 f"{n_mats} matrices (W_Q/K/V/O, W_in/out per layer; W_E, W_pos, W_U), + factored QK/OV per head")]
     try:
         import weightwatcher
@@ -114,6 +114,7 @@ def run(size: str = "full", device: str = "cpu") -> list[Row]:
     agree = _alpha_agreement(ours.result, details)
     rows.append(Row(BENCHMARK, case, f"WeightWatcher {weightwatcher.__version__} `analyze()`", theirs.seconds,
                     theirs.cpu_seconds, 1, theirs.seconds / ours.seconds, "phasescope",
+                    theirs.cpu_seconds / ours.cpu_seconds,
                     f"{len(details)} layers analysed (fused c_attn), on the CPU; α on the {agree['n']} "
                     f"matrices both fit: median |Δα|/α = {agree['median']:.3g}, max {agree['max']:.3g}",
                     extra={"alpha_agreement": agree}))

@@ -30,6 +30,7 @@ def _check(rows: list[Row], name: str) -> None:
         assert row.benchmark == name and row.case and row.variant
         assert row.seconds > 0 and math.isfinite(row.seconds), row
         assert row.ratio is None or row.ratio > 0, row
+        assert row.cpu_ratio is None or row.cpu_ratio >= 0, row
 
 
 @pytest.mark.parametrize("name", OFFLINE)
