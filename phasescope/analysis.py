@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 DEFAULT_TEXT_PROMPTS = 16
+DEFAULT_INDUCTION_PROMPTS = 64
 
 
 def pick_device(setting: str = "auto") -> str:
@@ -55,8 +56,15 @@ def build_batch(loaded: LoadedModel, inputs: InputSpec) -> Batch:
     """
     if loaded.task and inputs.texts is None:
         from phasescope.zoo import eval_batch
+        from phasescope.zoo.tasks import INDUCTION
 
-        return eval_batch(loaded.task, n=inputs.n_prompts, seed=None)
+        n = inputs.n_prompts
+        if n is None and loaded.task.get("name") == INDUCTION:
+            # 64 repeated blocks give every head 64 × 31 rows: per-head averages settle to well under
+            # 1%, at a quarter of the cost of the whole 256-sequence eval set. Modular addition keeps
+            # every pair: its train/test accuracies need them all.
+            n = DEFAULT_INDUCTION_PROMPTS
+        return eval_batch(loaded.task, n=n, seed=None)
     n_prompts = inputs.n_prompts or DEFAULT_TEXT_PROMPTS
     seq_len = min(inputs.seq_len, _n_ctx(loaded))
     vocab = int(loaded.model.cfg.d_vocab)

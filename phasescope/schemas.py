@@ -76,7 +76,7 @@ class InputSpec(_Strict):
         None, description="Texts for language models; None = the built-in set (zoo: the task's own data)."
     )
     n_prompts: int | None = Field(
-        None, ge=1, description="Prompts per checkpoint; None = 16 for texts, the full eval set for zoo tasks."
+        None, ge=1, description="Prompts per checkpoint; None = 16 for texts, 64 for zoo induction tasks, every pair for grokking."
     )
     seq_len: int = Field(64, ge=4, description="Tokens per prompt for text inputs (zoo tasks fix their own).")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for prompt sampling and random probes.")
