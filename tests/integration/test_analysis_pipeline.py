@@ -67,13 +67,25 @@ def test_sweep_reuses_architecture_and_matches_fresh_loads(series: str) -> None:
 
 def _cli(*args: str, env_dir: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PHASESCOPE_DATA_DIR": str(env_dir)}
-    return subprocess.run([sys.executable, "-m", "phasescope", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "phasescope", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_cli_analyze_writes_tables_and_summary(series: str, isolated_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = _cli("analyze", series, "--measure", "loss,heads", "--checkpoints", "0,20", "--out", str(out), "--quiet",
-                  env_dir=isolated_data_dir)
+    result = _cli(
+        "analyze",
+        series,
+        "--measure",
+        "loss,heads",
+        "--checkpoints",
+        "0,20",
+        "--out",
+        str(out),
+        "--quiet",
+        env_dir=isolated_data_dir,
+    )
     assert result.returncode == 0, result.stderr
     table = pd.read_parquet(out / "results.parquet")
     assert sorted(table["checkpoint"].unique()) == [0, 20]
@@ -92,7 +104,9 @@ def test_cli_analyze_writes_tables_and_summary(series: str, isolated_data_dir: P
         (("models", "/tmp"), "outside the configured model roots"),
     ],
 )
-def test_cli_user_mistakes_are_one_line(args: tuple[str, ...], fragment: str, series: str, isolated_data_dir: Path) -> None:
+def test_cli_user_mistakes_are_one_line(
+    args: tuple[str, ...], fragment: str, series: str, isolated_data_dir: Path
+) -> None:
     result = _cli(*[series if a == "SERIES" else a for a in args], env_dir=isolated_data_dir)
     assert result.returncode == 2
     assert fragment in result.stderr
@@ -104,10 +118,23 @@ def test_landscape_measures_through_the_pipeline(series: str) -> None:
 
     loaded = load_model(series, 20)
     other = load_model(series, 10)
-    params = MeasureParams(heavy_prompts=3, landscape_points=5, landscape_dims=2, sharpness_k=2,
-                           hutchinson_samples=4, llc_chains=2, llc_draws=10, energy_bins=20)
-    table = measure_checkpoint(loaded, ["landscape", "sharpness", "llc", "energies", "loss"],
-                               InputSpec(n_prompts=6, seed=1), params, other=other)
+    params = MeasureParams(
+        heavy_prompts=3,
+        landscape_points=5,
+        landscape_dims=2,
+        sharpness_k=2,
+        hutchinson_samples=4,
+        llc_chains=2,
+        llc_draws=10,
+        energy_bins=20,
+    )
+    table = measure_checkpoint(
+        loaded,
+        ["landscape", "sharpness", "llc", "energies", "loss"],
+        InputSpec(n_prompts=6, seed=1),
+        params,
+        other=other,
+    )
     assert set(table["measure"]) == {"landscape", "sharpness", "llc", "energies", "loss"}
     surface = table[table["quantity"] == "loss_surface"]
     assert len(surface) == 25
@@ -118,7 +145,9 @@ def test_landscape_measures_through_the_pipeline(series: str) -> None:
 
     batch = build_batch(loaded, InputSpec(n_prompts=6, seed=1))
     first3 = type(batch)(batch.tokens[:3], batch.target_mask[:3])
-    assert centre == pytest.approx(batch_loss(loaded.model, model_params(loaded.model), first3).item(), rel=1e-5)
+    assert centre == pytest.approx(
+        batch_loss(loaded.model, model_params(loaded.model), first3).item(), rel=1e-5
+    )
     line = table[table["quantity"] == "loss_interpolation"]
     assert len(line) > 2 and line["x"].min() == 0 and line["x"].max() == 1
     eig = table[table["quantity"] == "hessian_eigenvalue"]

@@ -23,7 +23,11 @@ def _config(**env: str) -> dict:
     assert exe, "docker-compose is not installed: `make system-deps` installs Debian's package"
     result = subprocess.run(
         [exe, "-f", str(ROOT / "docker-compose.yml"), "config"],
-        capture_output=True, text=True, env={**os.environ, **env}, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=ROOT,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
@@ -40,8 +44,10 @@ def test_compose_file_is_valid_and_complete() -> None:
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     # API and workers share one results store and Redis.
     for name in ("api", "worker"):
-        assert any(str(v).startswith("phasescope-data:/data") or (isinstance(v, dict) and v.get("target") == "/data")
-                   for v in services[name]["volumes"])
+        assert any(
+            str(v).startswith("phasescope-data:/data") or (isinstance(v, dict) and v.get("target") == "/data")
+            for v in services[name]["volumes"]
+        )
         assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
 
