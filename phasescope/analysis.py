@@ -248,6 +248,9 @@ def measure_landscape(
                 other=None if other is None else {k: v.detach().clone() for k, v in model_params(other.model).items()},
                 n_dims=params.landscape_dims, n_points=params.landscape_points,
                 radius=params.landscape_radius, seed=params.landscape_seed,
+                # vmap over grid points pays off on a GPU; on CPU the plain loop measured 1.7-3x faster
+                # (docs/benchmarks.md, benchmark 5). Same numbers either way.
+                batched=next(model.parameters()).device.type != "cpu",
             )
         )
     if "sharpness" in measures:
