@@ -1,13 +1,14 @@
-"""Induction heads on CPU: the reference phenomenon of docs/PHYSICS ("The reference phenomenon").
+"""Induction heads on CPU: the reference phenomenon of PHYSICS.md.
 
 ``induction-2l`` (two attention-only layers) sits on a loss plateau near ln 64 ≈ 4.16 nats, then
 forms previous-token heads in layer 0 and induction heads in layer 1 and drops to ≈ 0.7 nats;
 ``induction-1l`` is the control that cannot compose two heads and never leaves the plateau.
 
 Training loss: next-token cross-entropy over *all* positions of ``[x_k, x_k, noise]`` sequences.
-Training on the repeated part only also forms induction heads, but about twice as early (half-way near
-step 300) and down to ≈ 0.2 nats, away from the reference numbers; the full-sequence objective
-reproduces them (plateau, half-way at step ≈ 450–500, final ≈ 0.75, seeds 0–4; see docs/zoo.md).
+Training on the repeated part only also forms induction heads, but earlier (half-way near step 290 in
+a seed-0 prototype) and down to ≈ 0.2 nats, away from the reference numbers; the full-sequence
+objective reproduces them (plateau near 4.1, half-way at step 455–498 over seeds 0–4, final ≈ 0.73;
+see docs/zoo.md).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class InductionObjective:
 
 
 def induction_spec(n_layers: int, expected_seconds: float) -> ZooSpec:
-    """The induction series with ``n_layers`` attention-only layers (recipe of docs/PHYSICS.md)."""
+    """The induction series with ``n_layers`` attention-only layers (recipe of PHYSICS.md)."""
     config: dict[str, Any] = {
         "model_name": f"zoo-induction-{n_layers}l",
         "n_layers": n_layers,

@@ -29,7 +29,8 @@ class ZooSpec:
         checkpoint_steps: the steps saved, 0 (the initialisation) included.
         history_every: steps between history rows (every checkpoint also gets one).
         optimizer: AdamW keyword arguments.
-        expected_seconds: training time on 2 idle CPU cores, for progress messages (seconds).
+        expected_seconds: wall time of a training run with the default single thread on an idle core
+            (seconds), for progress messages.
         make_objective: builds the task's training objective from a seeded recipe.
     """
 
