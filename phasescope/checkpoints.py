@@ -61,6 +61,14 @@ def checkpoint_filename(step: int) -> str:
     return f"step_{step:06d}.safetensors"
 
 
+def _readable(tmp: str) -> None:
+    """Give a temporary file the permissions a plain ``open`` would (mkstemp makes it owner-only),
+    so a store or series on a shared volume stays readable by the API's and workers' users."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename (atomic on POSIX)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +76,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        _readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -107,6 +116,7 @@ def write_series_checkpoint(series_dir: Path, step: int, state_dict: dict[str, t
     try:
         # safetensors refuses shared or non-contiguous storage: give it plain copies.
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}, tmp)
+        _readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

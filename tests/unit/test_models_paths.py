@@ -61,3 +61,14 @@ def test_listing_never_reads_weights(isolated_data_dir: Path) -> None:
     for f in series.glob("*.safetensors"):
         f.write_bytes(b"not a safetensors file")
     assert list_checkpoints(str(series)) == [0, 1]
+
+
+def test_written_files_are_readable_by_others(isolated_data_dir: Path) -> None:
+    """Series and store files must not be owner-only (a shared volume serves API and workers)."""
+    series = tiny_series(isolated_data_dir / "models" / "perm", steps=(0,))
+    umask = os.umask(0o022)
+    try:
+        for f in [series / "manifest.json", *series.glob("*.safetensors")]:
+            assert f.stat().st_mode & 0o044 == 0o044, oct(f.stat().st_mode)
+    finally:
+        os.umask(umask)
