@@ -105,7 +105,8 @@ def steepest_change(loss: pd.DataFrame) -> dict[str, Any] | None:
 def _from_phases(table: pd.DataFrame) -> dict[str, Any] | None:
     """The loss transition by ``phasescope.phases`` (None when that module is not installed)."""
     try:
-        from phasescope.phases import detect_transitions, summarise
+        from phasescope.phase_summary import summarise
+        from phasescope.phases import detect_transitions
     except ImportError:
         return None
     found = detect_transitions(table, n_boot=50)

@@ -11,7 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from phasescope.phases import Transition, co_moving, detect_transitions, summarise
+from phasescope.phase_summary import co_moving, summarise
+from phasescope.phases import Transition, detect_transitions
 
 __all__ = ["ORDER_PARAMETERS", "find_transitions"]
 

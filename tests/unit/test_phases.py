@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phasescope.phases import Transition, co_moving, detect_transitions, summarise
+from phasescope.phase_summary import co_moving, summarise
+from phasescope.phases import Transition, detect_transitions
 
 STEPS = np.arange(0, 1001, 25)
 INTERVAL = 25
