@@ -114,6 +114,21 @@ def _gpt2_config(cfg: Any) -> dict[str, Any]:
     }
 
 
+def _bert_style_dims(cfg: Any) -> dict[str, Any]:
+    """The shape fields GPT-NeoX and BERT configs name alike (hidden_size, intermediate_size, ...)."""
+    return {
+        "d_model": cfg.hidden_size,
+        "d_head": cfg.hidden_size // cfg.num_attention_heads,
+        "n_heads": cfg.num_attention_heads,
+        "d_mlp": cfg.intermediate_size,
+        "n_layers": cfg.num_hidden_layers,
+        "n_ctx": cfg.max_position_embeddings,
+        "eps": cfg.layer_norm_eps,
+        "d_vocab": cfg.vocab_size,
+        "act_fn": _act_fn(cfg, cfg.hidden_act),
+    }
+
+
 def _neox_config(cfg: Any) -> dict[str, Any]:
     if not getattr(cfg, "attention_bias", True):
         raise _refuse(cfg, "attention_bias=False is not handled by TransformerLens's GPT-NeoX converter")
@@ -122,15 +137,7 @@ def _neox_config(cfg: Any) -> dict[str, Any]:
         raise _refuse(cfg, f"rope type {rope.get('rope_type')!r} is not supported for GPT-NeoX")
     d_head = cfg.hidden_size // cfg.num_attention_heads
     return {
-        "d_model": cfg.hidden_size,
-        "d_head": d_head,
-        "n_heads": cfg.num_attention_heads,
-        "d_mlp": cfg.intermediate_size,
-        "n_layers": cfg.num_hidden_layers,
-        "n_ctx": cfg.max_position_embeddings,
-        "eps": cfg.layer_norm_eps,
-        "d_vocab": cfg.vocab_size,
-        "act_fn": _act_fn(cfg, cfg.hidden_act),
+        **_bert_style_dims(cfg),
         "use_attn_scale": True,
         "use_local_attn": False,
         "scale_attn_by_inverse_layer_idx": False,
@@ -195,15 +202,7 @@ def _bert_config(cfg: Any) -> dict[str, Any]:
     if cfg.type_vocab_size != 2:
         raise _refuse(cfg, f"type_vocab_size={cfg.type_vocab_size} (HookedEncoder has exactly 2)")
     return {
-        "d_model": cfg.hidden_size,
-        "d_head": cfg.hidden_size // cfg.num_attention_heads,
-        "n_heads": cfg.num_attention_heads,
-        "d_mlp": cfg.intermediate_size,
-        "n_layers": cfg.num_hidden_layers,
-        "n_ctx": cfg.max_position_embeddings,
-        "eps": cfg.layer_norm_eps,
-        "d_vocab": cfg.vocab_size,
-        "act_fn": _act_fn(cfg, cfg.hidden_act),
+        **_bert_style_dims(cfg),
         "attention_dir": "bidirectional",
     }
 
