@@ -2,8 +2,10 @@
 
     python -m benchmarks.run [--quick] [--only NAME ...] [--device cpu|cuda] [--threads N]
 
-Everything above the marker line in docs/benchmarks.md is kept (the human introduction); everything
-below it is replaced by this run's tables, with the date, the machine and the exact command.
+Everything above the marker line in docs/benchmarks.md is kept (the human introduction). Below it,
+each benchmark this run measured replaces its own section (with the date, the machine and the exact
+command); the sections of benchmarks not run this time stay as they were. A run with ``--device
+cuda`` writes sections of its own, next to the CPU ones.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["BENCHMARKS", "MARKER", "main", "render"]
+__all__ = ["BENCHMARKS", "MARKER", "main", "merge", "render", "render_section", "title"]
 
 # name -> (module, section title)
 BENCHMARKS = {
@@ -40,37 +42,75 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}g}" if abs(x) < 1000 else f"{x:,.0f}"
 
 
-def render(results: dict[str, list], machine: dict[str, str], command: str, errors: dict[str, str],
-           elapsed: float) -> str:
-    """The generated half of docs/benchmarks.md: header, one table per benchmark, failures."""
+def title(name: str, device: str = "cpu") -> str:
+    """A benchmark's section heading; runs on an accelerator get their own section."""
+    base = BENCHMARKS[name][1]
+    return f"### {base}" if device == "cpu" else f"### {base} — on {device}"
+
+
+def render_section(name: str, rows: list, machine: dict[str, str], command: str, elapsed: float,
+                   device: str = "cpu") -> str:
+    """One benchmark's section: heading, when and how it ran (date, command, machine), its table."""
+    when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     lines = [
-        MARKER, "",
-        f"## Results of {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}", "",
-        f"Command: `{command}` (took {elapsed / 60:.1f} min)", "",
-        "| machine | |", "|---|---|",
+        title(name, device), "",
+        f"Run of {when}: `{command}` (whole run {elapsed / 60:.1f} min).", "",
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()) + ".", "",
+        "| case | variant | wall s | CPU s | runs | ratio (wall) | ratio (CPU) | ratio to | note |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
-    lines += [f"| {k} | {v} |" for k, v in machine.items()]
-    lines.append("")
-    for name, rows in results.items():
-        lines += [f"### {BENCHMARKS[name][1]}", ""]
-        lines += ["| case | variant | wall s | CPU s | runs | ratio (wall) | ratio (CPU) | ratio to | note |",
-                  "|---|---|---:|---:|---:|---:|---:|---|---|"]
-        for r in rows:
-            ratio = f"**{_fmt(r.ratio)}×**" if r.ratio is not None else "–"
-            cpu_ratio = f"{_fmt(r.cpu_ratio)}×" if r.cpu_ratio is not None else "–"
-            cells = [r.case, r.variant, _fmt(r.seconds), _fmt(r.cpu_seconds), str(r.repeats), ratio, cpu_ratio,
-                     r.reference, r.note]
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-        lines.append("")
+    for r in rows:
+        ratio = f"**{_fmt(r.ratio)}×**" if r.ratio is not None else "–"
+        cpu_ratio = f"{_fmt(r.cpu_ratio)}×" if r.cpu_ratio is not None else "–"
+        cells = [r.case, r.variant, _fmt(r.seconds), _fmt(r.cpu_seconds), str(r.repeats), ratio, cpu_ratio,
+                 r.reference, r.note]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render(results: dict[str, list], machine: dict[str, str], command: str, errors: dict[str, str],
+           elapsed: float, device: str = "cpu") -> dict[str, str]:
+    """Heading → section text for every benchmark of this run (a failure becomes a "Not run" section)."""
+    sections = {title(n, device): render_section(n, rows, machine, command, elapsed, device)
+                for n, rows in results.items()}
     for name, err in errors.items():
-        lines += [f"### {BENCHMARKS[name][1]}", "", f"Not run: {err}", ""]
-    return "\n".join(lines)
+        sections[title(name, device)] = f"{title(name, device)}\n\nNot run: {err}\n"
+    return sections
 
 
-def _write(doc: Path, generated: str) -> None:
-    head = doc.read_text(encoding="utf-8").split(MARKER)[0] if doc.exists() else "# Benchmarks\n\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(head.rstrip() + "\n\n" + generated.rstrip() + "\n", encoding="utf-8")
+def _split_sections(generated: str) -> dict[str, str]:
+    """Heading → text of the sections already below the marker."""
+    sections: dict[str, str] = {}
+    current: list[str] | None = None
+    for line in generated.splitlines():
+        if line.startswith("### "):
+            current = sections.setdefault(line.strip(), [])  # type: ignore[assignment]
+        if current is not None:
+            current.append(line)
+    return {k: "\n".join(v).rstrip() + "\n" for k, v in sections.items()}  # type: ignore[arg-type]
+
+
+def merge(existing: str, sections: dict[str, str]) -> str:
+    """The generated half of the doc: this run's sections replace theirs, the others are kept.
+
+    A failed benchmark ("Not run") does not replace an earlier section that has figures. Sections come
+    in benchmark order, the CPU section of each first, then its accelerator runs.
+    """
+    old = _split_sections(existing.split(MARKER, 1)[1] if MARKER in existing else "")
+    merged = dict(old)
+    for heading, text in sections.items():
+        if "\nNot run: " in text and heading in old and "\nNot run: " not in old[heading]:
+            continue
+        merged[heading] = text
+    order = {f"### {t}": i for i, (_, t) in enumerate(BENCHMARKS.values())}
+
+    def key(heading: str) -> tuple[int, int, str]:
+        base = heading.split(" — on ", 1)[0]
+        return order.get(base, len(order)), heading != base, heading
+
+    body = "\n".join(merged[h] for h in sorted(merged, key=key))
+    head = existing.split(MARKER, 1)[0] if existing else "# Benchmarks\n\n"
+    return head.rstrip() + "\n\n" + MARKER + "\n\n" + body
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,11 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         for r in results[name]:
             print(f"   {r.case} | {r.variant}: {_fmt(r.seconds)} s, ratio {_fmt(r.ratio)}", flush=True)
     machine["load average (1 min), end"] = f"{os.getloadavg()[0]:.1f}"
-    generated = render(results, machine, command, errors, time.perf_counter() - t0)
+    sections = render(results, machine, command, errors, time.perf_counter() - t0, args.device)
     if args.no_write:
-        print(generated)
+        print("\n".join(sections.values()))
     else:
-        _write(args.output, generated)
+        existing = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(merge(existing, sections), encoding="utf-8")
         print(f"wrote {args.output}")
     return 0
 

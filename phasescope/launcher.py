@@ -65,6 +65,7 @@ class Launcher:
     Args:
         settings: where data lives and which Redis to use.
         workers: worker processes (0: ``default_worker_count()``).
+        threads: torch threads per worker (0: the cores shared out among the workers).
         host: interface the API listens on.
         port: the API + dashboard port.
         say: where progress lines go.
@@ -72,6 +73,7 @@ class Launcher:
 
     settings: Settings = field(default_factory=get_settings)
     workers: int = 0
+    threads: int = 0
     host: str = "127.0.0.1"
     port: int = 8000
     say: Say = print
@@ -106,7 +108,7 @@ class Launcher:
         """Start the workers and the API, then wait until the API answers its readiness check."""
         n = self.workers or default_worker_count()
         cores = os.cpu_count() or 1
-        threads = max(1, cores // n)
+        threads = self.threads or max(1, cores // n)
         env = self._env(redis_url)
         logs = self.settings.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -219,7 +221,7 @@ def run_up(
     settings: Settings, workers: int, host: str, port: int, demo: bool, open_browser: bool, say: Say = print
 ) -> None:
     """What ``phasescope up`` does, start to Ctrl-C."""
-    launcher = Launcher(settings, workers, host, port, say)
+    launcher = Launcher(settings, workers, host=host, port=port, say=say)
     late_pending = list(LATE_SERIES) if demo else []
     try:
         if demo:

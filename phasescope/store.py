@@ -21,6 +21,8 @@ import os
 import re
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +89,15 @@ def write_local_result(
 class ResultStore:
     """Finished results and canonical requests on disk, keyed by analysis id."""
 
+    # Finished tables kept in memory by the API process (the dashboard asks for one analysis many
+    # times over): parsing Parquet is most of a filtered GET's time. Keyed by the file's identity, so
+    # a rewritten or deleted result is never served from here.
+    CACHED_TABLES = 8
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._tables: OrderedDict[tuple[str, int, int, int], pd.DataFrame] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _dir(self, aid: str) -> Path:
         # The id is used as a path component: accept only what analysis_id produces.
@@ -162,11 +171,34 @@ class ResultStore:
             raise NotFound(f"analysis {aid} has no finished result", field="id")
         return json.loads(path.read_text())
 
+    def results_path(self, aid: str) -> Path | None:
+        """The merged Parquet file of a finished analysis (float32 values), or None before it exists."""
+        path = self._dir(aid) / "results.parquet"
+        return path if path.is_file() else None
+
     def results(self, aid: str) -> pd.DataFrame:
-        """The merged table of a finished analysis, or whatever parts exist so far."""
+        """The merged table of a finished analysis, or whatever parts exist so far.
+
+        A finished table may be shared with other callers (it is cached): do not modify it in place.
+        """
         d = self._dir(aid)
-        if (d / "results.parquet").is_file():
-            return read_table(d / "results.parquet")
+        try:
+            stat = (d / "results.parquet").stat()
+        except FileNotFoundError:
+            stat = None
+        if stat is not None:
+            key = (aid, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            with self._lock:
+                table = self._tables.get(key)
+                if table is not None:
+                    self._tables.move_to_end(key)
+                    return table
+            table = read_table(d / "results.parquet")
+            with self._lock:
+                self._tables[key] = table
+                while len(self._tables) > self.CACHED_TABLES:
+                    self._tables.popitem(last=False)
+            return table
         parts = sorted((d / "parts").glob("*.parquet")) if (d / "parts").is_dir() else []
         if not parts and not self.has_request(aid):
             raise NotFound(f"no analysis {aid}", field="id")

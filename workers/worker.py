@@ -71,8 +71,9 @@ class PhasescopeWorker(SimpleWorker):
 def setup_torch(threads: int, settings: Settings) -> str:
     """Import torch and the measures once, set CPU threads; returns the device jobs will use."""
     import torch
+    import transformer_lens  # noqa: F401  (seconds of imports: done here, not in the first job)
 
-    import phasescope.analysis  # noqa: F401  (warm the imports: transformer_lens, measures)
+    import phasescope.analysis  # noqa: F401  (the measures)
     from phasescope.analysis import pick_device
 
     threads = threads or settings.torch_threads

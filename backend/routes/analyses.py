@@ -91,13 +91,17 @@ def cancel_analysis(
     return jobs.cancel(store, analysis_id, conn, settings)
 
 
-def _filter(frame: Any, column: str, value: Any) -> Any:
-    if value is None or column not in frame.columns:
-        return frame
-    mask = frame[column].eq(value)
-    if hasattr(mask, "fillna"):
-        mask = mask.fillna(False).astype(bool)
-    return frame[mask]
+def _filtered(frame: Any, filters: dict[str, Any]) -> Any:
+    """Rows matching every given ``column == value`` (None: no filter), with a fresh index."""
+    mask = None
+    for column, value in filters.items():
+        if value is None or column not in frame.columns:
+            continue
+        match = frame[column].eq(value)
+        if hasattr(match, "fillna"):
+            match = match.fillna(False).astype(bool)
+        mask = match if mask is None else mask & match
+    return (frame if mask is None else frame[mask]).reset_index(drop=True)
 
 
 def _columnar_json(aid: str, frame: Any, complete: bool) -> bytes:
@@ -145,11 +149,14 @@ def get_results(
             field="measure",
             choices=record["request"]["measures"],
         )
-    frame = store.results(analysis_id)
-    for column, value in (("measure", measure), ("quantity", quantity), ("layer", layer), ("head", head)):
-        frame = _filter(frame, column, value)
-    frame = _filter(frame, "checkpoint", checkpoint).reset_index(drop=True)
+    filters = {"measure": measure, "quantity": quantity, "layer": layer, "head": head, "checkpoint": checkpoint}
     headers = {"X-Phasescope-Complete": "true" if complete else "false"}
+    path = store.results_path(analysis_id) if complete else None
+    if format == "parquet" and path is not None and all(v is None for v in filters.values()):
+        # The whole finished table: the stored file is already this response.
+        headers["Content-Disposition"] = f'attachment; filename="{analysis_id}.parquet"'
+        return Response(path.read_bytes(), media_type="application/vnd.apache.parquet", headers=headers)
+    frame = _filtered(store.results(analysis_id), filters)
     if format == "csv":
         return Response(frame.to_csv(index=False), media_type="text/csv", headers=headers)
     if format == "parquet":
