@@ -189,7 +189,7 @@ def api(
 @app.command("up")
 def up(
     demo: Annotated[bool, typer.Option(help="Train the zoo if missing and submit its standard analyses.")] = False,
-    workers: Annotated[int, typer.Option(help="Worker processes (0: one per GPU, or one per two CPU cores).")] = 0,
+    workers: Annotated[int, typer.Option(help="Worker processes (0: one per GPU, or one per CPU core up to 8).")] = 0,
     port: Annotated[int, typer.Option(help="Port of the API and dashboard.")] = 8000,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     redis_url: Annotated[str | None, typer.Option(help="Use this Redis instead of the embedded one.")] = None,

@@ -19,19 +19,17 @@ functions import TransformerLens (and with it torch), because its name and check
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from phasescope.errors import CheckpointNotFound, ModelLoadError, ModelNotFound
+from phasescope.errors import CheckpointNotFound, ModelLoadError
 
 if TYPE_CHECKING:  # torch, transformers and TransformerLens load lazily (see the module docstring)
     from transformer_lens import HookedEncoder, HookedTransformer
@@ -99,6 +97,10 @@ def _tl_loading() -> ModuleType:
     return tl_loading
 
 
+# Names and checkpoints come from phasescope.tl_catalog (data, no torch): the API resolves ``tl:``
+# models without importing TransformerLens.
+
+
 def known_tl_models() -> list[str]:
     """Every name TransformerLens accepts: its official names first, then their aliases (no network).
 
@@ -106,15 +108,9 @@ def known_tl_models() -> list[str]:
     a user's ``tl:<name>`` accepts the short names people type; ``resolve_tl_name`` maps either form
     to the official one.
     """
-    tl_loading = _tl_loading()
-    names = list(tl_loading.OFFICIAL_MODEL_NAMES)
-    seen = set(names)
-    for official in tl_loading.OFFICIAL_MODEL_NAMES:
-        for alias in tl_loading.MODEL_ALIASES.get(official, []):
-            if alias not in seen:
-                seen.add(alias)
-                names.append(alias)
-    return names
+    from phasescope import tl_catalog
+
+    return tl_catalog.known_names()
 
 
 def resolve_tl_name(name: str) -> str:
@@ -123,31 +119,9 @@ def resolve_tl_name(name: str) -> str:
     Raises:
         ModelNotFound: TransformerLens does not know the name; choices holds the closest names.
     """
-    official = _tl_loading().make_model_alias_map().get(name.lower())
-    if official is None:
-        close = difflib.get_close_matches(name, known_tl_models(), n=10, cutoff=0.5)
-        raise ModelNotFound(
-            f"TransformerLens has no pretrained model {name!r}"
-            + (f"; did you mean {', '.join(close[:3])}?" if close else ""),
-            field="model",
-            choices=close,
-            model=f"tl:{name}",
-        )
-    return official
+    from phasescope import tl_catalog
 
-
-@lru_cache(maxsize=256)
-def _tl_checkpoint_labels(official: str) -> tuple[int, ...]:
-    # get_checkpoint_labels hard-codes the Pythia and stanford-crfm labels; only NeelNanda/*
-    # models list their hub repository (network). Label type "token" (some NeelNanda models) is a
-    # token count, used here as the step label since it is what checkpoint_value takes.
-    try:
-        labels, _label_type = _tl_loading().get_checkpoint_labels(official)
-    except ValueError:  # "<name> is not checkpointed."
-        return ()
-    except OSError as exc:
-        raise ModelLoadError(f"could not list the checkpoints of {official}: {exc}", model=official) from exc
-    return tuple(int(label) for label in labels)
+    return tl_catalog.resolve_name(name)
 
 
 def tl_checkpoint_steps(name: str) -> list[int]:
@@ -159,7 +133,9 @@ def tl_checkpoint_steps(name: str) -> list[int]:
     Args:
         name: a TransformerLens name or alias, without the ``tl:`` prefix.
     """
-    return list(_tl_checkpoint_labels(resolve_tl_name(name)))
+    from phasescope import tl_catalog
+
+    return tl_catalog.checkpoint_steps(name)
 
 
 def load_tl_pretrained(name: str, step: int | None, device: str) -> LoadedHF:
@@ -182,7 +158,7 @@ def load_tl_pretrained(name: str, step: int | None, device: str) -> LoadedHF:
             "from decoder-only HookedTransformer models and BERT encoders only",
             model=f"tl:{name}",
         )
-    steps = list(_tl_checkpoint_labels(official))
+    steps = tl_checkpoint_steps(official)
     checkpoint_value: int | None = None
     if steps and step is not None:
         if step not in steps:

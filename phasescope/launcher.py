@@ -29,6 +29,7 @@ __all__ = [
     "DEMO_SERIES",
     "LATE_SERIES",
     "Launcher",
+    "MAX_CPU_WORKERS",
     "default_worker_count",
     "run_up",
     "settings_with",
@@ -46,8 +47,18 @@ DEMO_ANALYSES: dict[str, dict] = {
 Say = Callable[[str], None]
 
 
+# More CPU workers than this cost memory (each holds torch and TransformerLens, ~0.6 GB) for little gain.
+MAX_CPU_WORKERS = 8
+
+
 def default_worker_count() -> int:
-    """One worker per GPU; on CPU one per two cores (each worker then uses two torch threads)."""
+    """One worker per GPU; on CPU one per core (up to ``MAX_CPU_WORKERS``), each with one torch thread.
+
+    On CPU the parallelism that pays is across checkpoints, not inside one: docs/benchmarks.md
+    (benchmark 4) has the 41-checkpoint sweep on 2 cores take 164 s with 1 worker × 2 threads, 71 s
+    with 1 worker × 1 thread and 38 s with 2 workers × 1 thread. The zoo's tensors are small, and
+    OpenMP threads spend more time waiting on each other than working.
+    """
     try:
         import torch
 
@@ -55,7 +66,7 @@ def default_worker_count() -> int:
             return torch.cuda.device_count()
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-    return max(1, (os.cpu_count() or 1) // 2)
+    return max(1, min(os.cpu_count() or 1, MAX_CPU_WORKERS))
 
 
 @dataclass

@@ -26,6 +26,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from phasescope.checkpoints import atomic_write_bytes
@@ -96,7 +97,7 @@ class ResultStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._tables: OrderedDict[tuple[str, int, int, int], pd.DataFrame] = OrderedDict()
+        self._tables: OrderedDict[tuple, tuple[pd.DataFrame, dict]] = OrderedDict()
         self._lock = threading.Lock()
 
     def _dir(self, aid: str) -> Path:
@@ -176,33 +177,48 @@ class ResultStore:
         path = self._dir(aid) / "results.parquet"
         return path if path.is_file() else None
 
-    def results(self, aid: str) -> pd.DataFrame:
+    def results(self, aid: str, measure: str | None = None, quantity: str | None = None) -> pd.DataFrame:
         """The merged table of a finished analysis, or whatever parts exist so far.
 
-        A finished table may be shared with other callers (it is cached): do not modify it in place.
+        ``measure`` / ``quantity`` keep only those rows; on a finished table this is a lookup in an
+        index built once (the dashboard asks for one quantity at a time, many times over). A finished
+        table may be shared with other callers (it is cached): do not modify it in place.
         """
         d = self._dir(aid)
         try:
             stat = (d / "results.parquet").stat()
         except FileNotFoundError:
             stat = None
-        if stat is not None:
-            key = (aid, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            with self._lock:
-                table = self._tables.get(key)
-                if table is not None:
-                    self._tables.move_to_end(key)
-                    return table
-            table = read_table(d / "results.parquet")
-            with self._lock:
-                self._tables[key] = table
-                while len(self._tables) > self.CACHED_TABLES:
-                    self._tables.popitem(last=False)
+        if stat is None:
+            parts = sorted((d / "parts").glob("*.parquet")) if (d / "parts").is_dir() else []
+            if not parts and not self.has_request(aid):
+                raise NotFound(f"no analysis {aid}", field="id")
+            table = concat_tables([read_table(p) for p in parts])
+            for column, value in (("measure", measure), ("quantity", quantity)):
+                if value is not None and len(table):
+                    table = table[table[column] == value]
             return table
-        parts = sorted((d / "parts").glob("*.parquet")) if (d / "parts").is_dir() else []
-        if not parts and not self.has_request(aid):
-            raise NotFound(f"no analysis {aid}", field="id")
-        return concat_tables([read_table(p) for p in parts])
+        table, groups = self._finished(aid, (aid, stat.st_ino, stat.st_mtime_ns, stat.st_size), d)
+        if measure is None and quantity is None:
+            return table
+        rows = [idx for (m, q), idx in groups.items()
+                if (measure is None or m == measure) and (quantity is None or q == quantity)]  # fmt: skip
+        return table.iloc[np.sort(np.concatenate(rows))] if rows else table.iloc[:0]
+
+    def _finished(self, aid: str, key: tuple, d: Path) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
+        with self._lock:
+            hit = self._tables.get(key)
+            if hit is not None:
+                self._tables.move_to_end(key)
+                return hit
+        table = read_table(d / "results.parquet")
+        groups = table.groupby(["measure", "quantity"], observed=True, sort=False).indices if len(table) else {}
+        entry = (table, {(str(m), str(q)): idx for (m, q), idx in groups.items()})
+        with self._lock:
+            self._tables[key] = entry
+            while len(self._tables) > self.CACHED_TABLES:
+                self._tables.popitem(last=False)
+        return entry
 
     def list_ids(self) -> list[str]:
         """Analysis ids, most recently touched first."""

@@ -149,14 +149,14 @@ def get_results(
             field="measure",
             choices=record["request"]["measures"],
         )
-    filters = {"measure": measure, "quantity": quantity, "layer": layer, "head": head, "checkpoint": checkpoint}
+    filters = {"layer": layer, "head": head, "checkpoint": checkpoint}
     headers = {"X-Phasescope-Complete": "true" if complete else "false"}
     path = store.results_path(analysis_id) if complete else None
-    if format == "parquet" and path is not None and all(v is None for v in filters.values()):
+    if format == "parquet" and path is not None and all(v is None for v in (measure, quantity, *filters.values())):
         # The whole finished table: the stored file is already this response.
         headers["Content-Disposition"] = f'attachment; filename="{analysis_id}.parquet"'
         return Response(path.read_bytes(), media_type="application/vnd.apache.parquet", headers=headers)
-    frame = _filtered(store.results(analysis_id), filters)
+    frame = _filtered(store.results(analysis_id, measure=measure, quantity=quantity), filters)
     if format == "csv":
         return Response(frame.to_csv(index=False), media_type="text/csv", headers=headers)
     if format == "parquet":

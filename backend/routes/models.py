@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 from dataclasses import asdict
-from functools import lru_cache
-from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -18,25 +14,11 @@ __all__ = ["router", "tl_model_names"]
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-@lru_cache(maxsize=1)
 def tl_model_names() -> list[str]:
-    """TransformerLens's official model names, read from its source so the API never imports torch."""
-    spec = importlib.util.find_spec("transformer_lens")
-    if spec is None or not spec.submodule_search_locations:
-        return []
-    source = FsPath(list(spec.submodule_search_locations)[0]) / "supported_models.py"
-    try:
-        tree = ast.parse(source.read_text())
-    except (OSError, SyntaxError):
-        return []
-    for node in tree.body:
-        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
-        if getattr(target, "id", None) == "OFFICIAL_MODEL_NAMES" and node.value is not None:  # type: ignore[attr-defined]
-            try:
-                return sorted(ast.literal_eval(node.value))  # type: ignore[attr-defined]
-            except ValueError:
-                return []
-    return []
+    """TransformerLens's official model names, from phasescope's catalog (the API never imports torch)."""
+    from phasescope.tl_catalog import official_names
+
+    return official_names()
 
 
 @router.get("", operation_id="list_models")

@@ -203,16 +203,28 @@ def spectra_table(
         for quantity, values in (("qk_sigma", qk), ("ov_sigma", ov)):
             tables.append(tidy(MEASURE, quantity, values, ("layer", "head", "index"), checkpoint=checkpoint))
 
-    for name, W in weight_matrices(weights).items():
-        tables.extend(_weight_tables(name, W, checkpoint, min_tail))
+    matrices = weight_matrices(weights)
+    esds: dict[str, Tensor] = {}
+    for name, W in matrices.items():
+        # Tied embeddings (GPT-2, most small models): W_U is W_Eᵀ, whose ESD is the same. On GPT-2 small
+        # that SVD is an eighth of the weight spectra's time, so it is taken once.
+        tied = name == "W_U" and "W_E" in esds and _is_transpose(W, matrices["W_E"])
+        esds[name] = esds["W_E"] if tied else weight_esd(W if W.ndim == 3 else W.unsqueeze(0))
+        tables.extend(_weight_tables(name, W, esds[name], checkpoint, min_tail))
     return concat_tables(tables)
 
 
-def _weight_tables(name: str, W: Tensor, checkpoint: int, min_tail: int) -> list[pd.DataFrame]:
-    """ESD, MP edges, spikes and power-law fit of one matrix (``[rows, cols]``) or one per layer."""
+def _is_transpose(a: Tensor, b: Tensor) -> bool:
+    return a.shape == b.shape[::-1] and bool(torch.equal(a, b.transpose(-1, -2)))
+
+
+def _weight_tables(name: str, W: Tensor, eigs: Tensor, checkpoint: int, min_tail: int) -> list[pd.DataFrame]:
+    """MP edges, spikes and power-law fit of one matrix (``[rows, cols]``) or one per layer, from its ESD.
+
+    ``eigs`` is ``weight_esd`` of ``W`` (``[layer, M]``; one layer for a single matrix), descending.
+    """
     per_layer = W.ndim == 3
     stack = W if per_layer else W.unsqueeze(0)  # (L, rows, cols)
-    eigs = weight_esd(stack)  # (L, M), descending
     # Element variance of each layer's matrix sets the MP scale.
     variance = stack.to(torch.float64).flatten(1).var(dim=1, correction=0)
     rows, cols = stack.shape[-2:]

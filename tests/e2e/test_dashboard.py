@@ -196,3 +196,30 @@ def test_patterns_endpoint_serves_tokens_and_rows(demo: dict[str, Any]) -> None:
     assert bad.status_code == 422 and "layer" in bad.json()["detail"]
     # Unknown API paths are JSON 404s, not the dashboard's HTML.
     assert httpx.get(f"{demo['url']}/api/v1/nope").json()["error"] == "not_found"
+
+
+def test_energy_landscape_tab_draws_every_measure(demo: dict[str, Any], chromium: Chromium) -> None:
+    """An analysis with the landscape measures: surface, sharpness, LLC and energy histograms drawn."""
+    from phasescope.client import Client
+
+    steps = demo["checkpoints"]
+    chosen = [steps[0], steps[len(steps) // 2], steps[-1]]
+    params = {"landscape_points": 5, "sharpness_k": 1, "hutchinson_samples": 0, "llc_chains": 2, "llc_draws": 20,
+              "heavy_prompts": 8}  # fmt: skip
+    with Client(demo["url"]) as api:
+        aid = api.submit(demo["model"], checkpoints=chosen, measures=["landscape", "sharpness", "llc", "energies"],
+                         params=params)["id"]  # fmt: skip
+        state = api.wait(aid, timeout=600, poll=0.5, progress=False)
+    assert state["status"] == "finished", state
+    _open_view(chromium, f"{demo['url']}/analyses/{aid}?tab=landscape&checkpoint={chosen[-1]}", "landscape")
+    assert not chromium.all("#landscape-empty")
+    cards = chromium.all("#content-landscape .card")
+    assert len(cards) == 4, [c.text[:80] for c in cards]  # surface, sharpness, LLC, energies
+    for card in cards:
+        assert card.find_elements(By.CSS_SELECTOR, ".dash-graph .main-svg"), card.text[:80]
+        assert "no loss surface" not in card.text
+    # The surface is a 5×5 contour; sharpness and LLC are curves over the three checkpoints.
+    assert chromium.all("#content-landscape .contourlayer"), "no loss-surface contour"
+    assert len(chromium.all("#content-landscape .scatterlayer .point")) >= 2 * len(chosen)
+    assert chromium.severe_logs() == []
+    chromium.screenshot_full(str(IMG / "dashboard-landscape.png"))

@@ -64,3 +64,16 @@ def test_dockerfiles_copy_only_what_exists() -> None:
             assert (ROOT / source).exists(), f"{dockerfile} copies missing {source}"
     # The API image must not need torch: its requirements leave it out.
     assert "torch" not in (ROOT / "docker/requirements-api.txt").read_text().split("#")[0]
+
+
+def test_the_installed_package_carries_its_data_files(tmp_path: Path) -> None:
+    """The API image installs the project non-editable: the TL catalog and dashboard assets must ship."""
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),
+                    "-w", str(tmp_path)], check=True, capture_output=True, cwd=tmp_path)  # fmt: skip
+    (wheel,) = tmp_path.glob("phasescope-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "phasescope/data/tl_catalog.json" in names
+    assert "frontend/assets/style.css" in names

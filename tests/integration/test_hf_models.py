@@ -234,6 +234,15 @@ def test_tl_checkpoints_are_listed_without_network() -> None:
     assert resolve_tl_name("pythia-70m") == "EleutherAI/pythia-70m"
 
 
+def test_the_tl_catalog_is_what_the_installed_transformer_lens_knows() -> None:
+    from phasescope import tl_catalog
+
+    live = tl_catalog.build_catalog()
+    stored = tl_catalog.catalog()
+    assert stored == live, "phasescope/data/tl_catalog.json is stale: run python -m phasescope.tl_catalog --write"
+    assert len(stored["official"]) > 100 and stored["checkpoints"]["EleutherAI/pythia-70m"]
+
+
 def test_tl_requests_are_validated_before_any_download() -> None:
     with pytest.raises(ModelNotFound) as info:
         tl_checkpoint_steps("pythia-70q")

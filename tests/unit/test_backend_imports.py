@@ -9,7 +9,14 @@ import sys
 def test_backend_and_client_do_not_import_torch() -> None:
     code = (
         "import sys; from backend.main import create_app; import phasescope.client, phasescope.jobs;"
-        "create_app().openapi(); print('torch' in sys.modules)"
+        "create_app().openapi();"
+        # tl: models are validated and their checkpoints listed from the catalog, without torch.
+        "from phasescope.models import list_checkpoints, parse_model_spec;"
+        "from backend.routes.models import tl_model_names;"
+        "assert parse_model_spec('tl:pythia-70m').name == 'pythia-70m';"
+        "assert len(list_checkpoints('tl:pythia-70m')) == 154 and list_checkpoints('tl:gpt2') == [0];"
+        "assert 'gpt2' in tl_model_names();"
+        "print('torch' in sys.modules, 'transformer_lens' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False", out.stderr
+    assert out.stdout.strip() == "False False", out.stderr

@@ -305,3 +305,21 @@ def test_spectra_table_weights_only_and_empty():
     table = spectra_table(None, {"W_E": torch.randn(40, 16, generator=_gen(12))}, checkpoint=5)
     assert set(table["quantity"]) >= {"esd_eigenvalue", "mp_lambda_plus", "esd_alpha"}
     assert len(spectra_table(None, {}, checkpoint=5)) == 0
+
+
+def test_tied_unembedding_reuses_the_embedding_esd_and_untied_does_not():
+    torch.manual_seed(0)
+    W_E = torch.randn(300, 24, dtype=torch.float64)
+    tied = spectra_table(None, {"W_E": W_E, "W_U": W_E.T.clone()}, 0)
+    untied = spectra_table(None, {"W_E": W_E, "W_U": torch.randn(24, 300, dtype=torch.float64)}, 0)
+
+    def esd(table: pd.DataFrame, name: str) -> list[float]:
+        rows = table[(table["quantity"] == "esd_eigenvalue") & (table["matrix"] == name)]
+        return rows.sort_values("index")["value"].tolist()
+
+    # W_Uᵀ = W_E: the same ESD, computed once, equal to the eigenvalues of WᵀW/N.
+    assert esd(tied, "W_U") == esd(tied, "W_E")
+    expected = torch.linalg.eigvalsh(W_E.T @ W_E / 300).flip(0)
+    assert esd(tied, "W_U") == pytest.approx(expected.tolist(), rel=1e-10)
+    assert esd(untied, "W_U") != pytest.approx(esd(untied, "W_E"), rel=1e-3)
+    assert esd(untied, "W_E") == esd(tied, "W_E")

@@ -58,3 +58,36 @@ def test_the_cache_is_bounded(tmp_path: Path) -> None:
     # The oldest were evicted but are still read correctly from disk.
     os.utime(tmp_path / ids[0] / "results.parquet")
     assert store.results(ids[0])["value"].tolist() == [0.0]
+
+
+def test_measure_and_quantity_lookups_match_a_plain_filter(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path)
+    rows = []
+    for step in (0, 10, 20):
+        for measure, quantity in (("loss", "loss"), ("heads", "induction_score"), ("heads", "prev_token_score"),
+                                  ("thermo", "entropy")):  # fmt: skip
+            rows.append({"measure": measure, "checkpoint": step, "layer": 1, "head": 0, "quantity": quantity,
+                         "value": float(step + len(quantity))})  # fmt: skip
+    table = pd.DataFrame(rows)
+    for step in (0, 10):
+        store.write_part(AID, step, table[table["checkpoint"] == step])
+
+    def plain(frame: pd.DataFrame, measure: str | None, quantity: str | None) -> list[tuple]:
+        keep = pd.Series(True, index=frame.index)
+        if measure:
+            keep &= frame["measure"] == measure
+        if quantity:
+            keep &= frame["quantity"] == quantity
+        return sorted(map(tuple, frame[keep][["measure", "checkpoint", "quantity", "value"]].astype(str).values))
+
+    cases = [("heads", None), (None, "entropy"), ("heads", "induction_score"), ("loss", "entropy"), (None, None)]
+    for finished in (False, True):
+        if finished:
+            store.write_part(AID, 20, table[table["checkpoint"] == 20])
+            store.finalize(AID, {"status": "finished"})
+        whole = store.results(AID)
+        for measure, quantity in cases:
+            got = store.results(AID, measure=measure, quantity=quantity)
+            assert plain(got, None, None) == plain(whole, measure, quantity), (finished, measure, quantity)
+    assert len(store.results(AID, measure="loss", quantity="entropy")) == 0
+    assert list(store.results(AID, measure="heads")["checkpoint"]) == [0, 0, 10, 10, 20, 20]  # table order kept
