@@ -78,12 +78,14 @@ def running_stack(data_dir: Path, workers: int, threads: int = 0) -> Iterator[st
     Returns once every worker has registered with the queue (after its imports), so that a timing
     that starts afterwards measures the work, not the workers' start.
 
-    ``threads``: torch threads per worker (0: the launcher's choice, the cores shared out).
+    ``workers``: 0 for the launcher's default (one per core on CPU); ``threads``: torch threads per
+    worker (0: the launcher's choice, the cores shared out).
     """
     from phasescope.client import Client
     from phasescope.config import Settings
-    from phasescope.launcher import Launcher
+    from phasescope.launcher import Launcher, default_worker_count
 
+    workers = workers or default_worker_count()
     settings = Settings(data_dir=data_dir, redis_url=None, api_token=None)
     launcher = Launcher(settings, workers, threads=threads, port=free_port(), say=lambda line: None)
     try:

@@ -54,10 +54,10 @@ MAX_CPU_WORKERS = 8
 def default_worker_count() -> int:
     """One worker per GPU; on CPU one per core (up to ``MAX_CPU_WORKERS``), each with one torch thread.
 
-    On CPU the parallelism that pays is across checkpoints, not inside one: docs/benchmarks.md
-    (benchmark 4) has the 41-checkpoint sweep on 2 cores take 164 s with 1 worker × 2 threads, 71 s
-    with 1 worker × 1 thread and 38 s with 2 workers × 1 thread. The zoo's tensors are small, and
-    OpenMP threads spend more time waiting on each other than working.
+    On CPU the parallelism that pays is across checkpoints, not inside one: in docs/benchmarks.md
+    (benchmark 4) the 41-checkpoint sweep on 2 cores takes 21 s with 2 workers × 1 thread, 40 s with
+    1 worker × 2 threads (164 s in a busier run) and 49 s with 1 worker × 1 thread. The zoo's tensors
+    are small, and OpenMP threads wait on each other whenever anything else runs.
     """
     try:
         import torch
