@@ -26,7 +26,7 @@ from typing import Any
 
 from phasescope.errors import ModelLoadError, ModelNotFound
 
-__all__ = ["CATALOG_PATH", "build_catalog", "catalog", "checkpoint_steps", "known_names", "official_names",
+__all__ = ["CATALOG_PATH", "build_catalog", "catalog", "checkpoint_steps", "known_names", "main", "official_names",
            "resolve_name"]
 
 CATALOG_PATH = Path(__file__).resolve().parent / "data" / "tl_catalog.json"
