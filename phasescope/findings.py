@@ -24,6 +24,8 @@ STEP = ("step",)
 STEP_OR_PEAK = ("step", "peak")
 ORDER_PARAMETERS: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
     ("loss", "loss", {}, STEP),
+    ("loss", "loss_train", {}, STEP),
+    ("loss", "accuracy_train", {}, STEP),
     ("loss", "loss_test", {}, STEP),
     ("loss", "accuracy_test", {}, STEP),
     ("heads", "induction_score", {}, STEP),

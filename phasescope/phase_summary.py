@@ -25,8 +25,44 @@ _NAMES = {
     "llc_mean": "LLC",
     "stable_rank": "stable rank",
     "entropy_mean": "entropy",
+    "loss_train": "train loss",
+    "loss_test": "test loss",
+    "accuracy_train": "train accuracy",
+    "accuracy_test": "test accuracy",
 }
 _UNITS = {"loss": " nats", "entropy_mean": " nats", "llc_init_loss": " nats"}
+# (falls, rises): the order parameters whose improvement means the model fits its training set, and
+# those that mean it generalises to held-out data (tasks with a split, e.g. grokking).
+_TRAIN = ({"loss_train"}, {"accuracy_train"})
+_TEST = ({"loss_test"}, {"accuracy_test"})
+
+
+def _improves(group: list[Transition], which: tuple[set[str], set[str]]) -> bool:
+    falls, rises = which
+    return any(t.kind == "step" and ((t.quantity in falls and t.size < 0) or (t.quantity in rises and t.size > 0))
+               for t in group)  # fmt: skip
+
+
+def _names(groups: list[list[Transition]]) -> list[str]:
+    """Each group's name: induction transition, memorisation, generalisation (grokking), or transition.
+
+    Grokking is two transitions: the training set is fitted first (memorisation), the held-out set
+    much later (generalisation). A group that improves both at once is an ordinary transition.
+    """
+    train = [_improves(g, _TRAIN) and not _improves(g, _TEST) for g in groups]
+    test = [_improves(g, _TEST) and not _improves(g, _TRAIN) for g in groups]
+    names = []
+    for i, group in enumerate(groups):
+        induction = [t for t in group if t.quantity == "induction_score" and t.kind == "step"]
+        if induction and np.mean([t.size for t in induction]) > 0:
+            names.append("induction transition")
+        elif train[i] and any(test[i + 1:]):
+            names.append("memorisation")
+        elif test[i] and any(train[:i]):
+            names.append("generalisation (grokking) transition")
+        else:
+            names.append("transition")
+    return names
 
 
 def _coincide(a: Transition, b: Transition) -> bool:
@@ -88,7 +124,8 @@ def summarise(transitions: Iterable[Transition]) -> str:
     500"``; "no transition" when there is none.
     """
     sentences = []
-    for group in co_moving(transitions):
+    groups = co_moving(transitions)
+    for group, name in zip(groups, _names(groups), strict=True):
         # Collapse heads of one (quantity, layer, kind) into one item with their mean values.
         items: dict[tuple[str, int | None, str], list[Transition]] = {}
         for t in group:
@@ -99,15 +136,11 @@ def summarise(transitions: Iterable[Transition]) -> str:
         induction = [ts for (q, _, k), ts in items.items() if q == "induction_score" and k == "step"]
         lead = induction[0] if induction else next(iter(items.values()))
         scope = _scope(lead[0].layer, [t.head for t in lead if t.head is not None])
-        name = (
-            "induction transition"
-            if induction and np.mean([t.size for t in induction[0]]) > 0
-            else "transition"
-        )
         if all(t.coarse for t in steps):
             when = f"between steps {min(t.step_lo for t in steps)} and {max(t.step_hi for t in steps)}"
         else:
-            when = f"at step {centre:.0f}" + ("" if math.isnan(unc) else f" ± {unc:.0f}")
+            spread = "" if math.isnan(unc) else (f" ± {unc:.0f}" if unc >= 0.5 else " ± <1")
+            when = f"at step {centre:.0f}{spread}"
         inner, outer = [], []
         for (q, layer, kind), ts in items.items():
             label = _NAMES.get(q, q.replace("_", " "))

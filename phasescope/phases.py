@@ -61,8 +61,8 @@ class Transition:
         step_hi: the first checkpoint after ``step``.
         uncertainty: standard deviation of ``step`` (steps), by ``uncertainty_method``.
         uncertainty_method: "prompt bootstrap (n=…)", "residual bootstrap (n=…)" or "seed spread (n=…)".
-        before: the fitted value at the first checkpoint.
-        after: the fitted value at the last checkpoint.
+        before: the fitted value at the first checkpoint, clipped to the range of the measured values.
+        after: the fitted value at the last checkpoint, clipped likewise.
         size: ``after − before``.
         kind: "step" or "peak".
         peak: for a peak, the fitted value at its top; else None.
@@ -308,7 +308,12 @@ def _one_series(
     lo, hi = int(steps[i]), int(steps[i + 1])
     window_lo, window_hi = math.exp(fit.x0 - fit.half_span), math.exp(fit.x0 + fit.half_span)
     coarse = loc_method == "derivative" or window_hi - window_lo < hi - lo
-    curve = fit.curve(x)
+    # The fitted levels, kept inside the range of what was measured: a sigmoid fitted to a series that
+    # is not one (grokking's test loss rises before it falls) can put its plateau past the data, e.g.
+    # a test accuracy of 1.06 or a loss below 0. A good fit's plateaus are inside the range already.
+    lo_v, hi_v = float(np.min(values)), float(np.max(values))
+    curve = np.clip(fit.curve(x), lo_v, hi_v)
+    top = float(np.clip(fit.curve(np.array([fit.x0]))[0], lo_v, hi_v)) if fit.kind == "peak" else None
     return Transition(
         quantity=key[0],
         layer=key[1],
@@ -323,7 +328,7 @@ def _one_series(
         after=float(curve[-1]),
         size=float(curve[-1] - curve[0]),
         kind=fit.kind,
-        peak=float(fit.curve(np.array([fit.x0]))[0]) if fit.kind == "peak" else None,
+        peak=top,
         method=how_located,
         window_lo=window_lo,
         window_hi=window_hi,

@@ -148,3 +148,43 @@ def test_transition_fields_and_no_torch_import() -> None:
     assert "uncertainty" in Transition.__dataclass_fields__
     code = "import sys, phasescope.phases; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_reported_levels_stay_inside_the_measured_range() -> None:
+    """Grokking-like series that are not sigmoids: the levels said must be ones that were measured."""
+    rng = np.random.default_rng(0)
+    # Test accuracy: chance until ~600, then saturating at exactly 1.0 (a sigmoid fit overshoots it).
+    accuracy = np.minimum(sigmoid(600, 0.04, 0.02, 1.25), 1.0) + rng.normal(0, 0.003, len(STEPS))
+    accuracy = np.clip(accuracy, 0.0, 1.0)
+    # Test loss: rises while the training set is memorised, then collapses to ~0 at generalisation.
+    loss = sigmoid(100, 0.3, 4.0, 12.0) + sigmoid(650, 0.05, 0.0, -12.0) + rng.normal(0, 0.05, len(STEPS))
+    loss = np.maximum(loss, 1e-4)
+    found = detect_transitions(pd.concat([frame("accuracy_test", accuracy), frame("loss_test", loss)]), n_boot=10)
+    acc = next(t for t in found if t.quantity == "accuracy_test")
+    test_loss = next(t for t in found if t.quantity == "loss_test" and t.size < 0)
+    assert 500 <= acc.step <= 700 and 550 <= test_loss.step <= 750
+    assert accuracy.min() <= acc.before < acc.after <= 1.0 and acc.after == pytest.approx(1.0, abs=0.02)
+    assert loss.min() <= test_loss.after <= 0.5
+    assert test_loss.before <= loss.max()
+    text = summarise(found)
+    assert "1.06" not in text and "−0.2" not in text
+
+
+def test_grokking_is_named_memorisation_then_generalisation() -> None:
+    rng = np.random.default_rng(1)
+    noise = lambda: rng.normal(0, 0.02, len(STEPS))  # noqa: E731
+    grokking = pd.concat([
+        frame("loss_train", sigmoid(100, 0.06, 4.0, 0.01) + noise()),
+        frame("accuracy_train", sigmoid(100, 0.06, 0.02, 1.0) + noise()),
+        frame("accuracy_test", sigmoid(700, 0.04, 0.05, 1.0) + noise()),
+    ])
+    text = summarise(detect_transitions(grokking, n_boot=10))
+    assert text.index("memorisation ") < text.index("generalisation (grokking) transition "), text
+    assert "train loss" in text and "test accuracy" in text
+
+    together = pd.concat([
+        frame("loss_train", sigmoid(400, 0.06, 4.0, 0.01) + noise()),
+        frame("accuracy_test", sigmoid(400, 0.06, 0.05, 1.0) + noise()),
+    ])
+    text = summarise(detect_transitions(together, n_boot=10))
+    assert "memorisation" not in text and "grokking" not in text and text.startswith("transition "), text
