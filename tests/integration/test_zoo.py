@@ -260,3 +260,27 @@ def test_interrupted_training_leaves_nothing_that_looks_trained(
     assert calls == [0, 25, 50]
     assert not target.exists() and not is_trained("induction-1l", out_dir=target)
     assert list((tmp_path / "zoo").iterdir()) == []  # the staging directory is cleaned up too
+
+
+def test_grokking_findings_name_memorisation_then_generalisation(
+    grokking: tuple[Path, SeriesManifest], zoo_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole chain on the real series: loss measure on every checkpoint, then the findings."""
+    from phasescope.analysis import run_local
+    from phasescope.config import get_settings
+    from phasescope.findings import find_transitions
+    from phasescope.schemas import InputSpec
+
+    path, manifest = grokking
+    monkeypatch.setenv("PHASESCOPE_MODEL_ROOTS", str(zoo_root))
+    get_settings.cache_clear()
+    table, _ = run_local(str(path), list(manifest.steps), ["loss"], InputSpec())
+    findings = find_transitions(table, n_boot=10)
+    text = findings["summary"]
+    memorised = next(int(h["step"]) for h in manifest.history if h["train_acc"] == 1.0)
+    grokked = next(int(h["step"]) for h in manifest.history if h["test_acc"] >= 0.9)
+    assert text.index("memorisation") < text.index("generalisation (grokking) transition"), text
+    by_quantity = {t["quantity"]: t for t in findings["transitions"]}
+    assert by_quantity["loss_train"]["step"] <= memorised
+    assert memorised < by_quantity["accuracy_test"]["step"] <= grokked * 1.2
+    assert by_quantity["accuracy_test"]["after"] <= 1.0 and by_quantity["loss_test"]["after"] >= 0.0
