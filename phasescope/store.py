@@ -92,8 +92,10 @@ class ResultStore:
 
     # Finished tables kept in memory by the API process (the dashboard asks for one analysis many
     # times over): parsing Parquet is most of a filtered GET's time. Keyed by the file's identity, so
-    # a rewritten or deleted result is never served from here.
+    # a rewritten or deleted result is never served from here. Bounded by count and by rows (a row
+    # is about 100 bytes in memory: 4M rows ~ 400 MB); a larger table is read each time.
     CACHED_TABLES = 8
+    CACHED_ROWS = 4_000_000
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -198,26 +200,30 @@ class ResultStore:
                 if value is not None and len(table):
                     table = table[table[column] == value]
             return table
-        table, groups = self._finished(aid, (aid, stat.st_ino, stat.st_mtime_ns, stat.st_size), d)
+        table, groups = self._finished((aid, stat.st_ino, stat.st_mtime_ns, stat.st_size), d / "results.parquet")
         if measure is None and quantity is None:
             return table
         rows = [idx for (m, q), idx in groups.items()
                 if (measure is None or m == measure) and (quantity is None or q == quantity)]  # fmt: skip
         return table.iloc[np.sort(np.concatenate(rows))] if rows else table.iloc[:0]
 
-    def _finished(self, aid: str, key: tuple, d: Path) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
+    def _finished(self, key: tuple, path: Path) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
+        """A finished table and its (measure, quantity) → row positions index, from memory or disk."""
         with self._lock:
             hit = self._tables.get(key)
             if hit is not None:
                 self._tables.move_to_end(key)
                 return hit
-        table = read_table(d / "results.parquet")
+        table = read_table(path)
         groups = table.groupby(["measure", "quantity"], observed=True, sort=False).indices if len(table) else {}
         entry = (table, {(str(m), str(q)): idx for (m, q), idx in groups.items()})
-        with self._lock:
-            self._tables[key] = entry
-            while len(self._tables) > self.CACHED_TABLES:
-                self._tables.popitem(last=False)
+        if len(table) <= self.CACHED_ROWS:
+            with self._lock:
+                self._tables[key] = entry
+                while len(self._tables) > self.CACHED_TABLES or (
+                    sum(len(t) for t, _ in self._tables.values()) > self.CACHED_ROWS
+                ):
+                    self._tables.popitem(last=False)
         return entry
 
     def list_ids(self) -> list[str]:

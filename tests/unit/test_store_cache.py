@@ -91,3 +91,17 @@ def test_measure_and_quantity_lookups_match_a_plain_filter(tmp_path: Path) -> No
             assert plain(got, None, None) == plain(whole, measure, quantity), (finished, measure, quantity)
     assert len(store.results(AID, measure="loss", quantity="entropy")) == 0
     assert list(store.results(AID, measure="heads")["checkpoint"]) == [0, 0, 10, 10, 20, 20]  # table order kept
+
+
+def test_tables_over_the_row_budget_are_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ResultStore, "CACHED_ROWS", 2)
+    store = ResultStore(tmp_path)
+    small, big = "a" * 24, "b" * 24
+    store.write_part(small, 0, _part(0, 1.0))
+    store.finalize(small, {"status": "finished"})
+    store.write_part(big, 0, pd.concat([_part(0, 2.0), _part(0, 3.0), _part(0, 4.0)]))
+    store.finalize(big, {"status": "finished"})
+    assert store.results(small) is store.results(small)
+    assert store.results(big) is not store.results(big)  # read from disk each time
+    assert sorted(store.results(big)["value"]) == [2.0, 3.0, 4.0]
+    assert len(store._tables) == 1
