@@ -117,18 +117,23 @@ def build_catalog() -> dict[str, Any]:
     aliases = {name: list(tl_loading.MODEL_ALIASES.get(name, [])) for name in official}
     sets: dict[str, list[int]] = {}
     checkpoints: dict[str, str] = {}
-    logging.getLogger().setLevel(logging.ERROR)  # get_checkpoint_labels warns about Pythia v0 naming
-    for name in official:
-        if name.startswith(_HUB_LISTED_PREFIX):
-            continue  # network: listed at run time
-        try:
-            labels, _ = tl_loading.get_checkpoint_labels(name)
-        except ValueError:  # "<name> is not checkpointed."
-            continue
-        labels = [int(label) for label in labels]
-        key = next((k for k, v in sets.items() if v == labels), f"set{len(sets)}")
-        sets[key] = labels
-        checkpoints[name] = key
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # get_checkpoint_labels warns about Pythia v0 naming on every call
+    try:
+        for name in official:
+            if name.startswith(_HUB_LISTED_PREFIX):
+                continue  # network: listed at run time
+            try:
+                labels, _ = tl_loading.get_checkpoint_labels(name)
+            except ValueError:  # "<name> is not checkpointed."
+                continue
+            labels = [int(label) for label in labels]
+            key = next((k for k, v in sets.items() if v == labels), f"set{len(sets)}")
+            sets[key] = labels
+            checkpoints[name] = key
+    finally:
+        root.setLevel(level)
     return {
         "transformer_lens": version("transformer-lens"),
         "official": official,
