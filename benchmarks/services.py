@@ -31,21 +31,11 @@ def free_port() -> int:
 
 def _tiny_series(directory: Path, steps: tuple[int, ...] = (0, 10, 20)) -> None:
     """Random attention-only 2-layer checkpoints: the toy size's model (no training)."""
-    import warnings
-
-    import torch
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    from phasescope.checkpoints import SeriesManifest, write_manifest, write_series_checkpoint
+    from phasescope.checkpoints import write_random_series
 
     config = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_vocab=40, n_ctx=24, attn_only=True,
                   normalization_type=None, act_fn=None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        for i, step in enumerate(steps):
-            torch.manual_seed(i)
-            write_series_checkpoint(directory, step, HookedTransformer(HookedTransformerConfig(**config)).state_dict())
-    write_manifest(directory, SeriesManifest(name=directory.name, config=config, steps=list(steps)))
+    write_random_series(directory, config, list(steps))
 
 
 def _trained_zoo(name: str) -> Path:

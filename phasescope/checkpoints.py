@@ -34,6 +34,7 @@ __all__ = [
     "load_series_state_dict",
     "read_manifest",
     "write_manifest",
+    "write_random_series",
     "write_series_checkpoint",
 ]
 
@@ -122,6 +123,32 @@ def write_series_checkpoint(series_dir: Path, step: int, state_dict: dict[str, t
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_random_series(series_dir: Path, config: dict[str, Any], steps: list[int], seed: int = 0) -> Path:
+    """A series of freshly initialised models, one per step (seeded ``seed + i``): no training.
+
+    A null model with the series layout: what the measures give on random weights of this
+    architecture, and a model the tests and benchmarks can write in seconds.
+
+    Args:
+        series_dir: where to write it (created).
+        config: ``HookedTransformerConfig`` keyword arguments.
+        steps: the steps to label the checkpoints with.
+        seed: the first checkpoint's torch seed.
+    """
+    import warnings
+
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TransformerLens 3.9's own deprecations
+        for i, step in enumerate(steps):
+            torch.manual_seed(seed + i)
+            write_series_checkpoint(series_dir, step, HookedTransformer(HookedTransformerConfig(**config)).state_dict())
+    write_manifest(series_dir, SeriesManifest(name=series_dir.name, config=config, seed=seed, steps=list(steps)))
+    return series_dir
 
 
 def load_series_state_dict(series_dir: Path, step: int, manifest: SeriesManifest | None = None) -> dict:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from phasescope.config import get_settings
 
@@ -25,22 +23,13 @@ def isolated_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
 
 def tiny_series(directory: Path, n_layers: int = 2, steps: tuple[int, ...] = (0, 10, 20), seed: int = 0) -> Path:
     """Write a tiny attention-only series in our checkpoint format (random weights per step)."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    from phasescope.checkpoints import SeriesManifest, write_manifest, write_series_checkpoint
+    from phasescope.checkpoints import write_random_series
 
     config = dict(
         n_layers=n_layers, d_model=32, n_heads=4, d_head=8, d_vocab=40, n_ctx=24,
         attn_only=True, normalization_type=None, act_fn=None,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        for i, step in enumerate(steps):
-            torch.manual_seed(seed + i)
-            model = HookedTransformer(HookedTransformerConfig(**config))
-            write_series_checkpoint(directory, step, model.state_dict())
-    write_manifest(directory, SeriesManifest(name=directory.name, config=config, steps=list(steps)))
-    return directory
+    return write_random_series(directory, config, list(steps), seed)
 
 
 @pytest.fixture(scope="session")
