@@ -80,6 +80,12 @@ class InputSpec(_Strict):
     )
     seq_len: int = Field(64, ge=4, description="Tokens per prompt for text inputs (zoo tasks fix their own).")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for prompt sampling and random probes.")
+    prompt_style: Literal["family", "raw"] = Field(
+        "family",
+        description="'family': each text prompt starts the way the model family expects (BOS first for "
+        "decoders that prepend one, [CLS] ... [SEP] for encoders), inside seq_len tokens; 'raw': plain "
+        "windows of the token stream. Zoo task data is never changed.",
+    )
 
     @field_validator("texts")
     @classmethod
@@ -148,6 +154,11 @@ class AnalysisRequest(_Strict):
     )
     inputs: InputSpec = Field(default_factory=InputSpec)
     params: MeasureParams = Field(default_factory=MeasureParams)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Floating-point type the weights are loaded in. 'auto': float32 on a CPU, bfloat16 on a "
+        "GPU for models of at least a billion parameters. Measures still compute in float64.",
+    )
 
     @field_validator("measures")
     @classmethod
