@@ -55,6 +55,27 @@ class Settings(BaseSettings):
     worker_maintenance_s: int = Field(
         default=30, ge=1, description="Seconds between a worker's clean-ups of RQ's registries."
     )
+
+    # The supervisor of `phasescope up` (phasescope.supervisor): restarts a dead Redis, worker or API.
+    restart_backoff_initial_s: float = Field(
+        default=1.0, gt=0, description="Seconds before the first restart of a child that exited; "
+        "doubled for each further exit within restart_window_s."
+    )
+    restart_backoff_max_s: float = Field(
+        default=30.0, gt=0, description="Most seconds the supervisor waits before restarting a child."
+    )
+    restart_give_up_exits: int = Field(
+        default=5, ge=1, description="Exits of one child within restart_window_s after which the "
+        "supervisor gives up and stops everything."
+    )
+    restart_window_s: float = Field(
+        default=60.0, gt=0, description="Seconds over which a child's exits are counted (for the "
+        "backoff and the give-up rule); exits older than this are forgotten."
+    )
+    api_ready_timeout_s: float = Field(
+        default=120.0, gt=0, description="Seconds `phasescope up` waits for the API to answer its "
+        "readiness check before it stops and reports why."
+    )
     result_ttl_s: int = Field(default=7 * 86400, ge=1, description="Seconds RQ keeps finished jobs' records.")
     max_page_size: int = Field(default=200, ge=1, description="Analyses per page of GET /analyses.")
 
@@ -65,6 +86,29 @@ class Settings(BaseSettings):
     max_prompts: int = Field(default=256, ge=1, description="Prompts (sequences) measured per checkpoint.")
     max_seq_len: int = Field(default=1024, ge=2, description="Tokens per prompt.")
     max_beta_points: int = Field(default=400, ge=3, description="Points on the thermodynamic beta grid.")
+
+    # The Hugging Face hub (phasescope.hub): tl: and hub: models. The hub address is huggingface_hub's
+    # own HF_ENDPOINT, the cache its HF_HUB_CACHE / HF_HOME, the credential its HF_TOKEN.
+    hub_timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds one hub metadata call (branch or file list) may take."
+    )
+    hub_refs_ttl_s: float = Field(
+        default=600.0, ge=0, description="Seconds a repository's branch list (steps and commits) is reused "
+        "in a process before the hub is asked again."
+    )
+    hub_failure_ttl_s: float = Field(
+        default=60.0, ge=0, description="Seconds a failed hub call is remembered, so repeated requests for "
+        "an unreachable or missing repository do not call the hub again."
+    )
+    hub_keep_revisions: bool = Field(
+        default=False, description="Keep a hub revision's files in the Hugging Face cache after its "
+        "checkpoint is measured (true/false). False: a worker deletes them, so a sweep holds about one "
+        "revision on disk at a time."
+    )
+    allow_pickled_checkpoints: bool = Field(
+        default=False, description="Allow TransformerLens models whose weights are Python pickles "
+        "(NeelNanda's .pth checkpoints; true/false). Unpickling runs code from the file."
+    )
 
     @field_validator("model_roots", mode="before")
     @classmethod

@@ -9,6 +9,7 @@
     ├── ModelLoadError               weights exist but could not be loaded or converted
     ├── MeasureError                 a measure could not be computed on these inputs
     └── ServiceUnavailable           Redis or workers cannot be reached
+        └── HubUnavailable           the Hugging Face hub did not answer (in time)
 
 Exceptions carry context (model, checkpoint, field, choices) so the CLI can print one clear line and
 the backend can answer with JSON that tells a person what to change. Only ``backend/`` turns them into
@@ -21,6 +22,7 @@ from typing import Any
 
 __all__ = [
     "CheckpointNotFound",
+    "HubUnavailable",
     "InvalidRequest",
     "MeasureError",
     "ModelLoadError",
@@ -103,3 +105,7 @@ class MeasureError(PhasescopeError):
 class ServiceUnavailable(PhasescopeError):
     http_status = 503
     code = "service_unavailable"
+
+
+class HubUnavailable(ServiceUnavailable):
+    code = "hub_unavailable"

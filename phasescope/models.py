@@ -2,6 +2,7 @@
 
 - ``zoo:<name>``  a series trained by our own zoo (``phasescope.zoo``), stored under the zoo directory.
 - ``tl:<name>``   a TransformerLens pretrained name, with its training checkpoints where TL has them.
+- ``hub:<org>/<name>``  any Hugging Face hub repository; its checkpoints are its branches (``phasescope.hub``).
 - a local path    a phasescope series directory (``manifest.json`` + safetensors), a Hugging Face model
                   directory, or a directory of Hugging Face Trainer ``checkpoint-<step>/`` folders.
 
@@ -34,7 +35,7 @@ __all__ = [
     "resolve_local_path",
 ]
 
-Kind = Literal["zoo", "tl", "series", "hf", "hf_series"]
+Kind = Literal["zoo", "tl", "hub", "series", "hf", "hf_series"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,10 @@ def parse_model_spec(spec: str, settings: Settings | None = None) -> ModelRef:
                 f"{name!r} is not a TransformerLens pretrained name", field="model", choices=close or known[:50]
             )
         return ModelRef(spec, "tl", name)
+    if spec.startswith("hub:"):
+        from phasescope.hub import parse_repo_id
+
+        return ModelRef(spec, "hub", parse_repo_id(spec[4:], spec))
     path = resolve_local_path(spec, settings)
     if is_series_dir(path):
         return ModelRef(spec, "series", path.name, path)
@@ -166,6 +171,10 @@ def list_checkpoints(spec: str | ModelRef, settings: Settings | None = None) -> 
 
     if ref.kind == "tl":
         return hf_models.tl_checkpoint_steps(ref.name) or [hf_models.FINAL_STEP]
+    if ref.kind == "hub":
+        from phasescope.hub import hub_checkpoints
+
+        return [c.step for c in hub_checkpoints(ref.name, settings)]
     if ref.kind == "hf_series":
         assert ref.path is not None
         return hf_models.hf_trainer_steps(ref.path)
@@ -225,6 +234,10 @@ def load_model(
         raise CheckpointNotFound(f"{ref.spec} has no checkpoint at step {step}", field="checkpoints", choices=steps)
     if ref.kind == "tl":
         loaded = hf_models.load_tl_pretrained(ref.name, None if steps == [hf_models.FINAL_STEP] else step, device)
+    elif ref.kind == "hub":
+        from phasescope.hub import load_hub_checkpoint
+
+        loaded = load_hub_checkpoint(ref.spec, step, device, settings)
     elif ref.kind == "hf_series":
         assert ref.path is not None
         loaded = hf_models.load_hf_trainer_checkpoint(ref.path, step, device)
