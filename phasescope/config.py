@@ -38,6 +38,17 @@ class Settings(BaseSettings):
     api_token: str | None = Field(
         default=None, description="When set, write endpoints require 'Authorization: Bearer <token>'."
     )
+    dashboard_api_url: str | None = Field(
+        default=None,
+        description="Base URL (http[s]://host:port) at which the dashboard calls the API. Unset: the API "
+        "in the same process, with no network hop. Never taken from a request.",
+    )
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body the API and the dashboard accept, in bytes (8 MiB: room for "
+        "max_texts texts of max_text_chars ASCII characters); larger bodies get 413.",
+    )
     device: str = Field(default="auto", description="'auto' (cuda when available), 'cpu' or 'cuda[:n]'.")
     torch_threads: int = Field(default=0, ge=0, description="CPU threads for torch; 0 = number of cores.")
 
