@@ -18,6 +18,7 @@ from torch import Tensor
 from phasescope.errors import InvalidRequest, MeasureError
 from phasescope.inputs import Batch, repeated_random_tokens
 from phasescope.models import LoadedModel
+from phasescope.prompts import PromptFrame, prompt_frame, text_prompts
 from phasescope.schemas import ACTIVATION_MEASURES, LANDSCAPE_MEASURES, InputSpec, MeasureParams
 from phasescope.tables import concat_tables
 
@@ -51,8 +52,10 @@ def build_batch(loaded: LoadedModel, inputs: InputSpec) -> Batch:
 
     Zoo series use their task's own evaluation data (first ``n_prompts`` of it when given). Language
     models use the texts (or ``phasescope.texts.BUILTIN_TEXTS``), tokenised, joined and cut into
-    ``n_prompts`` prompts of exactly ``seq_len`` tokens so that nothing is padded. A model without a
-    tokenizer is measured on repeated random token blocks.
+    ``n_prompts`` prompts of exactly ``seq_len`` tokens so that nothing is padded, each framed as
+    ``inputs.prompt_style`` says (``phasescope.prompts``: BOS first for decoders that prepend one,
+    ``[CLS] ... [SEP]`` for encoders). A model without a tokenizer is measured on repeated random token
+    blocks.
     """
     if loaded.task and inputs.texts is None:
         from phasescope.zoo import eval_batch
@@ -79,31 +82,23 @@ def build_batch(loaded: LoadedModel, inputs: InputSpec) -> Batch:
     from phasescope.texts import BUILTIN_TEXTS
 
     texts = inputs.texts if inputs.texts is not None else BUILTIN_TEXTS
-    tok = loaded.tokenizer
-    ids: list[int] = []
-    bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-    for text in texts:
-        if bos is not None:
-            ids.append(int(bos))
-        ids.extend(int(i) for i in tok(text, add_special_tokens=False)["input_ids"])
-    if len(ids) < seq_len:
-        raise InvalidRequest(
-            f"the texts hold {len(ids)} tokens, fewer than one prompt of seq_len={seq_len}: give more text or "
-            "a smaller seq_len",
-            field="inputs.texts",
-        )
-    stream = torch.tensor(ids, dtype=torch.long)
-    n_avail = len(ids) // seq_len
-    if n_avail >= n_prompts:
-        # Spread the prompts over the whole stream, chosen by the seed, not just its beginning.
-        gen = torch.Generator().manual_seed(inputs.seed)
-        starts = torch.randperm(n_avail, generator=gen)[:n_prompts].sort().values * seq_len
-    else:
-        starts = torch.arange(n_avail) * seq_len
-    tokens = torch.stack([stream[s : s + seq_len] for s in starts.tolist()])
+    tokens, description = text_prompts(
+        loaded.tokenizer, texts, _frame(loaded, inputs), n_prompts, seq_len, inputs.seed
+    )
     mask = torch.ones_like(tokens, dtype=torch.bool)
     mask[:, 0] = False
-    return Batch(tokens, mask, description=f"{len(tokens)} prompts of {seq_len} tokens from {len(texts)} texts")
+    return Batch(tokens, mask, description=description)
+
+
+def _frame(loaded: LoadedModel, inputs: InputSpec) -> PromptFrame:
+    """How this model's text prompts are framed (``phasescope.prompts``)."""
+    return prompt_frame(
+        loaded.tokenizer,
+        causal=loaded.causal,
+        # What TransformerLens's own to_tokens does for this model (False for GPT-NeoX, Qwen, Phi, ...).
+        prepend_bos=bool(getattr(loaded.model.cfg, "default_prepend_bos", True)),
+        style=inputs.prompt_style,
+    )
 
 
 def _scores_hook_names(model: Any) -> list[str]:
@@ -117,8 +112,18 @@ def _scores_hook_names(model: Any) -> list[str]:
 
 
 @torch.inference_mode()
-def capture_attention(model: Any, tokens: Tensor, want_logits: bool = True) -> tuple[Tensor | None, Tensor]:
+def capture_attention(
+    model: Any, tokens: Tensor, want_logits: bool = True, dtype: torch.dtype | None = None
+) -> tuple[Tensor | None, Tensor]:
     """Run the model once, keeping only the pre-softmax attention scores.
+
+    Args:
+        model: a HookedTransformer or HookedEncoder.
+        tokens: ``[batch, seq]`` token ids on the model's device.
+        want_logits: also return the logits (the loss measure needs them).
+        dtype: cast each layer's scores to this type as it is captured (float64 for the measures: a
+            bfloat16 model's scores are then exact float64 numbers, and no full low-precision copy is
+            kept); None keeps the model's own type.
 
     Returns:
         ``(logits [batch seq vocab] or None, scores [layer batch head query key])`` — scores as the
@@ -128,7 +133,7 @@ def capture_attention(model: Any, tokens: Tensor, want_logits: bool = True) -> t
     captured: dict[str, Tensor] = {}
 
     def keep(tensor: Tensor, hook: Any) -> None:
-        captured[hook.name] = tensor.detach()
+        captured[hook.name] = tensor.detach() if dtype is None else tensor.detach().to(dtype)
 
     with model.hooks(fwd_hooks=[(n, keep) for n in names]):
         # return_type "loss"/None would skip the unembed; we need logits only for the loss measure.
@@ -195,7 +200,11 @@ def _activation_measures(
             field="measures", model=loaded.ref.spec,
         )
     step = loaded.step
-    logits, scores = capture_attention(loaded.model, batch.tokens, want_logits="loss" in measures)
+    # Scores in float64 whatever the load dtype: the measures' identities hold to float64 precision
+    # on them (docs/measures.md, "Precision").
+    logits, scores = capture_attention(
+        loaded.model, batch.tokens, want_logits="loss" in measures, dtype=torch.float64
+    )
     tables: list[pd.DataFrame] = []
     patterns = None
     if "entropy" in measures:
@@ -297,10 +306,11 @@ def _heads(loaded: LoadedModel, batch: Batch, scores: Tensor, patterns: Tensor |
         # Induction needs a causal model and room for a repeated block; say so with an empty table.
         return empty_table()
     half = min(max(inputs.seq_len // 2, 4), (n_ctx - 1) // 2)
-    tok = loaded.tokenizer
     prefix = None
-    if tok is not None:
-        prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    if loaded.tokenizer is not None:
+        # The probe starts as the text prompts do: with the family's BOS (raw style: BOS, else EOS).
+        frame = _frame(loaded, inputs)
+        prefix = frame.separator if frame.style == "raw" else (frame.prefix[0] if frame.prefix else None)
     probe = repeated_random_tokens(
         min(inputs.n_prompts or DEFAULT_TEXT_PROMPTS, 32), half, int(loaded.model.cfg.d_vocab), inputs.seed, prefix
     ).to(scores.device)
