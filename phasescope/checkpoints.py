@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from phasescope.errors import CheckpointNotFound, ModelLoadError
+from phasescope.storage import atomic_write_bytes, commit_temp_file, make_dirs
 
 if TYPE_CHECKING:  # torch and safetensors load lazily: listing a series must not import torch
     import torch
@@ -62,28 +63,6 @@ def checkpoint_filename(step: int) -> str:
     return f"step_{step:06d}.safetensors"
 
 
-def _readable(tmp: str) -> None:
-    """Give a temporary file the permissions a plain ``open`` would (mkstemp makes it owner-only),
-    so a store or series on a shared volume stays readable by the API's and workers' users."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        _readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def is_series_dir(path: Path) -> bool:
     """True when ``path`` holds a phasescope series manifest."""
     return (path / MANIFEST_NAME).is_file()
@@ -111,17 +90,16 @@ def write_series_checkpoint(series_dir: Path, step: int, state_dict: dict[str, t
     from safetensors.torch import save_file
 
     path = series_dir / checkpoint_filename(step)
-    series_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(series_dir)
     fd, tmp = tempfile.mkstemp(dir=series_dir, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         # safetensors refuses shared or non-contiguous storage: give it plain copies.
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()}, tmp)
-        _readable(tmp)
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    commit_temp_file(tmp, path)  # flushed, renamed, rename flushed (phasescope.storage)
     return path
 
 

@@ -8,8 +8,12 @@
     ├── PathNotAllowed               a local path outside the configured model roots
     ├── ModelLoadError               weights exist but could not be loaded or converted
     ├── MeasureError                 a measure could not be computed on these inputs
+    ├── RateLimited                  a client wrote faster than the write rate allows (HTTP 429)
+    ├── StorageError                 the data directory refuses writes (read-only, permissions)
+    │   └── StorageFull              no space, quota or file-size room left on its disk (HTTP 507)
     └── ServiceUnavailable           Redis or workers cannot be reached
-        └── HubUnavailable           the Hugging Face hub did not answer (in time)
+        ├── HubUnavailable           the Hugging Face hub did not answer (in time)
+        └── QueueFull                the job queue holds max_queued_jobs already
 
 Exceptions carry context (model, checkpoint, field, choices) so the CLI can print one clear line and
 the backend can answer with JSON that tells a person what to change. Only ``backend/`` turns them into
@@ -30,7 +34,11 @@ __all__ = [
     "NotFound",
     "PathNotAllowed",
     "PhasescopeError",
+    "QueueFull",
+    "RateLimited",
     "ServiceUnavailable",
+    "StorageError",
+    "StorageFull",
 ]
 
 
@@ -109,3 +117,38 @@ class ServiceUnavailable(PhasescopeError):
 
 class HubUnavailable(ServiceUnavailable):
     code = "hub_unavailable"
+
+
+class RateLimited(PhasescopeError):
+    """Too many writes from one client; context ``retry_after_s`` (seconds) becomes ``Retry-After``."""
+
+    http_status = 429
+    code = "rate_limited"
+
+
+class QueueFull(ServiceUnavailable):
+    """The queue is at its cap; context ``retry_after_s`` (seconds) becomes ``Retry-After``."""
+
+    code = "queue_full"
+
+
+class StorageError(PhasescopeError):
+    """The data directory cannot be written (read-only filesystem, permissions): an operator must act."""
+
+    http_status = 503
+    code = "storage_error"
+
+
+class StorageFull(StorageError):
+    """No space (or quota, or file-size room) left on the data directory's disk.
+
+    Context ``free_mb`` / ``min_free_mb`` (MiB), when known, are added to the JSON body.
+    """
+
+    http_status = 507
+    code = "insufficient_storage"
+
+    def to_dict(self) -> dict[str, Any]:
+        body = super().to_dict()
+        body.update({k: self.context[k] for k in ("free_mb", "min_free_mb") if k in self.context})
+        return body

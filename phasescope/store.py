@@ -3,14 +3,17 @@
 Layout under ``Settings.store_dir`` (one folder per analysis id)::
 
     <id>/request.json          the canonical request (what the id hashes)
-    <id>/parts/<step>.parquet  one tidy table per finished job (checkpoint), written by workers
-    <id>/parts/<step>.json     that job's record: seconds spent, worker, finished_at
+    <id>/parts/<step>.parquet  one tidy table per finished job (checkpoint), written by workers, with
+                               that job's record (seconds spent, worker, finished_at) in the Parquet
+                               key-value metadata under ``phasescope.part``: one file, one rename
+    <id>/parts/<step>.json     that record in stores written before the record moved into the part
     <id>/cancelled.json        present while the analysis is cancelled (DELETE); a new POST clears it
     <id>/results.parquet       all parts merged, written once every job has finished
     <id>/summary.json          per-checkpoint digest, timings, status
 
-Every file is written to a temporary name and renamed, so a failed or killed job never leaves a
-half-written result. Values are stored as float32 (computed in float64).
+Every file is written to a temporary name, flushed to the disk and renamed (phasescope.storage), so
+a failed or killed job, or a power loss, never leaves a half-written result; a part and its record
+appear together or not at all. Values are stored as float32 (computed in float64).
 """
 
 from __future__ import annotations
@@ -29,23 +32,50 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from phasescope.checkpoints import atomic_write_bytes
 from phasescope.errors import NotFound
 from phasescope.schemas import AnalysisRequest
+from phasescope.storage import atomic_write_bytes
 from phasescope.tables import concat_tables
 
-__all__ = ["ResultStore", "read_table", "table_to_parquet_bytes", "write_local_result"]
+__all__ = ["PART_META_KEY", "ResultStore", "read_table", "table_to_parquet_bytes", "write_local_result"]
 
 _ID = re.compile(r"^[0-9a-f]{24}$")
+# The Parquet key-value metadata entry that holds a part's job record (JSON).
+PART_META_KEY = b"phasescope.part"
 
 
-def table_to_parquet_bytes(table: pd.DataFrame) -> bytes:
-    """Serialise a tidy table to Parquet with float32 values."""
+def table_to_parquet_bytes(table: pd.DataFrame, metadata: dict[bytes, bytes] | None = None) -> bytes:
+    """Serialise a tidy table to Parquet with float32 values.
+
+    Args:
+        metadata: extra key-value entries for the file's footer (beside pandas' own).
+    """
     frame = table.copy()
     frame["value"] = frame["value"].astype("float32")
     buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
+    if not metadata:
+        frame.to_parquet(buf, index=False)
+        return buf.getvalue()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # What DataFrame.to_parquet(index=False) writes, plus our entries in the same footer.
+    arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), **metadata})
+    pq.write_table(arrow, buf, compression="snappy")
     return buf.getvalue()
+
+
+def _footer_record(path: Path) -> dict[str, Any] | None:
+    """The job record in a part's Parquet footer (None for a part written before records moved there)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(PART_META_KEY)
+    except (OSError, pa.ArrowException):
+        return None
+    return json.loads(raw) if raw else None
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -122,22 +152,35 @@ class ResultStore:
     def has_request(self, aid: str) -> bool:
         return (self._dir(aid) / "request.json").is_file()
 
-    def write_part(self, aid: str, step: int, table: pd.DataFrame) -> Path:
-        """Store one job's table atomically."""
+    def write_part(
+        self, aid: str, step: int, table: pd.DataFrame, meta: dict[str, Any] | None = None
+    ) -> Path:
+        """Store one job's table and its record (``meta``: seconds, worker, ...) in one atomic write.
+
+        The record travels in the Parquet file's footer, so a part and its record become visible
+        together, with one rename, or not at all.
+        """
         path = self._dir(aid) / "parts" / f"{step:09d}.parquet"
-        atomic_write_bytes(path, table_to_parquet_bytes(table))
+        record = json.dumps(meta or {}, sort_keys=True, default=str).encode()
+        atomic_write_bytes(path, table_to_parquet_bytes(table, {PART_META_KEY: record}))
         return path
 
-    def write_part_meta(self, aid: str, step: int, meta: dict[str, Any]) -> None:
-        """Record how one job went (timings, worker), beside its table."""
-        atomic_write_bytes(self._dir(aid) / "parts" / f"{step:09d}.json", _json_bytes(meta))
-
     def part_meta(self, aid: str) -> dict[int, dict[str, Any]]:
-        """Every job record of an analysis, by step."""
+        """The job record of every stored part, by step: the same steps as ``part_steps``.
+
+        A part from an older store keeps its record in ``<step>.json`` beside it (``{}`` if none).
+        """
         parts = self._dir(aid) / "parts"
         if not parts.is_dir():
             return {}
-        return {int(p.stem): json.loads(p.read_text()) for p in sorted(parts.glob("*.json"))}
+        out: dict[int, dict[str, Any]] = {}
+        for path in sorted(parts.glob("*.parquet")):
+            record = _footer_record(path)
+            if record is None:
+                legacy = path.with_suffix(".json")
+                record = json.loads(legacy.read_text()) if legacy.is_file() else {}
+            out[int(path.stem)] = record
+        return out
 
     def set_cancelled(self, aid: str, cancelled: bool) -> None:
         """Mark (or unmark) an analysis as cancelled, so nothing resumes it behind the user's back."""

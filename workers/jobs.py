@@ -7,20 +7,32 @@ between its checkpoints and only swaps weights.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
 from typing import Any
 
+import redis
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from phasescope.config import get_settings
-from phasescope.errors import PhasescopeError
+from phasescope.errors import PhasescopeError, ServiceUnavailable
 from phasescope.store import ResultStore
 
 __all__ = ["model_cache", "run_job"]
 
+# OSErrors that a later attempt may not meet (a busy or briefly unreachable resource). Everything
+# else (no space, quota, read-only, permissions, missing files) fails at once: retrying wastes a run.
+_TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EAGAIN", "EBUSY", "EINTR", "ETIMEDOUT", "ECONNRESET", "ECONNREFUSED", "ECONNABORTED",
+        "EPIPE", "ENETDOWN", "ENETUNREACH", "EHOSTUNREACH", "ESTALE", "ENOMEM",
+    )
+    if hasattr(errno, name)
+)  # fmt: skip
 _CACHE: Any = None
 _BATCHES: dict[str, Any] = {}
 
@@ -41,6 +53,24 @@ def _stage(job: Any, stage: str, **extra: Any) -> None:
         return
     job.meta.update({"stage": stage, **extra})
     job.save_meta()
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """Whether running the same job again can succeed: Redis or a network share was away, memory
+    was short. A worker killed outright never gets here; RQ retries its abandoned job directly."""
+    if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: the worker stops, not the job
+        return True
+    if isinstance(exc, ServiceUnavailable):  # Redis, the hub: they come back
+        return True
+    if isinstance(exc, (PhasescopeError, JobTimeoutException)):
+        return False  # our own verdict on these inputs (StorageFull included), or a job too long
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, MemoryError)):
+        return True
+    if type(exc).__name__ == "OutOfMemoryError":  # torch's CUDA out-of-memory: other jobs may finish
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno in _TRANSIENT_ERRNOS
+    return False  # a bug or bad data: the same inputs fail the same way
 
 
 def run_job(
@@ -81,17 +111,15 @@ def run_job(
             table = measure_checkpoint(loaded, measures, spec, MeasureParams(**params), batch=batch)
             save_patterns(store, aid, loaded, batch)  # a small artefact for the dashboard
             _stage(job, "writing")
-            store.write_part(aid, step, table)
             rows = len(table)
-            seconds = time.perf_counter() - t0
-            store.write_part_meta(
-                aid,
-                step,
-                {"seconds": round(seconds, 4), "worker": worker, "rows": rows, "finished_at": time.time()},
-            )
-    except (PhasescopeError, JobTimeoutException):
-        # The same inputs would fail the same way (or run as long) again: no retries, fail now.
-        if job is not None:
+            seconds = round(time.perf_counter() - t0, 4)
+            # The table and its record share one file, so they appear together or not at all.
+            record = {"seconds": seconds, "worker": worker, "rows": rows, "finished_at": time.time()}
+            store.write_part(aid, step, table, record)
+    except BaseException as exc:
+        # RQ retries a failed job while retries are left (Retry in phasescope.jobs); only a failure
+        # that may not happen again earns one. A full disk, a bad model or a timeout would waste them.
+        if job is not None and not _worth_retrying(exc):
             job.retries_left = 0
         raise
     _stage(job, "done")
