@@ -152,6 +152,9 @@ def load_tl_pretrained(name: str, step: int | None, device: str) -> LoadedHF:
         conversion failed, or the architecture is one we cannot read attention from.
     """
     official = resolve_tl_name(name)
+    from phasescope import tl_catalog
+
+    tl_catalog.refuse_pickled(official)
     if official.startswith(_UNSUPPORTED_TL_PREFIXES):
         raise ModelLoadError(
             f"tl:{name} ({official}) is an encoder-decoder or audio model; phasescope reads attention "
@@ -183,10 +186,12 @@ def load_tl_pretrained(name: str, step: int | None, device: str) -> LoadedHF:
                     official, checkpoint_value=checkpoint_value, device=device
                 )
         else:
+            hf_model = None if checkpoint_value is None else _tl_checkpoint_hf_model(official, checkpoint_value)
             # No folding, centring or bias folding: the scores and weights stay the model's own.
             model = HookedTransformer.from_pretrained(
                 official,
-                checkpoint_value=checkpoint_value,
+                hf_model=hf_model,
+                checkpoint_value=None if hf_model is not None else checkpoint_value,
                 fold_ln=False,
                 center_writing_weights=False,
                 center_unembed=False,
@@ -204,6 +209,28 @@ def load_tl_pretrained(name: str, step: int | None, device: str) -> LoadedHF:
     architecture = model.cfg.original_architecture or ""
     family = _TL_FAMILY_NAMES.get(architecture, architecture)
     return LoadedHF(model=model, tokenizer=model.tokenizer, causal=not encoder, family=family)
+
+
+def _tl_checkpoint_hf_model(official: str, step: int) -> Any:
+    """The Hugging Face model of a TransformerLens model at a training step, loaded by transformers.
+
+    TransformerLens 3.9 loads Pythia checkpoints with ``token=os.environ.get("HF_TOKEN", "")``
+    (``loading_from_pretrained.get_pretrained_state_dict``): with HF_TOKEN unset that is ``""``, which
+    huggingface_hub 2.x sends as ``Authorization: Bearer `` and its HTTP client refuses, so no Pythia
+    checkpoint loads for a user without a token. Loading the checkpoint here, with huggingface_hub's own
+    token resolution (HF_TOKEN or a saved login, else no header), and handing it to TransformerLens as
+    ``hf_model`` skips that call and keeps TransformerLens's conversion. Setting HF_TOKEN in our
+    environment instead would send a made-up credential, which the hub answers with 401. Loading by
+    commit (``phasescope.hub.checkpoint_revision``) reads exactly the weights ``revision_identity``
+    names, even if the branch moves meanwhile.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from phasescope.hub import checkpoint_revision
+
+    repo_id, _, commit = checkpoint_revision(f"tl:{official}", step)
+    return AutoModelForCausalLM.from_pretrained(repo_id, revision=commit, dtype=torch.float32)
 
 
 _TL_FAMILY_NAMES = {

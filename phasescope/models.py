@@ -128,6 +128,9 @@ def parse_model_spec(spec: str, settings: Settings | None = None) -> ModelRef:
             raise ModelNotFound(
                 f"{name!r} is not a TransformerLens pretrained name", field="model", choices=close or known[:50]
             )
+        from phasescope.tl_catalog import refuse_pickled, resolve_name
+
+        refuse_pickled(resolve_name(name), settings)
         return ModelRef(spec, "tl", name)
     if spec.startswith("hub:"):
         from phasescope.hub import parse_repo_id
@@ -266,6 +269,10 @@ class ModelCache:
     @staticmethod
     def _size(loaded: LoadedModel) -> int:
         return sum(p.numel() * p.element_size() for p in loaded.model.parameters())
+
+    def discard(self, spec: str) -> None:
+        """Forget a model, e.g. because its files changed on disk since it was loaded."""
+        self._models.pop(spec, None)
 
     def get(self, spec: str, step: int, settings: Settings | None = None) -> LoadedModel:
         previous = self._models.pop(spec, None)

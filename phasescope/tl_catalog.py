@@ -24,15 +24,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from phasescope.config import Settings, get_settings
 from phasescope.errors import ModelLoadError, ModelNotFound
 
-__all__ = ["CATALOG_PATH", "build_catalog", "catalog", "checkpoint_steps", "known_names", "main", "official_names",
-           "resolve_name"]
+__all__ = ["CATALOG_PATH", "PICKLED_PREFIXES", "build_catalog", "catalog", "checkpoint_steps", "known_names", "main",
+           "official_names", "refuse_pickled", "resolve_name"]
 
 CATALOG_PATH = Path(__file__).resolve().parent / "data" / "tl_catalog.json"
 # TransformerLens lists these repositories' checkpoints from the hub: files checkpoints/<...>_<label>.pth.
 _HUB_LISTED_PREFIX = "NeelNanda/"
 _HUB_CHECKPOINT = re.compile(r"checkpoints/.*_(\d+)\.pth")
+PICKLED_PREFIXES = ("NeelNanda/", "ArthurConmy/", "Baidicoot/")
+"""Repositories whose weights TransformerLens reads as ``.pth`` with a full pickle (``torch.load(...,
+weights_only=False)`` in ``transformer_lens.utilities.hf_utils.download_file_from_hf``)."""
 
 
 @lru_cache(maxsize=1)
@@ -79,14 +83,32 @@ def resolve_name(name: str) -> str:
     return official
 
 
-@lru_cache(maxsize=256)
-def _hub_listed_steps(official: str) -> tuple[int, ...]:
-    try:
-        from huggingface_hub import HfApi
+def refuse_pickled(official: str, settings: Settings | None = None) -> None:
+    """Refuse a model whose weights TransformerLens would unpickle, unless the settings allow it.
 
-        files = HfApi().list_repo_files(official)
-    except Exception as exc:  # no network, no such repository, hub errors: say which model
-        raise ModelLoadError(f"could not list the checkpoints of {official} on the hub: {exc}", model=official) from exc
+    Unpickling a file runs whatever code it names, so a ``.pth`` from the hub is code from the hub.
+
+    Raises:
+        ModelLoadError: the model's weights are pickles and ``Settings.allow_pickled_checkpoints`` is off.
+    """
+    if not official.startswith(PICKLED_PREFIXES):
+        return
+    settings = settings or get_settings()
+    if not settings.allow_pickled_checkpoints:
+        raise ModelLoadError(
+            f"tl:{official} stores its weights as Python pickles (.pth), and unpickling runs code from the "
+            "file; phasescope refuses them unless PHASESCOPE_ALLOW_PICKLED_CHECKPOINTS=true is set for the API "
+            "and the workers",
+            field="model",
+            model=f"tl:{official}",
+        )
+
+
+def _hub_listed_steps(official: str) -> tuple[int, ...]:
+    # Bounded in time, remembered (failures too) by phasescope.hub: the API calls this on open GETs.
+    from phasescope.hub import hub_repo_files
+
+    files = hub_repo_files(official)
     # A token count for some of these models, which is what TransformerLens's checkpoint_value takes.
     return tuple(int(m.group(1)) for f in files if (m := _HUB_CHECKPOINT.match(f)) and m.group(1))
 
@@ -102,6 +124,7 @@ def checkpoint_steps(name: str) -> list[int]:
     if official in data["checkpoints"]:
         return list(data["checkpoint_sets"][data["checkpoints"][official]])
     if official.startswith(_HUB_LISTED_PREFIX):
+        refuse_pickled(official)
         return list(_hub_listed_steps(official))
     return []
 
