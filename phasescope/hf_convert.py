@@ -34,7 +34,7 @@ from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATION
 
 from phasescope.errors import ModelLoadError
 
-__all__ = ["DEFAULT_MAX_CTX", "FAMILIES", "Family", "family_for_model_type", "tl_config_dict"]
+__all__ = ["CORE_FAMILIES", "DEFAULT_MAX_CTX", "Family", "act_fn", "refuse", "rope_settings", "tl_config_dict"]
 
 # Causal families get n_ctx = min(max_position_embeddings, this). TransformerLens allocates an
 # n_ctx x n_ctx causal mask (and rotary tables) per layer, so a Llama with 131072 positions would need
@@ -74,20 +74,23 @@ class Family:
     optional_prefixes: tuple[str, ...] = ()
 
 
-def _refuse(cfg: Any, reason: str) -> ModelLoadError:
+def refuse(cfg: Any, reason: str) -> ModelLoadError:
+    """The error for a variant of a family TransformerLens would compute differently (names the family)."""
     return ModelLoadError(
         f"{cfg.model_type} model: {reason}; TransformerLens would not reproduce its attention scores",
         model_type=cfg.model_type,
     )
 
 
-def _act_fn(cfg: Any, name: str) -> str:
+def act_fn(cfg: Any, name: str) -> str:
+    """``name`` when TransformerLens implements that activation, else the refusal."""
     if name not in SUPPORTED_ACTIVATIONS:
-        raise _refuse(cfg, f"activation {name!r} is not one TransformerLens implements")
+        raise refuse(cfg, f"activation {name!r} is not one TransformerLens implements")
     return name
 
 
-def _rope(cfg: Any) -> dict[str, Any]:
+def rope_settings(cfg: Any) -> dict[str, Any]:
+    """The config's rope settings as one dict (``rope_parameters`` in transformers 5, ``rope_scaling`` in 4)."""
     # transformers 5 keeps rope settings in rope_parameters, 4.x in rope_theta/rope_scaling.
     params = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
     return dict(params)
@@ -95,7 +98,7 @@ def _rope(cfg: Any) -> dict[str, Any]:
 
 def _gpt2_config(cfg: Any) -> dict[str, Any]:
     if getattr(cfg, "add_cross_attention", False):
-        raise _refuse(cfg, "cross-attention (encoder-decoder GPT-2) is not supported")
+        raise refuse(cfg, "cross-attention (encoder-decoder GPT-2) is not supported")
     return {
         "d_model": cfg.n_embd,
         "d_head": cfg.n_embd // cfg.n_head,
@@ -106,7 +109,7 @@ def _gpt2_config(cfg: Any) -> dict[str, Any]:
         "n_ctx": cfg.n_positions,
         "eps": cfg.layer_norm_epsilon,
         "d_vocab": cfg.vocab_size,
-        "act_fn": _act_fn(cfg, cfg.activation_function),
+        "act_fn": act_fn(cfg, cfg.activation_function),
         "use_attn_scale": getattr(cfg, "scale_attn_weights", True),
         "use_local_attn": False,
         "scale_attn_by_inverse_layer_idx": getattr(cfg, "scale_attn_by_inverse_layer_idx", False),
@@ -125,16 +128,16 @@ def _bert_style_dims(cfg: Any) -> dict[str, Any]:
         "n_ctx": cfg.max_position_embeddings,
         "eps": cfg.layer_norm_eps,
         "d_vocab": cfg.vocab_size,
-        "act_fn": _act_fn(cfg, cfg.hidden_act),
+        "act_fn": act_fn(cfg, cfg.hidden_act),
     }
 
 
 def _neox_config(cfg: Any) -> dict[str, Any]:
     if not getattr(cfg, "attention_bias", True):
-        raise _refuse(cfg, "attention_bias=False is not handled by TransformerLens's GPT-NeoX converter")
-    rope = _rope(cfg)
+        raise refuse(cfg, "attention_bias=False is not handled by TransformerLens's GPT-NeoX converter")
+    rope = rope_settings(cfg)
     if rope.get("rope_type", "default") != "default":
-        raise _refuse(cfg, f"rope type {rope.get('rope_type')!r} is not supported for GPT-NeoX")
+        raise refuse(cfg, f"rope type {rope.get('rope_type')!r} is not supported for GPT-NeoX")
     d_head = cfg.hidden_size // cfg.num_attention_heads
     return {
         **_bert_style_dims(cfg),
@@ -154,13 +157,13 @@ def _neox_config(cfg: Any) -> dict[str, Any]:
 
 def _llama_config(cfg: Any) -> dict[str, Any]:
     if getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
-        raise _refuse(cfg, "attention or MLP biases are dropped by TransformerLens's Llama converter")
-    rope = _rope(cfg)
+        raise refuse(cfg, "attention or MLP biases are dropped by TransformerLens's Llama converter")
+    rope = rope_settings(cfg)
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", "llama3"):
-        raise _refuse(cfg, f"rope type {rope_type!r} is not supported (only default and llama3)")
+        raise refuse(cfg, f"rope type {rope_type!r} is not supported (only default and llama3)")
     if rope.get("partial_rotary_factor", 1.0) != 1.0:
-        raise _refuse(cfg, "partial rotary embeddings are not supported for Llama")
+        raise refuse(cfg, "partial rotary embeddings are not supported for Llama")
     d_head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     out: dict[str, Any] = {
@@ -172,7 +175,7 @@ def _llama_config(cfg: Any) -> dict[str, Any]:
         "n_ctx": cfg.max_position_embeddings,
         "eps": cfg.rms_norm_eps,
         "d_vocab": cfg.vocab_size,
-        "act_fn": _act_fn(cfg, cfg.hidden_act),
+        "act_fn": act_fn(cfg, cfg.hidden_act),
         # TransformerLens switches to grouped-query attention whenever this is not None.
         "n_key_value_heads": n_kv if n_kv != cfg.num_attention_heads else None,
         "normalization_type": "RMS",
@@ -196,18 +199,18 @@ def _llama_config(cfg: Any) -> dict[str, Any]:
 
 def _bert_config(cfg: Any) -> dict[str, Any]:
     if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
-        raise _refuse(cfg, f"position_embedding_type={cfg.position_embedding_type!r} (only absolute)")
+        raise refuse(cfg, f"position_embedding_type={cfg.position_embedding_type!r} (only absolute)")
     if getattr(cfg, "is_decoder", False):
-        raise _refuse(cfg, "is_decoder=True (a causal BERT) is not supported")
+        raise refuse(cfg, "is_decoder=True (a causal BERT) is not supported")
     if cfg.type_vocab_size != 2:
-        raise _refuse(cfg, f"type_vocab_size={cfg.type_vocab_size} (HookedEncoder has exactly 2)")
+        raise refuse(cfg, f"type_vocab_size={cfg.type_vocab_size} (HookedEncoder has exactly 2)")
     return {
         **_bert_style_dims(cfg),
         "attention_dir": "bidirectional",
     }
 
 
-FAMILIES: tuple[Family, ...] = (
+CORE_FAMILIES: tuple[Family, ...] = (
     Family(
         "gpt2", ("gpt2",), "GPT2LMHeadModel", "GPT2LMHeadModel", True, ("lm_head.",),
         _gpt2_config, convert_gpt2_weights,
@@ -230,33 +233,13 @@ FAMILIES: tuple[Family, ...] = (
 )  # fmt: skip
 
 
-def family_for_model_type(model_type: str | None, *, where: str) -> Family:
-    """The family for a ``config.json`` ``model_type``, or ModelLoadError naming the supported ones.
-
-    Args:
-        model_type: the ``model_type`` field (None when the config has none).
-        where: the directory, for the message.
-    """
-    for family in FAMILIES:
-        if model_type in family.model_types:
-            return family
-    supported = ", ".join(f"{f.name} (model_type {'/'.join(f.model_types)})" for f in FAMILIES)
-    raise ModelLoadError(
-        f"{where}: model_type {model_type!r} is not supported; phasescope loads local Hugging Face "
-        f"models of these families: {supported}",
-        field="model",
-        choices=[f.name for f in FAMILIES],
-        model_type=model_type,
-    )
-
-
 def tl_config_dict(
     family: Family, hf_config: Any, *, name: str, device: str, max_ctx: int | None = None
 ) -> dict[str, Any]:
     """HookedTransformerConfig keyword arguments for a loaded HF config.
 
     Args:
-        family: from ``family_for_model_type``.
+        family: from ``phasescope.hf_families.family_for_model_type``.
         hf_config: the transformers ``PretrainedConfig``.
         name: ``cfg.model_name`` (the directory's name).
         device: where the TransformerLens model will live.

@@ -321,7 +321,8 @@ def load_hf_directory(path: Path | str, device: str, *, max_ctx: int | None = No
     import transformers
     from transformer_lens import HookedEncoder, HookedTransformer, HookedTransformerConfig
 
-    from phasescope.hf_convert import family_for_model_type, tl_config_dict
+    from phasescope.hf_convert import tl_config_dict
+    from phasescope.hf_families import family_for_model_type
 
     # Reading model_type ourselves first gives the helpful error before transformers is asked to
     # build a config class it may not even know.

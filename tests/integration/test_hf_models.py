@@ -24,8 +24,8 @@ from transformers import (
     GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
-    OPTConfig,
-    OPTForCausalLM,
+    OlmoeConfig,
+    OlmoeForCausalLM,
     PreTrainedTokenizerFast,
 )
 
@@ -259,17 +259,15 @@ def test_tl_requests_are_validated_before_any_download() -> None:
 
 def test_unsupported_architecture_names_the_supported_families(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    cfg = OPTConfig(
-        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, ffn_dim=64, vocab_size=VOCAB, **SPECIAL
-    )
-    OPTForCausalLM(cfg).save_pretrained(tmp_path / "opt")
+    cfg = OlmoeConfig(**SMALL, num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, vocab_size=VOCAB)
+    OlmoeForCausalLM(cfg).save_pretrained(tmp_path / "olmoe")
     with pytest.raises(ModelLoadError) as info:
-        load_hf_directory(tmp_path / "opt", "cpu")
+        load_hf_directory(tmp_path / "olmoe", "cpu")
     message = str(info.value)
-    assert "'opt'" in message
-    for family in ("gpt2", "gpt-neox", "llama", "bert"):
+    assert "'olmoe'" in message and "mixture-of-experts" in message  # the family, and why
+    for family in ("gpt2", "gpt-neox", "llama", "bert", "opt", "qwen2", "olmo3", "bloom"):
         assert family in message
-    assert info.value.choices == ["gpt2", "gpt-neox", "llama", "bert"]
+    assert info.value.choices is not None and info.value.choices[:4] == ["gpt2", "gpt-neox", "llama", "bert"]
 
 
 def test_variants_transformerlens_would_compute_differently_are_refused(tmp_path: Path) -> None:
