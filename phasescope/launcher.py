@@ -1,9 +1,11 @@
-"""``phasescope up``: Redis, workers and the API + dashboard on one machine, stopped together.
+"""``phasescope up``: Redis, workers and the API + dashboard on one machine, supervised, stopped together.
 
 The launcher owns every process it starts: the embedded Redis (unless ``REDIS_URL`` names another
 server), ``n`` RQ worker processes and one API process (uvicorn serving the REST API and the
-dashboard). Ctrl-C or SIGTERM stops the API and workers first (so nothing writes to Redis after it is
-gone), then saves and shuts down Redis: no orphan ``redis-server`` or worker is left behind.
+dashboard). A child that dies is restarted with backoff (``phasescope.supervisor``); one that keeps
+dying stops the deployment with the reason. Ctrl-C or SIGTERM stops the API and workers first (so
+nothing writes to Redis after it is gone), then saves and shuts down Redis: no orphan
+``redis-server`` or worker is left behind.
 
 With ``demo=True`` it also trains the missing zoo series (with progress) and submits the standard
 analyses; analyses are content-addressed, so a second start finds them finished and is ready in
@@ -12,6 +14,7 @@ seconds.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from phasescope.config import Settings, get_settings
 from phasescope.errors import ServiceUnavailable
+from phasescope.supervisor import Child, RestartPolicy, Supervisor, describe_exit, log_tail, state_path
 
 __all__ = [
     "DEMO_ANALYSES",
@@ -71,10 +75,14 @@ def default_worker_count() -> int:
 
 @dataclass
 class Launcher:
-    """Start, watch and stop the processes of one phasescope deployment.
+    """Start, supervise and stop the processes of one phasescope deployment.
+
+    Every child is handed to a ``phasescope.supervisor.Supervisor``: a worker, the API or the
+    embedded Redis that dies is restarted with backoff (Redis on the same socket and data directory,
+    so the others reconnect to it), and only a child that keeps dying stops the deployment.
 
     Args:
-        settings: where data lives and which Redis to use.
+        settings: where data lives, which Redis to use, the restart policy.
         workers: worker processes (0: ``default_worker_count()``).
         threads: torch threads per worker (0: the cores shared out among the workers).
         host: interface the API listens on.
@@ -88,80 +96,129 @@ class Launcher:
     host: str = "127.0.0.1"
     port: int = 8000
     say: Say = print
-    _procs: list[subprocess.Popen] = field(default_factory=list)
-    _redis: object | None = None
+    supervisor: Supervisor | None = None
+
+    def __post_init__(self) -> None:
+        if self.supervisor is None:
+            self.supervisor = Supervisor(
+                RestartPolicy.from_settings(self.settings), state_path(self.settings), say=self.say
+            )
 
     @property
     def url(self) -> str:
         return f"http://{self.host if self.host != '0.0.0.0' else '127.0.0.1'}:{self.port}"
 
+    @property
+    def log_dir(self) -> Path:
+        return self.settings.data_dir / "logs"
+
     def _env(self, redis_url: str) -> dict[str, str]:
         env = dict(os.environ)
         env["PHASESCOPE_DATA_DIR"] = str(self.settings.data_dir)
+        # Children never start a Redis of their own: while ours restarts they wait for it.
         env["REDIS_URL"] = redis_url
         return env
 
     def start_redis(self) -> str:
-        """The Redis URL every child uses; starts (and owns) the embedded server when needed."""
+        """The Redis URL every child uses; starts (and supervises) the embedded server when needed."""
+        assert self.supervisor is not None
         if self.settings.redis_url:
             return self.settings.redis_url
         from phasescope.redis_conn import EmbeddedRedis
 
         server = EmbeddedRedis(self.settings.redis_dir)
-        if server.start():
-            self._redis = server
-            self.say(f"embedded Redis started ({server.url}, data in {self.settings.redis_dir})")
-        else:
-            self.say(f"reusing the embedded Redis already running at {server.url}")
+
+        def start() -> subprocess.Popen:
+            # Same directory, socket and append-only file every time: the queue survives a restart.
+            if not server.start():
+                raise ServiceUnavailable(f"another process already runs a Redis at {server.url}")
+            assert server.process is not None
+            return server.process
+
+        if server.ping():
+            self.say(f"reusing the embedded Redis already running at {server.url} (not supervised)")
+            return server.url
+        self.supervisor.add(
+            Child("redis", start, log=self.settings.redis_dir / "redis.log", stop=lambda _: server.stop())
+        )
+        self.say(f"embedded Redis started ({server.url}, data in {self.settings.redis_dir})")
         return server.url
 
     def start_services(self, redis_url: str) -> None:
         """Start the workers and the API, then wait until the API answers its readiness check."""
+        self.start_workers(redis_url)
+        self.start_api(redis_url)
+
+    def start_workers(self, redis_url: str) -> None:
+        """Start and supervise the worker processes."""
+        assert self.supervisor is not None
         n = self.workers or default_worker_count()
         cores = os.cpu_count() or 1
         threads = self.threads or max(1, cores // n)
         env = self._env(redis_url)
-        logs = self.settings.data_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        gpus = _gpu_count()
         for i in range(n):
             cmd = [sys.executable, "-m", "phasescope", "worker", "--threads", str(threads)]
-            if _gpu_count() > 1:
+            if gpus > 1:
                 cmd += ["--gpu", str(i)]
-            self._procs.append(self._spawn(cmd, env, logs / f"worker-{i}.log"))
-        self.say(f"{n} worker(s) started, {threads} torch thread(s) each (logs in {logs})")
-        api = [sys.executable, "-m", "phasescope", "api", "--host", self.host, "--port", str(self.port),
-               "--log-level", "warning"]
-        self._procs.append(self._spawn(api, env, logs / "api.log"))
-        self._wait_ready()
+            log = self.log_dir / f"worker-{i}.log"
+            self.supervisor.add(Child(f"worker-{i}", functools.partial(_spawn, cmd, env, log), log=log))
+        self.say(f"{n} worker(s) started, {threads} torch thread(s) each (logs in {self.log_dir})")
+
+    def start_api(self, redis_url: str) -> None:
+        """Start the API, wait until it is ready, then supervise it.
+
+        Raises:
+            ServiceUnavailable: it exited or did not become ready; the message gives its exit code
+                (or that it still runs) and the last lines of its log.
+        """
+        assert self.supervisor is not None
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "phasescope", "api", "--host", self.host, "--port", str(self.port),
+               "--log-level", "warning"]  # fmt: skip
+        log = self.log_dir / "api.log"
+        start = functools.partial(_spawn, cmd, self._env(redis_url), log)
+        process = start()
+        try:
+            self._wait_ready(process, log)
+        except BaseException:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            raise
+        # Supervised only once it has come up: an API that cannot start (a port taken) is an error
+        # to report now, not a child to restart.
+        self.supervisor.add(Child("api", start, log=log, process=process))
         self.say(f"API and dashboard at {self.url}  (REST: {self.url}/api/v1, OpenAPI: {self.url}/docs)")
 
-    @staticmethod
-    def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-        """Start a child in its own process group, its output appended to ``log``.
-
-        Own group: the terminal's Ctrl-C reaches only the launcher, which stops children in order.
-        Logs go to files so that the terminal keeps the URLs a person needs.
-        """
-        with open(log, "ab") as out:
-            return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def _wait_ready(self, timeout: float = 60.0) -> None:
+    def _wait_ready(self, process: subprocess.Popen, log: Path) -> None:
         import httpx
 
+        assert self.supervisor is not None
+        timeout = self.settings.api_ready_timeout_s
         deadline = time.monotonic() + timeout
+        last = "it never answered"
         while time.monotonic() < deadline:
-            if self._procs[-1].poll() is not None:
+            if process.poll() is not None:
                 raise ServiceUnavailable(
-                    f"the API process exited (code {self._procs[-1].returncode}); is port {self.port} free? "
-                    f"See {self.settings.data_dir / 'logs' / 'api.log'}"
+                    f"the API process (pid {process.pid}) {describe_exit(process.returncode)} before it "
+                    f"became ready; is port {self.port} free? Last lines of {log}:\n{log_tail(log)}"
                 )
             try:
-                if httpx.get(f"{self.url}/api/v1/health/ready", timeout=2).status_code == 200:
+                answer = httpx.get(f"{self.url}/api/v1/health/ready", timeout=2)
+                if answer.status_code == 200:
                     return
-            except httpx.HTTPError:
-                pass
+                last = f"its readiness check last answered {answer.status_code}: {answer.text[:300]}"
+            except httpx.HTTPError as exc:
+                last = f"its readiness check last failed: {type(exc).__name__}"
+            self.supervisor.poll()  # a worker or Redis that dies meanwhile is restarted (or gives up)
             time.sleep(0.3)
-        raise ServiceUnavailable(f"the API did not become ready at {self.url} within {timeout:.0f} s")
+        raise ServiceUnavailable(
+            f"the API (pid {process.pid}, still running) did not become ready at {self.url} within "
+            f"{timeout:.0f} s ({last}); on a loaded machine raise PHASESCOPE_API_READY_TIMEOUT_S. "
+            f"Last lines of {log}:\n{log_tail(log)}"
+        )
 
     def train(self, names: tuple[str, ...]) -> None:
         """Train the zoo series that are missing (a finished series is reused)."""
@@ -186,33 +243,36 @@ class Launcher:
         return views
 
     def wait_forever(self, on_tick: Callable[[], None] | None = None) -> None:
-        """Block until Ctrl-C/SIGTERM or until a child dies."""
+        """Supervise the children until Ctrl-C/SIGTERM.
+
+        Raises:
+            ChildGaveUp: a child kept dying (see ``phasescope.supervisor``).
+        """
+        assert self.supervisor is not None
         signal.signal(signal.SIGTERM, _raise_interrupt)
         while True:
-            for proc in self._procs:
-                if proc.poll() is not None:
-                    raise ServiceUnavailable(f"{' '.join(proc.args[2:4])} exited with code {proc.returncode}")
+            self.supervisor.poll()
             if on_tick is not None:
                 on_tick()
             time.sleep(0.5)
 
     def stop(self) -> None:
         """Stop the API and workers (TERM, then KILL after 10 s), then save and stop our Redis."""
-        for proc in reversed(self._procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in self._procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self._procs.clear()
-        if self._redis is not None:
-            self._redis.stop()  # type: ignore[attr-defined]
-            self._redis = None
+        assert self.supervisor is not None
+        had_redis = any(c.name == "redis" for c in self.supervisor.children)
+        self.supervisor.stop_all()
+        if had_redis:
             self.say("embedded Redis saved and stopped")
+
+
+def _spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start a child in its own process group, its output appended to ``log``.
+
+    Own group: the terminal's Ctrl-C reaches only the launcher, which stops children in order.
+    Logs go to files so that the terminal keeps the URLs a person needs.
+    """
+    with open(log, "ab") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _gpu_count() -> int:

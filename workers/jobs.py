@@ -8,6 +8,7 @@ between its checkpoints and only swaps weights.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import socket
 import time
@@ -23,6 +24,7 @@ from phasescope.store import ResultStore
 
 __all__ = ["model_cache", "run_job"]
 
+log = logging.getLogger("phasescope.jobs")
 # OSErrors that a later attempt may not meet (a busy or briefly unreachable resource). Everything
 # else (no space, quota, read-only, permissions, missing files) fails at once: retrying wastes a run.
 _TRANSIENT_ERRNOS = frozenset(
@@ -49,10 +51,15 @@ def model_cache() -> Any:
 
 
 def _stage(job: Any, stage: str, **extra: Any) -> None:
+    """Report progress in the job's meta, best-effort: Redis may be restarting, and a report that
+    cannot be sent must never cost the computation (the store, not Redis, holds the results)."""
     if job is None:
         return
     job.meta.update({"stage": stage, **extra})
-    job.save_meta()
+    try:
+        job.save_meta()
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        log.warning("job %s: progress %r not reported (Redis unavailable: %s)", job.id, stage, exc)
 
 
 def _worth_retrying(exc: BaseException) -> bool:
@@ -110,9 +117,9 @@ def run_job(
             _stage(job, "measuring")
             table = measure_checkpoint(loaded, measures, spec, MeasureParams(**params), batch=batch)
             save_patterns(store, aid, loaded, batch)  # a small artefact for the dashboard
-            _stage(job, "writing")
             rows = len(table)
             seconds = round(time.perf_counter() - t0, 4)
+            # The part first, then any report: a Redis outage here must not lose the computation.
             # The table and its record share one file, so they appear together or not at all.
             record = {"seconds": seconds, "worker": worker, "rows": rows, "finished_at": time.time()}
             store.write_part(aid, step, table, record)

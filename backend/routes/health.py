@@ -1,4 +1,5 @@
-"""Health: is Redis reachable, are workers alive, how deep is the queue; and a readiness probe."""
+"""Health: is Redis reachable, are workers alive, how deep is the queue, what the supervisor of
+``phasescope up`` restarted; and a readiness probe."""
 
 from __future__ import annotations
 
@@ -31,13 +32,44 @@ def _workers(conn: Any, settings: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _redis_mode(settings: Any) -> str:
+    """``embedded`` also when REDIS_URL names our own embedded server (``phasescope up`` passes it on)."""
+    from phasescope.redis_conn import EmbeddedRedis
+
+    if not settings.redis_url or settings.redis_url == EmbeddedRedis(settings.redis_dir).url:
+        return "embedded"
+    return "external"
+
+
+def _supervisor(settings: Any) -> dict[str, Any] | None:
+    """The children of ``phasescope up`` as its supervisor last wrote them (None when not under it)."""
+    from phasescope.supervisor import read_state, state_path
+
+    state = read_state(state_path(settings))
+    if state is None:
+        return None
+    children = [
+        {k: c.get(k) for k in ("name", "pid", "state", "restarts", "started_at", "last_exit")}
+        for c in state.get("children", [])
+    ]
+    return {
+        "updated_at": state.get("updated_at"),
+        "policy": state.get("policy"),
+        "children": children,
+        "ok": all(c["state"] == "running" for c in children),
+    }
+
+
 def _health(request: Request) -> tuple[int, dict[str, Any]]:
     settings = request.app.state.settings
     conn = optional_redis(request)
     body: dict[str, Any] = {
-        "redis": {"ok": False, "mode": "external" if settings.redis_url else "embedded"},
+        "redis": {"ok": False, "mode": _redis_mode(settings)},
         "store": {"ok": True},
     }
+    supervisor = _supervisor(settings)
+    if supervisor is not None:
+        body["supervisor"] = supervisor
     try:
         settings.store_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
