@@ -80,3 +80,16 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         body = {"error": "internal_error", "detail": f"{type(exc).__name__}: {exc}", "field": None}
         return JSONResponse(body, status_code=500)
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        # A write the store did not translate (a full disk met outside atomic_write_bytes): the same
+        # 507 / 503 answer; any other OSError is a server failure like any other.
+        from phasescope.storage import raise_storage_error
+
+        try:
+            raise_storage_error(exc, "")
+        except PhasescopeError as mapped:
+            log.warning("%s %s: %s (%s)", request.method, request.url.path, mapped.message, exc)
+            return await _phasescope(request, mapped)
+        return await _internal(request, exc)

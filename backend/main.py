@@ -28,7 +28,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from phasescope.redis_conn import connect
+        from phasescope.storage import remove_orphan_temp_files
 
+        # Temporary files of writers killed mid-write (old enough that no live writer owns them).
+        for root in (settings.store_dir, settings.zoo_dir):
+            remove_orphan_temp_files(root)
         try:
             app.state.redis = connect(settings)  # starts the embedded server when REDIS_URL is unset
         except Exception:

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     )
     result_ttl_s: int = Field(default=7 * 86400, ge=1, description="Seconds RQ keeps finished jobs' records.")
     max_page_size: int = Field(default=200, ge=1, description="Analyses per page of GET /analyses.")
+    min_free_disk_mb: float = Field(
+        default=100.0, ge=0, description="MiB that must stay free on the disk of the data directory: "
+        "below it POST /analyses answers 507 and /health reports 'degraded'. 0 disables the check."
+    )
 
     # Limits on what one analysis may ask for (each is checked by phasescope.schemas).
     max_checkpoints: int = Field(default=500, ge=1, description="Checkpoints per analysis.")

@@ -33,6 +33,7 @@ from phasescope.config import Settings, get_settings
 from phasescope.errors import ServiceUnavailable
 from phasescope.models import list_checkpoints
 from phasescope.schemas import AnalysisRequest, analysis_id, select_steps
+from phasescope.storage import ensure_free_space
 from phasescope.store import ResultStore
 
 __all__ = [
@@ -108,12 +109,15 @@ def submit(
     Raises:
         ModelNotFound, CheckpointNotFound, PathNotAllowed, InvalidRequest: from the model and selection.
         ServiceUnavailable: Redis cannot be reached.
+        StorageFull: less than ``Settings.min_free_disk_mb`` MiB free, or the request record did not fit.
     """
     settings = settings or get_settings()
     steps = select_steps(request.checkpoints, list_checkpoints(request.model, settings), request.model)
     aid = analysis_id(request)
     if store.is_finished(aid):
         return aid, True
+    # New work on a nearly full disk would fail at its first write: refuse it now (507).
+    ensure_free_space(store.root, settings.min_free_disk_mb)
     if not store.has_request(aid):
         extra = {"steps": steps, "created_at": time.time(), "job_timeout_s": job_timeout(request, settings)}
         store.save_request(aid, request, extra)

@@ -25,6 +25,7 @@ from rq.job import Job
 from rq.worker import SimpleWorker, WorkerStatus
 
 from phasescope.config import Settings, get_settings
+from phasescope.storage import remove_orphan_temp_files
 
 __all__ = ["PhasescopeWorker", "run_worker", "setup_torch"]
 
@@ -97,6 +98,9 @@ def run_worker(
     from phasescope.redis_conn import connect
 
     settings = settings or get_settings()
+    # Temporary files of writers killed mid-write (old enough that no live writer owns them).
+    for root in (settings.store_dir, settings.zoo_dir):
+        remove_orphan_temp_files(root)
     device = setup_torch(threads, settings)
     hb = settings.worker_heartbeat_s
     base = name or f"phasescope-{os.uname().nodename}-{os.getpid()}"

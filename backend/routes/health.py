@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -60,12 +61,32 @@ def _supervisor(settings: Any) -> dict[str, Any] | None:
     }
 
 
+def _store(settings: Any) -> dict[str, Any]:
+    """Whether the results store can be used, and the room left on its disk (MiB)."""
+    from phasescope.storage import free_space_mib
+
+    try:
+        settings.store_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # the reason, not the path (the operator's log has that)
+        reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+        return {"ok": False, "low_space": False, "detail": f"the results store cannot be created: {reason}"}
+    free = free_space_mib(settings.store_dir)
+    low = settings.min_free_disk_mb > 0 and free < settings.min_free_disk_mb
+    out = {"ok": True, "low_space": low, "free_mb": round(free, 1), "min_free_mb": settings.min_free_disk_mb}
+    if low:
+        out["detail"] = (
+            f"{free:.1f} MiB free on the data directory's disk, below PHASESCOPE_MIN_FREE_DISK_MB: "
+            "new analyses are refused (507) until space is freed"
+        )
+    return out
+
+
 def _health(request: Request) -> tuple[int, dict[str, Any]]:
     settings = request.app.state.settings
     conn = optional_redis(request)
     body: dict[str, Any] = {
         "redis": {"ok": False, "mode": _redis_mode(settings)},
-        "store": {"ok": True},
+        "store": _store(settings),
     }
     supervisor = _supervisor(settings)
     if supervisor is not None:
@@ -91,19 +112,25 @@ def _health(request: Request) -> tuple[int, dict[str, Any]]:
         except Exception as exc:  # any Redis trouble is a 503 with the reason, never a 500
             body["redis"]["detail"] = str(exc)
     ok = body["redis"]["ok"] and body["store"]["ok"]
-    body["status"] = "ok" if ok else "unavailable"
-    return (200 if ok else 503), body
+    if not ok:
+        body["status"] = "unavailable"
+        return 503, body
+    # Low on disk: reads and running jobs go on, new analyses are refused (507) until space is freed.
+    body["status"] = "degraded" if body["store"]["low_space"] else "ok"
+    return (507 if body["store"]["low_space"] else 200), body
 
 
 @router.get("/health", operation_id="health")
 def health(request: Request) -> JSONResponse:
-    """Redis reachable, workers alive, queue depth (503 when Redis or the store is unusable)."""
+    """Redis, workers, queue depth, free disk (503 when Redis or the store is unusable, 507 when low on disk)."""
     code, body = _health(request)
     return JSONResponse(body, status_code=code)
 
 
 @router.get("/health/ready", operation_id="readiness")
 def readiness(request: Request) -> JSONResponse:
-    """Readiness for docker-compose: 200 once Redis and the store can be used, else 503."""
-    code, body = _health(request)
-    return JSONResponse({"ready": code == 200, "status": body["status"]}, status_code=code)
+    """Readiness for docker-compose: 200 once Redis and the store can be used (also low on disk), else 503."""
+    _, body = _health(request)
+    # A disk low on space still serves every finished result: ready, so nothing restarts the API.
+    ready = body["status"] != "unavailable"
+    return JSONResponse({"ready": ready, "status": body["status"]}, status_code=200 if ready else 503)
