@@ -91,10 +91,6 @@ def _health(request: Request) -> tuple[int, dict[str, Any]]:
     supervisor = _supervisor(settings)
     if supervisor is not None:
         body["supervisor"] = supervisor
-    try:
-        settings.store_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        body["store"] = {"ok": False, "detail": str(exc)}
     if conn is not None:
         try:
             conn.ping()
