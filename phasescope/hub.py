@@ -30,6 +30,7 @@ and the weights' identity (``revision_identity``) with it.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -59,6 +60,8 @@ __all__ = [
     "revision_identity",
     "tl_hub_revision",
 ]
+
+_log = logging.getLogger(__name__)
 
 FINAL_STEP = 0
 """The single checkpoint of a repository without step branches: ``main``, the weights as published."""
@@ -375,7 +378,9 @@ def download_revision(repo_id: str, commit: str, settings: Settings | None = Non
     return Path(path)
 
 
-def load_hub_checkpoint(spec: str, step: int, device: str, settings: Settings | None = None) -> LoadedHF:
+def load_hub_checkpoint(
+    spec: str, step: int, device: str, settings: Settings | None = None, dtype: str = "float32"
+) -> LoadedHF:
     """Download a ``hub:`` model's checkpoint and load it like a local Hugging Face directory.
 
     The revision's snapshot goes through the same family conversion as a local directory
@@ -386,7 +391,7 @@ def load_hub_checkpoint(spec: str, step: int, device: str, settings: Settings | 
     path = download_revision(repo_id, commit, settings)
     from phasescope.hf_models import load_hf_directory
 
-    return load_hf_directory(path, device)
+    return load_hf_directory(path, device, dtype=dtype)
 
 
 def release_checkpoint(spec: str, step: int, settings: Settings | None = None) -> int:
@@ -423,5 +428,11 @@ def release_checkpoint(spec: str, step: int, settings: Settings | None = None) -
     if not hashes:
         return 0
     strategy = cache.delete_revisions(*hashes)
-    strategy.execute()
+    try:
+        strategy.execute()
+    except OSError:  # another worker deleted it first, or a read-only cache: the result is stored anyway
+        _log.warning(
+            "could not delete %s at %s from the Hugging Face cache", repo_id, commit[:12], exc_info=True
+        )
+        return 0
     return int(strategy.expected_freed_size)

@@ -92,6 +92,7 @@ def run_job(
         ``{"checkpoint", "rows", "seconds"}`` (kept by RQ as the job's result).
     """
     from phasescope.analysis import build_batch, measure_checkpoint
+    from phasescope.hub import release_checkpoint
     from phasescope.jobs import finalize
     from phasescope.patterns import save_patterns
     from phasescope.schemas import InputSpec, MeasureParams
@@ -123,6 +124,8 @@ def run_job(
             # The table and its record share one file, so they appear together or not at all.
             record = {"seconds": seconds, "worker": worker, "rows": rows, "finished_at": time.time()}
             store.write_part(aid, step, table, record)
+            # Measured and stored: a hub revision's files leave the HF cache unless kept (phasescope.hub).
+            release_checkpoint(model, step, settings)
     except BaseException as exc:
         # RQ retries a failed job while retries are left (Retry in phasescope.jobs); only a failure
         # that may not happen again earns one. A full disk, a bad model or a timeout would waste them.
