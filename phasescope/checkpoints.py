@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -129,8 +130,18 @@ def write_random_series(series_dir: Path, config: dict[str, Any], steps: list[in
     return series_dir
 
 
-def load_series_state_dict(series_dir: Path, step: int, manifest: SeriesManifest | None = None) -> dict:
-    """Load the state dict at ``step`` from a series directory (safetensors only, never pickle)."""
+def load_series_state_dict(
+    series_dir: Path, step: int, manifest: SeriesManifest | None = None, *, roots: Sequence[Path] | None = None
+) -> dict:
+    """Load the state dict at ``step`` from a series directory (safetensors only, never pickle).
+
+    Args:
+        series_dir: the series directory.
+        step: one of the manifest's steps.
+        manifest: the manifest, when already read.
+        roots: the real model roots (``Settings.allowed_roots``); when given, the checkpoint file must
+            resolve inside one of them (a symlink to a file elsewhere raises PathNotAllowed).
+    """
     manifest = manifest or read_manifest(series_dir)
     if step not in manifest.steps:
         raise CheckpointNotFound(
@@ -143,6 +154,10 @@ def load_series_state_dict(series_dir: Path, step: int, manifest: SeriesManifest
     path = series_dir / checkpoint_filename(step)
     if not path.is_file():
         raise ModelLoadError(f"{path} is listed in the manifest but missing on disk", checkpoint=step)
+    if roots is not None:
+        from phasescope.model_files import resolve_inside_roots
+
+        path = resolve_inside_roots(path, roots, model=manifest.name)
     from safetensors.torch import load_file
 
     return load_file(str(path))
