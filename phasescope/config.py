@@ -51,13 +51,24 @@ class Settings(BaseSettings):
     )
     device: str = Field(default="auto", description="'auto' (cuda when available), 'cpu' or 'cuda[:n]'.")
     torch_threads: int = Field(default=0, ge=0, description="CPU threads for torch; 0 = number of cores.")
+    auto_half_precision_params: int = Field(
+        default=1_000_000_000,
+        ge=0,
+        description="Parameters (a count) from which an analysis with dtype 'auto' loads the model in "
+        "bfloat16 on a GPU (float16 where the GPU has no bfloat16); smaller models, and every model on a "
+        "CPU, load in float32.",
+    )
 
     # The job system (phasescope.jobs, workers/).
     queue_name: str = Field(default="phasescope", description="RQ queue the analyses' jobs go on.")
     job_retries: int = Field(default=3, ge=0, le=20, description="Retries of a job whose worker died.")
     job_timeout_base_s: int = Field(default=120, ge=1, description="Seconds every job may take (model load).")
     job_timeout_per_unit_s: float = Field(
-        default=30.0, ge=0, description="Extra seconds per unit of work (one measure on 16 prompts)."
+        default=10.0, ge=0, description="Extra seconds a job may take per work unit (one forward pass of "
+        "16 × 64 tokens; phasescope.cost): the time of a unit on the slowest hardware expected."
+    )
+    job_timeout_max_s: int = Field(
+        default=6 * 3600, ge=1, description="Most seconds any job may run, whatever its estimated work."
     )
     worker_heartbeat_s: int = Field(
         default=5, ge=1, le=300, description="Seconds between heartbeats of a busy worker; a job whose "
@@ -101,6 +112,36 @@ class Settings(BaseSettings):
     max_prompts: int = Field(default=256, ge=1, description="Prompts (sequences) measured per checkpoint.")
     max_seq_len: int = Field(default=1024, ge=2, description="Tokens per prompt.")
     max_beta_points: int = Field(default=400, ge=3, description="Points on the thermodynamic beta grid.")
+
+    # Bounds on the work and the state the service takes on (phasescope.cost, phasescope.ratelimit,
+    # phasescope.gc, phasescope.redis_conn); docs/deployment.md explains each.
+    max_job_units: float = Field(
+        default=20_000, gt=0, description="Work units one checkpoint (job) of an analysis may cost "
+        "(a unit is one forward pass of 16 × 64 tokens; phasescope.cost gives the formulas)."
+    )
+    max_analysis_units: float = Field(
+        default=2_000_000, gt=0, description="Work units a whole analysis (all its checkpoints) may cost."
+    )
+    write_rate_per_min: float = Field(
+        default=60.0, gt=0, description="Writes (POST, DELETE) per minute one client may make, on average "
+        "(the refill rate of its token bucket); a client is its API token, else its IP address."
+    )
+    write_burst: int = Field(
+        default=30, ge=1, description="Writes one client may make at once before the rate applies "
+        "(the bucket's size, in requests)."
+    )
+    max_queued_jobs: int = Field(
+        default=10_000, ge=1, description="Jobs waiting on the queue at most; a POST that would go over "
+        "is answered 503 until workers catch up."
+    )
+    retention_days: float = Field(
+        default=30.0, gt=0, description="Days a finished analysis is kept after it finished; "
+        "`phasescope gc` deletes older ones (and stale unfinished ones with no live job)."
+    )
+    redis_maxmemory_mib: int = Field(
+        default=1024, ge=16, description="Memory cap of the embedded Redis, in MiB (maxmemory, with the "
+        "noeviction policy: writes fail loudly when it is full, queue state is never evicted)."
+    )
 
     # The Hugging Face hub (phasescope.hub): tl: and hub: models. The hub address is huggingface_hub's
     # own HF_ENDPOINT, the cache its HF_HUB_CACHE / HF_HOME, the credential its HF_TOKEN.

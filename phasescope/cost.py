@@ -1,0 +1,264 @@
+"""What an analysis will cost, in work units, before anything runs: the ceiling at POST and the job timeout.
+
+One **work unit** is one forward pass of 1,024 tokens (16 prompts × 64 tokens, the default inputs)
+through the model being measured. Units do not depend on the model's size: a unit of pythia-1b takes
+longer than a unit of a zoo model, and ``Settings.job_timeout_per_unit_s`` is the seconds allowed for
+one unit on the slowest hardware the deployment expects.
+
+With ``P`` prompts of ``T`` tokens (``P = n_prompts``, or 16 for text inputs and 64 for ``zoo:``
+models, whose tasks bring their own prompts) and ``h = min(heavy_prompts, P)`` prompts for the
+landscape measures::
+
+    tok   = P·T / 1024                  forward passes' worth of tokens
+    att   = tok · T / 64                attention score elements, relative to 16 × 64² per head
+    heavy = h·T / 1024                  one forward pass over the landscape prompts
+    hvp   = 6 · heavy                   one Hessian-vector product (measured: 4–8 forward passes)
+
+Units per checkpoint (one job), the sum over the requested measures plus reading the texts:
+
+=============  ==========================================================================
+texts          total characters / 250,000 (tokenising; 0 for the built-in texts)
+any of the     tok (the one forward pass with hooks they share)
+activation
+measures
+entropy        0.5 · att
+thermo         3 · att · n_beta / 61
+spectra        att · T / 64 (SVD of every T×T pattern) + 1 (weight matrices)
+heads          0.5 · att + min(P, 32)·T / 1024 (the repeated-token probe)
+loss           0.5 · tok
+energies       att
+landscape      landscape_points ^ landscape_dims · heavy
+sharpness      hvp · (k + n_eig + hutchinson_samples), n_eig = max(2k + 1, 20) + 4k (lanczos)
+               or 25k (power), k = sharpness_k
+llc            heavy · (1 + 3 · llc_chains · llc_draws)  (an SGLD step: forward and backward)
+=============  ==========================================================================
+
+An analysis costs its per-checkpoint units times its number of checkpoints. Every field of
+``InputSpec`` and ``MeasureParams`` (and every top-level request field other than ``model``,
+``checkpoints`` and ``measures``) is listed here, either as a driver of the cost (``DRIVERS``) or with
+the reason it costs nothing (``FREE``); a test fails when a new field is in neither.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from phasescope.config import Settings, get_settings
+from phasescope.errors import InvalidRequest
+from phasescope.schemas import ACTIVATION_MEASURES, MEASURE_NAMES, AnalysisRequest, InputSpec, MeasureParams
+
+__all__ = [
+    "DRIVERS",
+    "Estimate",
+    "FREE",
+    "MEASURE_UNITS",
+    "check_request",
+    "estimate",
+    "job_timeout_s",
+]
+
+DEFAULT_TEXT_PROMPTS = 16  # phasescope.analysis.DEFAULT_TEXT_PROMPTS (not imported: it imports torch)
+DEFAULT_ZOO_PROMPTS = 64  # phasescope.analysis.DEFAULT_INDUCTION_PROMPTS
+TOKENS_PER_UNIT = 16 * 64
+TEXT_CHARS_PER_UNIT = 250_000  # a fast tokenizer reads ~1M characters a second; a unit is ~0.1-1 s
+HVP_UNITS = 6.0  # one Hessian-vector product in forward passes (4-8 measured on CPU, float64)
+
+# The parameters each measure's cost grows with (``section.field``); the rest are in FREE.
+DRIVERS: dict[str, tuple[str, ...]] = {
+    "inputs.texts": MEASURE_NAMES,
+    "inputs.n_prompts": MEASURE_NAMES,
+    "inputs.seq_len": MEASURE_NAMES,
+    "params.n_beta": ("thermo",),
+    "params.heavy_prompts": ("landscape", "sharpness", "llc"),
+    "params.landscape_dims": ("landscape",),
+    "params.landscape_points": ("landscape",),
+    "params.sharpness_k": ("sharpness",),
+    "params.sharpness_method": ("sharpness",),
+    "params.hutchinson_samples": ("sharpness",),
+    "params.llc_chains": ("llc",),
+    "params.llc_draws": ("llc",),
+}
+# Fields that change what is computed but not how much, and why.
+FREE: dict[str, str] = {
+    "dtype": "the same operations in another precision; the units assume float32, the slowest choice",
+    "inputs.seed": "chooses which prompts and probes, not how many",
+    "inputs.prompt_style": "frames the same seq_len tokens per prompt differently",
+    "params.beta_min": "moves the β grid; its size is n_beta",
+    "params.beta_max": "moves the β grid; its size is n_beta",
+    "params.energy_bins": "histogram bins: counting is linear in the energies, not the bins",
+    "params.landscape_radius": "scales the grid; its size is landscape_points ^ landscape_dims",
+    "params.landscape_seed": "chooses the random directions and start vectors",
+    "params.llc_lr": "the SGLD step size; the step count is llc_chains · llc_draws",
+    "params.llc_localization": "the SGLD pull; the step count is llc_chains · llc_draws",
+}
+
+
+@dataclass(frozen=True)
+class _Sizes:
+    """The request's sizes that every measure's cost is written in (see the module docstring)."""
+
+    prompts: int
+    seq_len: int
+    heavy_prompts: int
+
+    @property
+    def tok(self) -> float:
+        return self.prompts * self.seq_len / TOKENS_PER_UNIT
+
+    @property
+    def att(self) -> float:
+        return self.tok * self.seq_len / 64
+
+    @property
+    def heavy(self) -> float:
+        return self.heavy_prompts * self.seq_len / TOKENS_PER_UNIT
+
+
+def _sharpness_products(p: MeasureParams) -> float:
+    """Hessian-vector products of one sharpness run: eigen solver, residual checks, trace probes."""
+    k = p.sharpness_k
+    solver = max(2 * k + 1, 20) + 4 * k if p.sharpness_method == "lanczos" else 25 * k
+    return float(solver + k + p.hutchinson_samples)
+
+
+MEASURE_UNITS: dict[str, Callable[[_Sizes, MeasureParams], float]] = {
+    "entropy": lambda s, p: 0.5 * s.att,
+    "thermo": lambda s, p: 3.0 * s.att * p.n_beta / 61,
+    "spectra": lambda s, p: s.att * s.seq_len / 64 + 1.0,
+    "heads": lambda s, p: 0.5 * s.att + min(s.prompts, 32) * s.seq_len / TOKENS_PER_UNIT,
+    "loss": lambda s, p: 0.5 * s.tok,
+    "energies": lambda s, p: s.att,
+    "landscape": lambda s, p: float(p.landscape_points**p.landscape_dims) * s.heavy,
+    "sharpness": lambda s, p: HVP_UNITS * s.heavy * _sharpness_products(p),
+    "llc": lambda s, p: s.heavy * (1 + 3 * p.llc_chains * p.llc_draws),
+}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The estimated work of one request.
+
+    Attributes:
+        per_checkpoint: work units of one job (one checkpoint), all measures included.
+        checkpoints: number of checkpoints (jobs).
+        by_measure: work units of one job by measure; ``"forward"`` is the shared forward pass and
+            ``"texts"`` the tokenising.
+    """
+
+    per_checkpoint: float
+    checkpoints: int
+    by_measure: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        """Work units of the whole analysis."""
+        return self.per_checkpoint * self.checkpoints
+
+
+def _sizes(request: AnalysisRequest) -> _Sizes:
+    inputs = request.inputs
+    default = DEFAULT_ZOO_PROMPTS if request.model.startswith("zoo:") else DEFAULT_TEXT_PROMPTS
+    prompts = inputs.n_prompts or default
+    return _Sizes(prompts, inputs.seq_len, min(request.params.heavy_prompts, prompts))
+
+
+def estimate(request: AnalysisRequest, n_checkpoints: int = 1) -> Estimate:
+    """The work units of a request, per checkpoint and in all (formulas in the module docstring).
+
+    Args:
+        request: the validated request.
+        n_checkpoints: how many checkpoints its selection resolved to.
+    """
+    sizes = _sizes(request)
+    parts: dict[str, float] = {}
+    if request.inputs.texts is not None:
+        parts["texts"] = sum(len(t) for t in request.inputs.texts) / TEXT_CHARS_PER_UNIT
+    if set(request.measures) & set(ACTIVATION_MEASURES):
+        parts["forward"] = sizes.tok
+    for measure in request.measures:
+        parts[measure] = MEASURE_UNITS[measure](sizes, request.params)
+    return Estimate(sum(parts.values()), n_checkpoints, parts)
+
+
+def job_timeout_s(request: AnalysisRequest, settings: Settings | None = None) -> int:
+    """Seconds one job of this request may run: a base (model load) plus a share per work unit, capped.
+
+    ``job_timeout_base_s + job_timeout_per_unit_s × units per checkpoint``, at most
+    ``job_timeout_max_s``.
+    """
+    settings = settings or get_settings()
+    seconds = settings.job_timeout_base_s + settings.job_timeout_per_unit_s * estimate(request).per_checkpoint
+    return int(min(settings.job_timeout_max_s, math.ceil(seconds)))
+
+
+def _reset(request: AnalysisRequest, field: str) -> AnalysisRequest:
+    """The request with one ``section.field`` back at its default."""
+    section, name = field.split(".")
+    model = {"inputs": InputSpec, "params": MeasureParams}[section]
+    default = model.model_fields[name].get_default(call_default_factory=True)
+    part = getattr(request, section).model_copy(update={name: default})
+    return request.model_copy(update={section: part})
+
+
+def _dominant(request: AnalysisRequest, n_checkpoints: int, per_job: bool) -> tuple[str, Any, float]:
+    """The field whose default would save the most work: a parameter (or, for the whole analysis, the
+    number of checkpoints) when one saves any; else the costliest measure (heavy at its defaults).
+
+    Returns:
+        ``(field, its value, units saved)``; the field is ``section.name``, ``measures`` or
+        ``checkpoints``.
+    """
+    cost = estimate(request, n_checkpoints)
+    now = cost.per_checkpoint if per_job else cost.total
+    best: tuple[str, Any, float] = ("measures", request.measures, -1.0)
+    for field in DRIVERS:
+        section, name = field.split(".")
+        lighter = estimate(_reset(request, field), n_checkpoints)
+        saved = now - (lighter.per_checkpoint if per_job else lighter.total)
+        if saved > best[2]:
+            best = (field, getattr(getattr(request, section), name), saved)
+    if not per_job and n_checkpoints > 1:
+        saved = cost.per_checkpoint * (n_checkpoints - 1)
+        if saved > best[2]:
+            best = ("checkpoints", n_checkpoints, saved)
+    if best[2] <= 0:
+        top = max(request.measures, key=lambda m: cost.by_measure.get(m, 0.0))
+        best = ("measures", top, cost.by_measure.get(top, 0.0) * (1 if per_job else n_checkpoints))
+    return best
+
+
+def _advice(field: str, value: Any) -> str:
+    if field == "measures":
+        return f"the measure {value!r}: leave it out or lower its parameters"
+    if field == "checkpoints":
+        return f"the {value} checkpoints: select fewer (a range with 'every', or a spacing with 'count')"
+    shown = f"{len(value)} texts" if field == "inputs.texts" else repr(value)
+    return f"{field} ({shown}): lower it"
+
+
+def check_request(request: AnalysisRequest, n_checkpoints: int, settings: Settings | None = None) -> Estimate:
+    """Refuse a request whose estimated work is over the ceilings; returns the estimate when it is not.
+
+    Raises:
+        InvalidRequest: over ``max_job_units`` (one checkpoint) or ``max_analysis_units`` (all of
+            them); the message and ``field`` name the parameter whose default would save the most.
+    """
+    settings = settings or get_settings()
+    cost = estimate(request, n_checkpoints)
+    for per_job, units, limit, name in (
+        (True, cost.per_checkpoint, settings.max_job_units, "max_job_units"),
+        (False, cost.total, settings.max_analysis_units, "max_analysis_units"),
+    ):
+        if units > limit:
+            field, value, _ = _dominant(request, n_checkpoints, per_job)
+            scope = "per checkpoint" if per_job else f"for {n_checkpoints} checkpoints"
+            raise InvalidRequest(
+                f"this analysis would take about {units:,.0f} work units {scope}, over the limit of "
+                f"{limit:,.0f} ({name}; a unit is one forward pass of 16 × 64 tokens); most of it comes "
+                f"from {_advice(field, value)}",
+                field=field,
+            )
+    return cost
