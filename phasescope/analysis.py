@@ -214,7 +214,9 @@ def _activation_measures(
         tables.append(thermo_table(scores, step, betas))
     if "spectra" in measures:
         patterns = torch.softmax(scores.double(), dim=-1)
-        tables.append(spectra_table(patterns, model_weights(loaded.model), step))
+        # Grouped-query attention: W_K/W_V ESDs count each key/value head once (measures/spectra.py).
+        n_kv = getattr(loaded.model.cfg, "n_key_value_heads", None)
+        tables.append(spectra_table(patterns, model_weights(loaded.model), step, n_key_value_heads=n_kv))
     if "loss" in measures:
         assert logits is not None
         tables.append(loss_table(logits, batch.tokens, batch.target_mask, batch.splits, step))

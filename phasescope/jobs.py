@@ -6,7 +6,9 @@ over N checkpoints is N jobs, spread over every worker. Jobs are enqueued by dot
 (``workers.jobs.run_job``), so this module, and the backend that uses it, never import torch.
 
 Job ids are ``<analysis id>-<step>``: a second submit of the same request finds the jobs it already
-has instead of duplicating them.
+has instead of duplicating them. Measures already computed on the same weights, parameters and inputs
+(by any analysis) come from the reuse cache (``phasescope.reuse``): a job computes only the others,
+and a checkpoint with nothing left to compute gets no job at all.
 
 State lives in two places:
 
@@ -31,8 +33,9 @@ from rq.registry import StartedJobRegistry
 
 from phasescope.config import Settings, get_settings
 from phasescope.errors import ServiceUnavailable
-from phasescope.models import list_checkpoints
-from phasescope.schemas import AnalysisRequest, analysis_id, select_steps
+from phasescope.identity import ResolvedRequest, describe, resolve_request
+from phasescope.reuse import MeasureCache, measure_keys, patterns_key
+from phasescope.schemas import AnalysisRequest
 from phasescope.storage import ensure_free_space
 from phasescope.store import ResultStore
 
@@ -97,29 +100,46 @@ def links(aid: str) -> dict[str, str]:
 
 
 def submit(
-    request: AnalysisRequest, conn: redis.Redis, store: ResultStore, settings: Settings | None = None
+    request: AnalysisRequest,
+    conn: redis.Redis,
+    store: ResultStore,
+    settings: Settings | None = None,
+    resolved: ResolvedRequest | None = None,
 ) -> tuple[str, bool]:
     """Validate a request against the model, record it and enqueue its missing jobs.
 
-    Nothing is loaded: checkpoints are checked against the model's listing only.
+    Nothing is loaded: checkpoints are checked against the model's listing only, and the weights are
+    named by their identity (``phasescope.identity``), which is part of the id. Checkpoints whose
+    measures are all in the reuse cache (``phasescope.reuse``) get their part at once, without a job.
+
+    Args:
+        resolved: the request already resolved by the caller (steps, weights, id), so that the id it
+            answered with is the one submitted.
 
     Returns:
-        ``(analysis id, already finished)``; a finished analysis is not recomputed.
+        ``(analysis id, finished)``: a finished analysis is not recomputed, and one whose every
+        checkpoint came from the reuse cache is finished on return.
 
     Raises:
-        ModelNotFound, CheckpointNotFound, PathNotAllowed, InvalidRequest: from the model and selection.
+        ModelNotFound, CheckpointNotFound, PathNotAllowed, InvalidRequest, ModelLoadError: from the
+            model, the selection and its files.
         ServiceUnavailable: Redis cannot be reached.
         StorageFull: less than ``Settings.min_free_disk_mb`` MiB free, or the request record did not fit.
     """
     settings = settings or get_settings()
-    steps = select_steps(request.checkpoints, list_checkpoints(request.model, settings), request.model)
-    aid = analysis_id(request)
+    resolved = resolved or resolve_request(request, settings)
+    steps, aid = resolved.steps, resolved.aid
     if store.is_finished(aid):
         return aid, True
     # New work on a nearly full disk would fail at its first write: refuse it now (507).
     ensure_free_space(store.root, settings.min_free_disk_mb)
     if not store.has_request(aid):
-        extra = {"steps": steps, "created_at": time.time(), "job_timeout_s": job_timeout(request, settings)}
+        extra = {
+            "steps": steps,
+            "weights": describe(resolved.weights),
+            "created_at": time.time(),
+            "job_timeout_s": job_timeout(request, settings),
+        }
         store.save_request(aid, request, extra)
     store.set_cancelled(aid, False)
     try:
@@ -130,15 +150,22 @@ def submit(
         raise ServiceUnavailable(f"analysis {aid} is being submitted by another request; retry") from exc
     except _REDIS_DOWN as exc:
         raise ServiceUnavailable(f"the job queue (Redis) cannot be reached: {exc}") from exc
-    return aid, False
+    # Every checkpoint may have come from the reuse cache: then the analysis is finished already.
+    return aid, finalize(store, aid, conn)
 
 
 def _enqueue_missing(
     conn: redis.Redis, store: ResultStore, aid: str, settings: Settings, requeue_failed: bool
 ) -> list[int]:
-    """Enqueue a job for every step with neither a stored part nor a live job; returns those steps."""
+    """Enqueue a job for every step with neither a stored part nor a live job; returns those steps.
+
+    A step whose requested measures are all in the reuse cache gets its part from there instead; a
+    step with some of them gets a job that computes only the others (``compute``).
+    """
     record = store.load_request(aid)
     request = record["request"]
+    weights = record.get("weights") or {}  # absent in analyses recorded before weights were named
+    cache = MeasureCache(store.root)
     done = set(store.part_steps(aid))
     todo = [s for s in record["steps"] if s not in done]
     jobs = Job.fetch_many([job_id(aid, s) for s in todo], connection=conn)
@@ -152,6 +179,13 @@ def _enqueue_missing(
             if state in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED) and not requeue_failed:
                 continue
             job.delete()  # finished without a part (store wiped) or failed and asked again: run afresh
+        identity = weights.get(str(step))
+        compute = list(request["measures"])
+        if identity:
+            keys = measure_keys(request, step, identity)
+            compute = [m for m in compute if m not in cache.has(keys)]
+            if not compute and _part_from_cache(store, cache, aid, step, keys, patterns_key(request, step, identity)):
+                continue
         steps.append(step)
         datas.append(
             Queue.prepare_data(
@@ -163,6 +197,8 @@ def _enqueue_missing(
                     "measures": request["measures"],
                     "inputs": request["inputs"],
                     "params": request["params"],
+                    "weights": identity,
+                    "compute": compute,
                 },
                 job_id=job_id(aid, step),
                 timeout=int(record.get("job_timeout_s") or settings.job_timeout_base_s),
@@ -176,6 +212,20 @@ def _enqueue_missing(
     if datas:
         queue.enqueue_many(datas)
     return steps
+
+
+def _part_from_cache(
+    store: ResultStore, cache: MeasureCache, aid: str, step: int, keys: dict[str, str], pattern_key: str
+) -> bool:
+    """Write one step's part from the reuse cache; False when an entry vanished meanwhile."""
+    table = cache.assemble(keys)
+    if table is None:
+        return False
+    patterns = store.root / aid / "patterns"
+    cache.restore_patterns(pattern_key, patterns / f"{step:09d}.parquet", patterns / "tokens.json")
+    record = {"seconds": 0.0, "rows": len(table), "finished_at": time.time(), "computed": [], "reused": sorted(keys)}
+    store.write_part(aid, step, table, record)
+    return True
 
 
 def reap_abandoned(conn: redis.Redis, settings: Settings | None = None) -> None:
@@ -301,6 +351,8 @@ def status(
         "measures": request["measures"],
         "checkpoints": steps,
         "request": request,
+        # What was read: the identity of each checkpoint's weights (empty for older analyses).
+        "weights": record.get("weights") or {},
         "links": links(aid),
     }
     if store.is_finished(aid) or (conn is not None and finalize(store, aid, conn)):

@@ -1,8 +1,9 @@
 """Pydantic models shared by the CLI, the backend, the workers and the client.
 
 An *analysis* is a model + checkpoints + measures + inputs + parameters. Its id is a hash of the
-canonical request (sorted keys, defaults filled in, ``MEASURES_VERSION`` included), so the same request
-always gets the same id. Importing this module never imports torch.
+canonical request (sorted keys, defaults filled in, ``MEASURES_VERSION`` included) and of the identity
+of the weights it reads (``phasescope.identity``), so the same request on the same weights always gets
+the same id, and new weights a new one. Importing this module never imports torch.
 """
 
 from __future__ import annotations
@@ -183,9 +184,19 @@ class AnalysisRequest(_Strict):
         return {"request": self.model_dump(mode="json"), "measures_version": MEASURES_VERSION}
 
 
-def analysis_id(request: AnalysisRequest) -> str:
-    """Content address of a request: same request, same id (24 hex digits of SHA-256)."""
-    blob = json.dumps(request.canonical(), sort_keys=True, separators=(",", ":"))
+def analysis_id(request: AnalysisRequest, weights: dict[int, str] | None = None) -> str:
+    """Content address of a request and the weights it reads (24 hex digits of SHA-256).
+
+    Args:
+        request: the validated request.
+        weights: identity per selected step (``phasescope.identity.weights_identity``): new weights
+            under the same request give a new id. None or empty: the request alone (as before
+            weights were named, so older ids stay valid).
+    """
+    canonical = request.canonical()
+    if weights:
+        canonical["weights"] = {str(step): weights[step] for step in sorted(weights)}
+    blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 

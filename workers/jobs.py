@@ -37,6 +37,8 @@ _TRANSIENT_ERRNOS = frozenset(
 )  # fmt: skip
 _CACHE: Any = None
 _BATCHES: dict[str, Any] = {}
+# model string -> (step, weights identity, series manifest digest) of what this process last loaded.
+_LOADED: dict[str, tuple[int, str | None, str | None]] = {}
 
 
 def model_cache() -> Any:
@@ -80,22 +82,83 @@ def _worth_retrying(exc: BaseException) -> bool:
     return False  # a bug or bad data: the same inputs fail the same way
 
 
+def _load_checked(model: str, step: int, weights: str | None, settings: Any) -> tuple[Any, str]:
+    """The model at ``step``, refused when its files are not the ones the analysis was submitted with.
+
+    The identity is checked before and after the load (a file replaced mid-load is caught too), and a
+    model kept in memory from files that changed since is dropped, so a result never mixes weights.
+
+    Returns:
+        The loaded model and a scope for the prompt cache (changes when the series' manifest does).
+    """
+    from phasescope.identity import series_digest, verify_step_identity
+    from phasescope.models import parse_model_spec
+
+    ref = parse_model_spec(model, settings)
+    if weights:
+        verify_step_identity(model, step, weights, settings)
+    digest = series_digest(ref, settings)
+    seen = _LOADED.get(model)
+    if seen is not None and (seen[2] != digest or (seen[0] == step and seen[1] != weights)):
+        model_cache().discard(model)
+    loaded = model_cache().get(model, step, settings)
+    if weights:
+        verify_step_identity(model, step, weights, settings)
+    _LOADED[model] = (step, weights, digest)
+    return loaded, digest or (weights if ref.kind == "hf" else "") or ""
+
+
+def _reuse_plan(
+    store: ResultStore, aid: str, step: int, measures: list[str], weights: str | None, compute: list[str] | None
+) -> tuple[list[str], dict[str, Any], dict[str, str], str | None]:
+    """Which measures to compute here and which come from the reuse cache (phasescope.reuse).
+
+    Returns:
+        ``(to compute, cached tables by measure, cache key by measure, patterns key)``; no keys when
+        the checkpoint has no weights identity (it is then neither read from nor written to the cache).
+    """
+    if not weights:
+        return list(measures), {}, {}, None
+    from phasescope.reuse import MeasureCache, measure_keys, patterns_key
+
+    request = store.load_request(aid)["request"]
+    keys = measure_keys(request, step, weights)
+    todo = list(measures) if compute is None else [m for m in measures if m in compute]
+    cached = MeasureCache(store.root).read({m: k for m, k in keys.items() if m not in todo})
+    todo += [m for m in measures if m not in todo and m not in cached]  # an entry vanished since submit
+    return todo, cached, keys, patterns_key(request, step, weights)
+
+
 def run_job(
-    aid: str, model: str, step: int, measures: list[str], inputs: dict[str, Any], params: dict[str, Any]
+    aid: str,
+    model: str,
+    step: int,
+    measures: list[str],
+    inputs: dict[str, Any],
+    params: dict[str, Any],
+    weights: str | None = None,
+    compute: list[str] | None = None,
 ) -> dict[str, Any]:
     """Measure one checkpoint and store its table as a part of analysis ``aid``.
 
     Idempotent: a retried job whose part is already stored does not recompute it. The last job of an
     analysis to finish merges the parts into the final result.
 
+    Args:
+        weights: the checkpoint's weights identity recorded at submission; the job fails when the
+            files no longer match it. None (older analyses): not checked, not cached.
+        compute: the measures to compute (None: all); the others come from the reuse cache, and
+            what is computed here is added to it.
+
     Returns:
-        ``{"checkpoint", "rows", "seconds"}`` (kept by RQ as the job's result).
+        ``{"checkpoint", "rows", "seconds", "computed", "reused"}`` (kept by RQ as the job's result).
     """
     from phasescope.analysis import build_batch, measure_checkpoint
     from phasescope.hub import release_checkpoint
     from phasescope.jobs import finalize
     from phasescope.patterns import save_patterns
     from phasescope.schemas import InputSpec, MeasureParams
+    from phasescope.tables import concat_tables
 
     job = get_current_job()
     settings = get_settings()
@@ -103,12 +166,15 @@ def run_job(
     worker = (job.worker_name if job is not None else None) or f"{socket.gethostname()}:{os.getpid()}"
     t0 = time.perf_counter()
     rows = None
+    todo: list[str] = []
+    cached: dict[str, Any] = {}
     try:
         if step not in store.part_steps(aid):
             _stage(job, "loading", worker=worker, pid=os.getpid(), started_at=time.time())
-            loaded = model_cache().get(model, step, settings)
+            todo, cached, keys, pattern_key = _reuse_plan(store, aid, step, measures, weights, compute)
+            loaded, scope = _load_checked(model, step, weights, settings)
             spec = InputSpec(**inputs)
-            key = f"{model}|{spec.model_dump_json()}"
+            key = f"{model}|{scope}|{spec.model_dump_json()}"
             # The prompts do not depend on the weights: build them once per series and inputs.
             batch = _BATCHES.get(key)
             if batch is None:
@@ -116,13 +182,17 @@ def run_job(
                     _BATCHES.clear()
                 batch = _BATCHES[key] = build_batch(loaded, spec)
             _stage(job, "measuring")
-            table = measure_checkpoint(loaded, measures, spec, MeasureParams(**params), batch=batch)
+            table = measure_checkpoint(loaded, todo, spec, MeasureParams(**params), batch=batch)
             save_patterns(store, aid, loaded, batch)  # a small artefact for the dashboard
+            if keys:
+                _keep_for_reuse(store, aid, step, keys, todo, table, pattern_key)
+                table = concat_tables([table, *(cached[m] for m in sorted(cached))])
             rows = len(table)
             seconds = round(time.perf_counter() - t0, 4)
             # The part first, then any report: a Redis outage here must not lose the computation.
             # The table and its record share one file, so they appear together or not at all.
-            record = {"seconds": seconds, "worker": worker, "rows": rows, "finished_at": time.time()}
+            record = {"seconds": seconds, "worker": worker, "rows": rows, "finished_at": time.time(),
+                      "computed": todo, "reused": sorted(cached)}  # fmt: skip
             store.write_part(aid, step, table, record)
             # Measured and stored: a hub revision's files leave the HF cache unless kept (phasescope.hub).
             release_checkpoint(model, step, settings)
@@ -134,4 +204,19 @@ def run_job(
         raise
     _stage(job, "done")
     finalize(store, aid, job.connection if job is not None else None)
-    return {"checkpoint": step, "rows": rows, "seconds": round(time.perf_counter() - t0, 4)}
+    return {
+        "checkpoint": step, "rows": rows, "seconds": round(time.perf_counter() - t0, 4),
+        "computed": todo, "reused": sorted(cached),
+    }  # fmt: skip
+
+
+def _keep_for_reuse(
+    store: ResultStore, aid: str, step: int, keys: dict[str, str], computed: list[str], table: Any, pattern_key: Any
+) -> None:
+    """Add what this job computed (and its pattern artefact) to the reuse cache."""
+    from phasescope.reuse import MeasureCache
+
+    cache = MeasureCache(store.root)
+    cache.write({m: keys[m] for m in computed}, table)
+    patterns = store.root / aid / "patterns"
+    cache.save_patterns(pattern_key, patterns / f"{step:09d}.parquet", patterns / "tokens.json")

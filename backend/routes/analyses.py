@@ -29,17 +29,17 @@ _INDEX = Annotated[int | None, Query(ge=0, le=10**9)]
 def create_analysis(
     body: AnalysisRequest, store: StoreDep, settings: SettingsDep, conn: RedisDep
 ) -> JSONResponse:
-    """Queue an analysis (202), or return it at once when the same request has already finished (200)."""
-    from phasescope.models import list_checkpoints
-    from phasescope.schemas import analysis_id, select_steps
+    """Queue an analysis (202), or return it at once when the same request on the same weights has finished (200)."""
+    from phasescope.identity import resolve_request
 
     # Validate model and checkpoints before needing the queue, so bad input is a 4xx even without Redis.
-    select_steps(body.checkpoints, list_checkpoints(body.model, settings), body.model)
-    aid = analysis_id(body)
+    # The id names the weights too: new weights under the same request are a new analysis.
+    resolved = resolve_request(body, settings)
+    aid = resolved.aid
     if not store.is_finished(aid):
         if conn is None:
             raise ServiceUnavailable("the job queue (Redis) cannot be reached; try again shortly")
-        aid, _ = jobs.submit(body, conn, store, settings)
+        aid, _ = jobs.submit(body, conn, store, settings, resolved=resolved)
     state = jobs.status(store, aid, conn, settings)
     code = 200 if state["status"] == "finished" else 202
     return JSONResponse(state, status_code=code, headers={"Location": state["links"]["self"]})

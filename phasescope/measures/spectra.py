@@ -128,7 +128,9 @@ def qk_ov_singular_values(
     return qk, ov
 
 
-def weight_matrices(weights: Mapping[str, Tensor]) -> dict[str, Float[Tensor, "*layer rows cols"]]:
+def weight_matrices(
+    weights: Mapping[str, Tensor], n_key_value_heads: int | None = None
+) -> dict[str, Float[Tensor, "*layer rows cols"]]:
     """The 2-d matrices whose spectra are reported, one per layer where the weight has a layer axis.
 
     Biases (``b_*``) and tensors with fewer than 2 axes are skipped. Shapes are read as TransformerLens
@@ -137,16 +139,27 @@ def weight_matrices(weights: Mapping[str, Tensor]) -> dict[str, Float[Tensor, "*
     concatenated into one ``[d_model, head·d_head]`` matrix per layer, except ``W_O``
     ``[layer, head, d_head, d_model]`` which becomes ``[head·d_head, d_model]``.
 
+    With grouped-query attention, TransformerLens's ``W_K`` and ``W_V`` repeat each key/value head
+    once per query head of its group (``repeat_interleave``); their matrices keep one copy per
+    key/value head, ``[d_model, n_key_value_heads·d_head]``, the projection the model really has
+    (the copies would add no direction, only scale every singular value by the group size's root).
+
     Args:
         weights: weight tensors by name.
+        n_key_value_heads: key/value heads per layer when fewer than the query heads, else None.
 
     Returns:
         By name, ``[rows, cols]`` or ``[layer, rows, cols]``.
+
+    Raises:
+        ValueError: ``W_K``/``W_V`` heads do not come in identical groups of ``n_heads / n_key_value_heads``.
     """
     out: dict[str, Tensor] = {}
     for name, W in weights.items():
         if name.startswith("b_") or W.ndim < 2:
             continue
+        if W.ndim == 4 and name in ("W_K", "W_V") and n_key_value_heads and W.shape[1] != n_key_value_heads:
+            W = _key_value_heads(name, W, n_key_value_heads)
         if W.ndim in (2, 3):
             out[name] = W
         elif W.ndim == 4:
@@ -160,11 +173,24 @@ def weight_matrices(weights: Mapping[str, Tensor]) -> dict[str, Float[Tensor, "*
     return out
 
 
+def _key_value_heads(name: str, W: Tensor, n_kv: int) -> Tensor:
+    """One copy of each key/value head from TransformerLens's per-query-head ``W_K``/``W_V``."""
+    n_heads = W.shape[1]
+    if n_heads % n_kv:
+        raise ValueError(f"{name}: {n_heads} heads do not split into {n_kv} key/value groups")
+    group = n_heads // n_kv
+    unique = W[:, ::group]  # (L, n_kv, d_model, d_head): the first query head of each group
+    if not torch.equal(unique.repeat_interleave(group, dim=1), W):
+        raise ValueError(f"{name}: heads are not {n_kv} repeated key/value heads")
+    return unique
+
+
 def spectra_table(
     patterns: Float[Tensor, "layer batch head query key"] | None,
     weights: Mapping[str, Tensor],
     checkpoint: int,
     min_tail: int = 10,
+    n_key_value_heads: int | None = None,
 ) -> pd.DataFrame:
     """All spectra of one checkpoint as a tidy table (``measure = "spectra"``).
 
@@ -173,6 +199,9 @@ def spectra_table(
         weights: weights by TransformerLens name (``W_Q`` ... ``W_U``), see :func:`weight_matrices`.
         checkpoint: training step of the checkpoint.
         min_tail: the fewest tail points of a power-law fit (:func:`power_law_fit`).
+        n_key_value_heads: grouped-query attention's key/value heads per layer (None: one per query
+            head). ``qk_sigma``/``ov_sigma`` stay per query head, each with its group's shared
+            ``W_K``/``W_V``; the ``W_K``/``W_V`` ESDs count each key/value head once.
 
     Returns:
         A tidy table (:mod:`phasescope.tables`) with quantities
@@ -203,7 +232,7 @@ def spectra_table(
         for quantity, values in (("qk_sigma", qk), ("ov_sigma", ov)):
             tables.append(tidy(MEASURE, quantity, values, ("layer", "head", "index"), checkpoint=checkpoint))
 
-    matrices = weight_matrices(weights)
+    matrices = weight_matrices(weights, n_key_value_heads)
     esds: dict[str, Tensor] = {}
     for name, W in matrices.items():
         # Tied embeddings (GPT-2, most small models): W_U is W_Eᵀ, whose ESD is the same. On GPT-2 small

@@ -1,0 +1,251 @@
+"""The weights are part of an analysis's identity, and measured work is reused, not redone.
+
+Real API, real Redis, a real RQ worker process, and a tiny series written in the test. Jobs are
+counted in RQ's own registries and in the record each part carries (which measures it computed).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import redis
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry, FinishedJobRegistry
+
+from phasescope.client import Client
+from phasescope.store import ResultStore
+from tests.integration.service import http, make_tiny_series
+
+MEASURES = ["entropy", "heads"]
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    keys = [c for c in frame.columns if c != "value"]
+    frame = frame.copy()
+    frame["value"] = frame["value"].astype("float32")
+    return frame.sort_values(keys, na_position="first").reset_index(drop=True)[sorted(frame.columns)]
+
+
+def _local(model: str, steps: list[int], measures: list[str]) -> pd.DataFrame:
+    """A from-scratch run in this process (``phasescope analyze``), for the same request."""
+    from phasescope.analysis import run_local
+    from phasescope.schemas import InputSpec, MeasureParams
+
+    table, _ = run_local(model, steps, measures, InputSpec(), MeasureParams())
+    return table
+
+
+def _rewrite_step(series: Path, step: int) -> None:
+    """Replace one step's weights by different values (same names, shapes and dtypes: same header)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from phasescope.checkpoints import checkpoint_filename, write_series_checkpoint
+
+    state = load_file(str(series / checkpoint_filename(step)))
+    torch.manual_seed(123)
+    changed = {k: v + 0.3 * torch.randn_like(v) if ".W_" in k else v for k, v in state.items()}
+    write_series_checkpoint(series, step, changed)
+
+
+def _finished_jobs(url: str) -> dict[str, dict]:
+    """Every job that finished on the queue: id -> its result (checkpoint, computed, reused)."""
+    conn = redis.Redis.from_url(url)
+    try:
+        registry = FinishedJobRegistry(queue=Queue("phasescope", connection=conn))
+        return {jid: Job.fetch(jid, connection=conn).return_value() for jid in registry.get_job_ids()}
+    finally:
+        conn.close()
+
+
+def _queued(url: str) -> int:
+    conn = redis.Redis.from_url(url)
+    try:
+        return int(conn.llen("rq:queue:phasescope"))
+    finally:
+        conn.close()
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:
+    r = http.post(f"{url}/api/v1/analyses", json=body)
+    assert r.status_code in (200, 202), r.text
+    return r.status_code, r.json()
+
+
+# --- without services: identities and what the cache keys on --------------------------------------
+
+
+def test_identity_follows_the_files_and_refuses_links_out_of_the_roots(data_dir, tmp_path):
+    from phasescope.errors import PathNotAllowed
+    from phasescope.identity import weights_identity
+
+    series = data_dir / "models" / "tiny"
+    steps = make_tiny_series(series, 2)
+    first = weights_identity("tiny", steps)
+    assert first == weights_identity("tiny", steps) and first[0] != first[10]
+    # Same size and the same safetensors header (only values differ): the identity still changes.
+    size = (series / "step_000010.safetensors").stat().st_size
+    _rewrite_step(series, 10)
+    assert (series / "step_000010.safetensors").stat().st_size == size
+    second = weights_identity("tiny", steps)
+    assert second[0] == first[0] and second[10] != first[10]
+
+    outside = tmp_path / "elsewhere.safetensors"
+    outside.write_bytes((series / "step_000000.safetensors").read_bytes())
+    (series / "step_000000.safetensors").unlink()
+    os.symlink(outside, series / "step_000000.safetensors")
+    with pytest.raises(PathNotAllowed) as err:
+        weights_identity("tiny", steps)
+    assert str(tmp_path) not in err.value.message  # names the file, not the server's directories
+
+
+def test_every_measure_parameter_belongs_to_a_measure():
+    from phasescope.reuse import MEASURE_PARAMS
+    from phasescope.schemas import MEASURE_NAMES, MeasureParams
+
+    assert set(MEASURE_PARAMS) == set(MEASURE_NAMES)
+    named = {p for params in MEASURE_PARAMS.values() for p in params}
+    assert named == set(MeasureParams.model_fields)
+
+
+# --- through the service --------------------------------------------------------------------------
+
+
+def test_new_weights_give_a_new_analysis_and_the_old_one_stays(
+    start_stack, redis_server, tiny_model, data_dir
+):
+    model, steps = tiny_model
+    series = data_dir / "models" / "tiny"
+    stack = start_stack(workers=1)
+    store = ResultStore(data_dir / "results")
+    body = {"model": model, "checkpoints": steps[:2], "measures": MEASURES}
+    with Client(stack.url) as api:
+        old = api.wait(api.submit(**body)["id"], timeout=180, poll=0.2, progress=False)
+        assert old["status"] == "finished", stack.logs()
+        assert set(old["weights"]) == {str(s) for s in steps[:2]}
+        old_table = api.results(old["id"])
+
+        # Unchanged weights: the same id, finished at once, no job.
+        jobs_before = _finished_jobs(redis_server.url)
+        code, same = _post(stack.url, body)
+        assert (code, same["id"], same["status"]) == (200, old["id"], "finished")
+        assert _finished_jobs(redis_server.url) == jobs_before and _queued(redis_server.url) == 0
+
+        # One step's file rewritten under the same request: a new id and new results.
+        _rewrite_step(series, steps[1])
+        code, new = _post(stack.url, body)
+        assert new["id"] != old["id"]
+        assert new["weights"][str(steps[0])] == old["weights"][str(steps[0])]
+        assert new["weights"][str(steps[1])] != old["weights"][str(steps[1])]
+        assert api.wait(new["id"], timeout=180, poll=0.2, progress=False)["status"] == "finished", (
+            stack.logs()
+        )
+        new_table = api.results(new["id"])
+        # The rewritten step matches its new weights (the worker had the old ones in memory).
+        at = new_table[new_table["checkpoint"] == steps[1]]
+        pd.testing.assert_frame_equal(
+            _sorted(at), _sorted(_local(model, [steps[1]], MEASURES)), check_dtype=False
+        )
+        before = old_table[old_table["checkpoint"] == steps[1]]
+        assert not _sorted(before)["value"].equals(_sorted(at)["value"])
+        # The unchanged step came from the reuse cache, not from a job.
+        records = store.part_meta(new["id"])
+        assert records[steps[0]]["computed"] == [] and records[steps[1]]["computed"] == MEASURES
+
+        # The old analysis is still stored, under its old id, with its old numbers.
+        assert store.is_finished(old["id"]) and api.status(old["id"])["status"] == "finished"
+        pd.testing.assert_frame_equal(_sorted(api.results(old["id"])), _sorted(old_table))
+
+        # A zoo series retrained in place: its manifest changes, so every step is new.
+        from phasescope.checkpoints import read_manifest, write_manifest
+
+        zoo_dir = data_dir / "zoo" / "induction-2l"
+        make_tiny_series(zoo_dir, 2)
+        zbody = {"model": "zoo:induction-2l", "checkpoints": "all", "measures": ["entropy"]}
+        zold = api.wait(api.submit(**zbody)["id"], timeout=180, poll=0.2, progress=False)
+        assert zold["status"] == "finished", stack.logs()
+        manifest = read_manifest(zoo_dir)
+        write_manifest(zoo_dir, manifest.model_copy(update={"seed": 1, "training": {"retrained": True}}))
+        code, znew = _post(stack.url, zbody)
+        assert code == 202 and znew["id"] != zold["id"]
+        assert all(znew["weights"][k] != zold["weights"][k] for k in zold["weights"])
+        assert api.wait(znew["id"], timeout=180, poll=0.2, progress=False)["status"] == "finished"
+        assert {s: r["computed"] for s, r in store.part_meta(znew["id"]).items()} == {
+            0: ["entropy"],
+            10: ["entropy"],
+        }
+        assert store.is_finished(zold["id"])
+
+
+def test_more_measures_and_checkpoints_compute_only_what_is_missing(
+    start_stack, redis_server, tiny_model, data_dir
+):
+    model, steps = tiny_model
+    a, b = steps[:2], steps[2:3]
+    stack = start_stack(workers=1)
+    store = ResultStore(data_dir / "results")
+    with Client(stack.url) as api:
+        first = api.wait(api.submit(model, checkpoints=a, measures=["entropy"])["id"], 180, 0.2, False)
+        second = api.wait(api.submit(model, checkpoints=a + b, measures=MEASURES)["id"], 180, 0.2, False)
+        assert first["status"] == second["status"] == "finished", stack.logs()
+        table = api.results(second["id"])
+
+        jobs = _finished_jobs(redis_server.url)
+        ran = sorted(
+            (jid.rsplit("-", 1)[0], r["checkpoint"], tuple(r["computed"])) for jid, r in jobs.items()
+        )
+        expected = [(first["id"], s, ("entropy",)) for s in a]
+        expected += [(second["id"], s, ("heads",)) for s in a] + [(second["id"], b[0], ("entropy", "heads"))]
+        assert ran == sorted(expected)
+        records = store.part_meta(second["id"])
+        assert [records[s]["reused"] for s in a] == [["entropy"], ["entropy"]] and records[b[0]][
+            "reused"
+        ] == []
+
+        # What was put together equals a from-scratch run of the whole request.
+        pd.testing.assert_frame_equal(
+            _sorted(table), _sorted(_local(model, a + b, MEASURES)), check_dtype=False
+        )
+
+        # Everything asked for is cached now: finished at once, no job, and the patterns are there too.
+        code, third = _post(stack.url, {"model": model, "checkpoints": b, "measures": ["heads"]})
+        assert (code, third["status"]) == (200, "finished") and third["id"] not in (first["id"], second["id"])
+        assert _finished_jobs(redis_server.url) == jobs and _queued(redis_server.url) == 0
+        heads = table[(table["measure"] == "heads") & (table["checkpoint"] == b[0])]
+        pd.testing.assert_frame_equal(_sorted(api.results(third["id"])), _sorted(heads))
+        index = http.get(f"{stack.url}/api/v1/analyses/{third['id']}/patterns").json()
+        assert index["checkpoints"] == b
+        # The cache folder beside the analyses is not an analysis.
+        assert api.list_analyses()["total"] == 3
+
+
+def test_weights_changed_after_submission_fail_the_job(start_stack, redis_server, tiny_model, data_dir):
+    model, steps = tiny_model
+    stack = start_stack(workers=0)  # nothing runs until the file has changed
+    store = ResultStore(data_dir / "results")
+    body = {"model": model, "checkpoints": [steps[1]], "measures": ["entropy"]}
+    with Client(stack.url) as api:
+        aid = api.submit(**body)["id"]
+        _rewrite_step(data_dir / "models" / "tiny", steps[1])
+        stack.add_worker()
+        final = api.wait(aid, timeout=180, poll=0.2, progress=False)
+        assert final["status"] == "failed", stack.logs()
+        error = final["errors"][0]["error"]
+        assert f"step {steps[1]} changed after this analysis was submitted" in error
+        assert "submit the request again" in error
+        assert store.part_steps(aid) == []
+        assert not list((data_dir / "results" / "_cache").rglob("*.parquet"))  # nothing cached either
+        conn = redis.Redis.from_url(redis_server.url)
+        assert FailedJobRegistry(queue=Queue("phasescope", connection=conn)).get_job_ids() == [
+            f"{aid}-{steps[1]}"
+        ]
+        conn.close()
+
+        # Submitting again names the new weights: a new analysis, which runs.
+        again = api.submit(**body)
+        assert again["id"] != aid
+        assert api.wait(again["id"], timeout=180, poll=0.2, progress=False)["status"] == "finished"
