@@ -11,12 +11,12 @@ install:
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP_INSTALL) -e ".[test]"
 
-# Debian packages the tests need: a real redis-server for the external-Redis tests and a real
-# headless browser for the dashboard tests.
+# Debian packages the tests need: a real redis-server for the external-Redis tests, a real
+# headless browser for the dashboard tests, strace to see that store writes are flushed (fsync).
 system-deps:
-	@if ! command -v redis-server >/dev/null || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v docker-compose >/dev/null; then \
+	@if ! command -v redis-server >/dev/null || ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v docker-compose >/dev/null || ! command -v strace >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-			redis-server chromium chromium-driver docker-compose >/dev/null; \
+			redis-server chromium chromium-driver docker-compose strace >/dev/null; \
 	fi
 
 test: install system-deps
