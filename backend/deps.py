@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Annotated
 
@@ -23,6 +24,9 @@ __all__ = [
     "optional_redis",
     "require_token",
 ]
+
+
+log = logging.getLogger("phasescope.api")
 
 
 class Unauthorized(PhasescopeError):
@@ -49,7 +53,9 @@ def get_redis(request: Request) -> redis.Redis:
         except PhasescopeError:
             raise
         except Exception as exc:
-            raise ServiceUnavailable(f"the job queue (Redis) cannot be reached: {exc}") from exc
+            # The reason names hosts or the embedded server's socket path: the log gets it, not the caller.
+            log.warning("Redis cannot be reached: %s", exc)
+            raise ServiceUnavailable("the job queue (Redis) cannot be reached; try again shortly") from exc
     return conn
 
 

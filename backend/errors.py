@@ -1,8 +1,16 @@
-"""Every error becomes JSON ``{error, detail, field}`` that says what to change; bad input is never a 500."""
+"""Every error becomes JSON ``{error, detail, field}`` that says what to change; bad input is never a 500.
+
+What the server knows and the caller need not is logged, not sent: a 500 says only that it happened and
+gives a ``request_id`` to find the traceback in the log; the server's own directories in a message
+(model roots, the data directory) are replaced by their names (``<data_dir>/models``,
+``PHASESCOPE_MODEL_ROOTS[0]``); a Redis failure says that the queue failed, not how.
+"""
 
 from __future__ import annotations
 
 import logging
+import uuid
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -11,9 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from phasescope.errors import PhasescopeError
+from backend.security import ContentSecurityPolicy, security_headers
+from phasescope.config import Settings
+from phasescope.errors import PathNotAllowed, PhasescopeError
 
-__all__ = ["install_error_handlers", "validation_body"]
+__all__ = ["install_error_handlers", "public_message", "validation_body"]
 
 log = logging.getLogger("phasescope.api")
 
@@ -50,11 +60,57 @@ def validation_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
     return {"error": "invalid_request", "detail": detail, "field": first["field"], "errors": items[:20]}
 
 
+def _server_paths(settings: Settings) -> list[tuple[str, str]]:
+    """The server's directories a message may name, each with what to say instead, longest first."""
+    named: dict[str, str] = {}
+    extra = [Path(r).expanduser() for r in settings.model_roots]
+    for i, root in enumerate(extra):
+        named[str(root)] = named[str(root.resolve())] = f"PHASESCOPE_MODEL_ROOTS[{i}]"
+    for sub in ("zoo", "models", "results", "redis"):
+        path = settings.data_dir / sub
+        named.setdefault(str(path), f"<data_dir>/{sub}")
+        named.setdefault(str(path.resolve()), f"<data_dir>/{sub}")
+    named.setdefault(str(settings.data_dir), "<data_dir>")
+    named.setdefault(str(settings.data_dir.resolve()), "<data_dir>")
+    return sorted(((p, n) for p, n in named.items() if p not in ("", "/")), key=lambda pn: -len(pn[0]))
+
+
+def public_message(message: str, settings: Settings) -> str:
+    """``message`` with the server's directories replaced by their names (see the module docstring)."""
+    for path, name in _server_paths(settings):
+        message = message.replace(path, name)
+    return message
+
+
+def _csp(request: Request) -> ContentSecurityPolicy:
+    return getattr(request.app.state, "csp", None) or ContentSecurityPolicy()
+
+
+def _request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PhasescopeError)
     async def _phasescope(request: Request, exc: PhasescopeError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+        body = exc.to_dict()
+        if "retry_after_s" in exc.context:  # a rate limit or a full queue: say when to come back
+            body["retry_after_s"] = int(exc.context["retry_after_s"])
+            headers = {**(headers or {}), "Retry-After": str(body["retry_after_s"])}
+        settings = request.app.state.settings
+        detail = public_message(str(body.get("detail", "")), settings)
+        if isinstance(exc, PathNotAllowed):
+            # Which roots exist is the operator's business: log them, tell the caller where to look.
+            log.warning("refused %s %s: %s", request.method, request.url.path, exc.message)
+            detail = (
+                "the model path is outside the configured model roots: use a path under <data_dir>/models "
+                "or <data_dir>/zoo, or ask the operator to add its directory to PHASESCOPE_MODEL_ROOTS"
+            )
+        elif detail != body.get("detail"):
+            log.info("%s %s: %s", request.method, request.url.path, exc.message)
+        body["detail"] = detail
+        return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -68,18 +124,29 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(redis.RedisError)
     async def _redis(request: Request, exc: redis.RedisError) -> JSONResponse:
+        rid = _request_id()
+        log.error("request %s: %s %s: Redis failed: %s", rid, request.method, request.url.path, exc)
         body = {
             "error": "service_unavailable",
-            "detail": f"the job queue (Redis) failed: {exc}",
+            "detail": f"the job queue (Redis) failed; try again shortly (request id {rid} in the server's log)",
             "field": None,
+            "request_id": rid,
         }
         return JSONResponse(body, status_code=503)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        body = {"error": "internal_error", "detail": f"{type(exc).__name__}: {exc}", "field": None}
-        return JSONResponse(body, status_code=500)
+        rid = _request_id()
+        log.exception("request %s: unhandled error on %s %s", rid, request.method, request.url.path)
+        body = {
+            "error": "internal_error",
+            "detail": f"the server failed on this request; its log has the details under request id {rid}",
+            "field": None,
+            "request_id": rid,
+        }
+        # Starlette sends this answer from outside every middleware, so it adds the headers itself.
+        headers = {k.decode(): v.decode() for k, v in security_headers(_csp(request), request.url.path)}
+        return JSONResponse(body, status_code=500, headers={**headers, "X-Request-ID": rid})
 
     @app.exception_handler(OSError)
     async def _os_error(request: Request, exc: OSError) -> JSONResponse:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from backend.errors import install_error_handlers
 from backend.routes import analyses, health, models, patterns
+from backend.security import ContentSecurityPolicy, SecurityMiddleware
 from phasescope import __version__
 from phasescope.config import Settings, get_settings
 from phasescope.store import ResultStore
@@ -51,6 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = ResultStore(settings.store_dir)
     app.state.redis = None
     install_error_handlers(app)
+    # Outermost of our middleware: headers on every answer (errors too), bodies bounded before any route.
+    # The dashboard (frontend.server) adds its inline script's hash to app.state.csp.
+    app.state.csp = ContentSecurityPolicy()
+    app.add_middleware(SecurityMiddleware, max_body_bytes=settings.max_body_bytes, csp=app.state.csp)
     for module in (analyses, models, health, patterns):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

@@ -27,7 +27,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["ContentSecurityPolicy", "SecurityMiddleware", "too_large_body"]
+__all__ = ["ContentSecurityPolicy", "SecurityMiddleware", "security_headers", "too_large_body"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -89,6 +89,14 @@ class _BodyTooLarge(Exception):
     """Raised into the app when a body without Content-Length grows over the limit."""
 
 
+def security_headers(csp: ContentSecurityPolicy, path: str) -> list[tuple[bytes, bytes]]:
+    """The headers every response to ``path`` carries (the 500 handler adds them itself: Starlette
+    sends its answer from outside every middleware)."""
+    docs = path.rstrip("/") in _DOCS_PATHS or path.startswith("/docs/")
+    policy = _DOCS_POLICY if docs else csp.header()
+    return [(b"content-security-policy", policy.encode()), *_STATIC_HEADERS]
+
+
 class SecurityMiddleware:
     """Adds the security headers to every HTTP response and enforces the body limit.
 
@@ -103,16 +111,11 @@ class SecurityMiddleware:
         self.max_body_bytes = max_body_bytes
         self.csp = csp
 
-    def _headers(self, path: str) -> list[tuple[bytes, bytes]]:
-        docs = path.rstrip("/") in _DOCS_PATHS or path.startswith("/docs/")
-        policy = _DOCS_POLICY if docs else self.csp.header()
-        return [(b"content-security-policy", policy.encode()), *_STATIC_HEADERS]
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = self._headers(scope.get("path", ""))
+        extra = security_headers(self.csp, scope.get("path", ""))
         limit = self.max_body_bytes
         declared = _content_length(scope)
         if declared is not None and declared > limit:

@@ -1,7 +1,8 @@
 """The Dash app: a navigation bar over the registered pages (``frontend/pages/``).
 
 ``create_dash_app`` builds it once per process (Dash pages register into a process-wide registry);
-``frontend.server`` mounts its Flask server in FastAPI so one URL serves the API and the dashboard.
+``frontend.server`` mounts its Flask server in FastAPI so one URL serves the API and the dashboard,
+and points ``frontend.client`` at the API.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from pathlib import Path
 
 import dash
 from dash import dcc, html
-
-from frontend import client
 
 __all__ = ["create_dash_app"]
 
@@ -43,15 +42,9 @@ def _warm_up() -> None:
     figures.pattern_figure([[1.0, 0.0], [0.5, 0.5]], ["a", "b"], "warm-up").to_plotly_json()
 
 
-def create_dash_app(api_url: str | None = None, token: str | None = None) -> dash.Dash:
-    """The dashboard (built once per process; later calls only reconfigure the API it talks to).
-
-    Args:
-        api_url: the API's base URL; None = the server that serves the page (the combined app).
-        token: the API write token, sent when submitting analyses.
-    """
+def create_dash_app() -> dash.Dash:
+    """The dashboard (built once per process). ``frontend.server`` points it at the API."""
     global _APP
-    client.configure(api_url, token)
     if _APP is None:
         here = Path(__file__).parent
         app = dash.Dash(
@@ -63,7 +56,10 @@ def create_dash_app(api_url: str | None = None, token: str | None = None) -> das
             title="phasescope",
             update_title=None,
         )
-        app.layout = html.Div([_navbar(), html.Main(dash.page_container, className="page")])
+        # The user's API token for writes, kept in this browser tab's sessionStorage (pages/new.py): the
+        # server never holds one, so a request without it cannot write.
+        token = dcc.Store(id="auth-token", storage_type="session")
+        app.layout = html.Div([_navbar(), token, html.Main(dash.page_container, className="page")])
         _APP = app
         _warm_up()
     return _APP

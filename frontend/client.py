@@ -1,4 +1,12 @@
-"""How the dashboard reaches the API: ``phasescope.client.Client`` over HTTP, plus a server-side cache.
+"""How the dashboard reaches the API: one ``phasescope.client.Client``, plus a server-side cache.
+
+The API is the one in this process (an in-process transport: no socket, no address to get wrong), or
+the one at ``Settings.dashboard_api_url``. It is never derived from a request (its ``Host`` header is
+the caller's to choose), and there is one client for the process, whoever asks.
+
+The dashboard holds no credential. Reads go without one (they are open); a write carries the token the
+user typed into the page, kept in their browser session, as the ``Authorization`` header of that one
+call (:meth:`DashboardClient.submit_as`).
 
 The dashboard never reads the store itself. A finished analysis is immutable (its id hashes the
 request), so the slices it asks for are cached here by ``(api, id, measure, quantity, checkpoint)``;
@@ -7,25 +15,72 @@ running analyses are always fetched fresh. Each figure asks for the slice it sho
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
 from typing import Any
 
+import httpx
 import pandas as pd
 
 from phasescope.client import ApiError, Client
 
-__all__ = ["ApiError", "DashboardClient", "api", "api_base", "configure", "slice_table", "status"]
+__all__ = [
+    "ApiError",
+    "DashboardClient",
+    "IN_PROCESS",
+    "InProcessTransport",
+    "api",
+    "api_base",
+    "configure",
+    "slice_table",
+    "status",
+]
 
-_CONFIG: dict[str, Any] = {"api_url": None, "token": None}
-_CLIENTS: dict[str, DashboardClient] = {}
+# The in-process API's base URL: a name, not an address (nothing resolves or connects to it).
+IN_PROCESS = "http://phasescope.in-process"
+_TIMEOUT_S = 120.0
+_STATE: dict[str, Any] = {"base": IN_PROCESS, "client": None}
 _CACHE: OrderedDict[tuple[Any, ...], pd.DataFrame] = OrderedDict()
 _CACHE_MAX_ROWS = 20_000_000
 _LOCK = threading.Lock()
 
 
+class InProcessTransport(httpx.BaseTransport):
+    """A synchronous httpx transport into an ASGI app served by this process.
+
+    Dash callbacks run in a2wsgi's worker threads; the API runs on the server's event loop. Each request
+    is scheduled on that loop (``loop`` is set by :func:`frontend.server.create_combined_app` from the
+    first dashboard request) and waited for. With no server loop (a script, a test), it runs on a
+    private one.
+
+    Args:
+        app: the ASGI app (the API, with everything it is wrapped in).
+        timeout: seconds to wait for one answer.
+    """
+
+    def __init__(self, app: Any, timeout: float = _TIMEOUT_S) -> None:
+        self._asgi = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.timeout = timeout
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        async def call() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+            response = await self._asgi.handle_async_request(request)
+            body = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
+            return response.status_code, response.headers.raw, body
+
+        loop = self.loop
+        if loop is not None and loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(call(), loop)
+            code, headers, body = future.result(self.timeout)
+        else:
+            code, headers, body = asyncio.run(call())
+        return httpx.Response(code, headers=headers, content=body, request=request)
+
+
 class DashboardClient(Client):
-    """The notebook client plus the endpoint only the dashboard needs (attention patterns)."""
+    """The notebook client plus what only the dashboard needs: patterns, and writes as the user."""
 
     def patterns(
         self, aid: str, checkpoint: int | None = None, layer: int = 0, head: int = 0, prompt: int = 0
@@ -36,31 +91,55 @@ class DashboardClient(Client):
             params["checkpoint"] = checkpoint
         return self._call("GET", f"/analyses/{aid}/patterns", params=params).json()
 
+    def submit_as(
+        self,
+        token: str | None,
+        model: str,
+        checkpoints: Any = "all",
+        measures: list[str] | None = None,
+        inputs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """POST an analysis with the user's token (None: without one; the API decides)."""
+        body: dict[str, Any] = {"model": model, "checkpoints": checkpoints}
+        if measures is not None:
+            body["measures"] = measures
+        if inputs is not None:
+            body["inputs"] = inputs
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return self._call("POST", "/analyses", json=body, headers=headers).json()
 
-def configure(api_url: str | None = None, token: str | None = None) -> None:
-    """Set the API the dashboard talks to (None: the server that serves the page)."""
-    _CONFIG["api_url"] = api_url.rstrip("/") if api_url else None
-    _CONFIG["token"] = token
+
+def configure(api_url: str | None = None, transport: InProcessTransport | None = None) -> DashboardClient:
+    """Point the dashboard at the API at ``api_url``, else at the one ``transport`` reaches in process.
+
+    Called once when the server is built; replaces (and closes) the previous client.
+    """
+    if api_url:
+        base, transport = api_url.rstrip("/"), None
+    elif transport is not None:
+        base = IN_PROCESS
+    else:
+        raise ValueError("the dashboard needs the API: an api_url, or a transport to the app beside it")
+    new = DashboardClient(base, timeout=_TIMEOUT_S, transport=transport)
+    with _LOCK:
+        old = _STATE["client"]
+        _STATE.update(base=base, client=new)
+        _CACHE.clear()
+    if old is not None:
+        old.close()
+    return new
 
 
 def api_base() -> str:
-    """The API's base URL: the configured one, else this request's own host (the combined server)."""
-    if _CONFIG["api_url"]:
-        return str(_CONFIG["api_url"])
-    import flask
-
-    if flask.has_request_context():
-        return flask.request.host_url.rstrip("/")
-    return "http://127.0.0.1:8000"
+    """The API's base URL (``http://phasescope.in-process`` for the API in this process)."""
+    return str(_STATE["base"])
 
 
 def api() -> DashboardClient:
-    """A client for :func:`api_base`, one per base URL (httpx clients are thread-safe)."""
-    base = api_base()
-    with _LOCK:
-        client = _CLIENTS.get(base)
-        if client is None:
-            client = _CLIENTS[base] = DashboardClient(base, token=_CONFIG["token"], timeout=120)
+    """The dashboard's one client (httpx clients are thread-safe)."""
+    client = _STATE["client"]
+    if client is None:
+        raise RuntimeError("the dashboard's API is not configured: build it with frontend.server")
     return client
 
 

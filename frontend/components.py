@@ -18,7 +18,7 @@ GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"scale": 2}}
 
 def csv_href(aid: str, **filters: Any) -> str:
     """The API URL of a slice of the tidy table as CSV (same origin unless the API runs elsewhere)."""
-    root = client._CONFIG["api_url"] or ""
+    root = "" if client.api_base() == client.IN_PROCESS else client.api_base()
     params = {k: v for k, v in filters.items() if v is not None and v != "all"}
     return f"{root}/api/v1/analyses/{aid}/results?{urlencode({**params, 'format': 'csv'})}"
 

@@ -1,13 +1,14 @@
 """One server for both: the FastAPI app (``/api/v1``, ``/docs``) with the Dash dashboard mounted at ``/``.
 
-``phasescope api`` serves :func:`create_combined_app`. The dashboard calls the API over HTTP through
-``phasescope.client``; by default at the URL the browser used (the same server), or at
-``PHASESCOPE_DASHBOARD_API_URL`` when the API runs elsewhere (:func:`serve_dashboard`, its own port).
+``phasescope api`` serves :func:`create_combined_app`. The dashboard calls the API in the same process
+(``frontend.client.InProcessTransport``), or at ``Settings.dashboard_api_url`` when that is set
+(:func:`serve_dashboard` runs the dashboard alone, on its own port, against such an API). The address
+is never taken from a request, and the dashboard holds no token: writes carry the user's own.
 """
 
 from __future__ import annotations
 
-import os
+import asyncio
 from typing import Any
 
 from a2wsgi import WSGIMiddleware
@@ -19,11 +20,34 @@ from phasescope.config import Settings, get_settings
 __all__ = ["create_combined_app", "create_dashboard_asgi", "serve_dashboard"]
 
 
-def create_dashboard_asgi(api_url: str | None = None, token: str | None = None) -> Any:
-    """The Dash app's Flask server as an ASGI app (a2wsgi runs it in a thread pool)."""
+class _DashboardMount:
+    """The Dash app's Flask server as an ASGI app (a2wsgi runs it in a thread pool).
+
+    It tells the in-process transport which event loop serves requests, so that the Dash callbacks
+    (in a2wsgi's threads) can call the API on it.
+    """
+
+    def __init__(self, dash_app: Any, transport: Any = None) -> None:
+        self.wsgi = WSGIMiddleware(dash_app.server, workers=16)
+        self.transport = transport
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.transport is not None and self.transport.loop is None:
+            self.transport.loop = asyncio.get_running_loop()
+        await self.wsgi(scope, receive, send)
+
+
+def create_dashboard_asgi(api_url: str | None = None, app: Any = None) -> Any:
+    """The dashboard as an ASGI app, calling the API at ``api_url``, else ``app`` in this process."""
+    from frontend import client
     from frontend.app import create_dash_app
 
-    return WSGIMiddleware(create_dash_app(api_url, token).server, workers=16)
+    if not api_url and app is None:
+        raise ValueError("the dashboard needs the API: an api_url, or the app to run beside")
+    dash_app = create_dash_app()
+    transport = None if api_url else client.InProcessTransport(app)
+    client.configure(api_url=api_url, transport=transport)
+    return _DashboardMount(dash_app, transport)
 
 
 def create_combined_app(settings: Settings | None = None, api_url: str | None = None) -> FastAPI:
@@ -31,8 +55,8 @@ def create_combined_app(settings: Settings | None = None, api_url: str | None = 
 
     Args:
         settings: the API's settings (default: the process's).
-        api_url: where the dashboard reaches the API (default ``PHASESCOPE_DASHBOARD_API_URL``, else the
-            server's own URL as the browser saw it).
+        api_url: where the dashboard reaches the API (default ``Settings.dashboard_api_url``, else this
+            app, in process).
     """
     from backend.main import API_PREFIX, create_app
 
@@ -45,8 +69,11 @@ def create_combined_app(settings: Settings | None = None, api_url: str | None = 
         body = {"error": "not_found", "detail": f"no API endpoint {request.method} {request.url.path}", "field": None}
         return JSONResponse(body, status_code=404)
 
-    url = api_url or os.environ.get("PHASESCOPE_DASHBOARD_API_URL") or None
-    app.mount("/", create_dashboard_asgi(url, settings.api_token))
+    mount = create_dashboard_asgi(api_url or settings.dashboard_api_url, app=app)
+    from frontend.app import create_dash_app
+
+    app.state.csp.allow_scripts(create_dash_app().csp_hashes())
+    app.mount("/", mount)
     return app
 
 
@@ -54,4 +81,10 @@ def serve_dashboard(api_url: str, host: str = "127.0.0.1", port: int = 8050, log
     """Serve the dashboard alone on its own port, talking to the API at ``api_url``."""
     import uvicorn
 
-    uvicorn.run(create_dashboard_asgi(api_url, get_settings().api_token), host=host, port=port, log_level=log_level)
+    from backend.security import ContentSecurityPolicy, SecurityMiddleware
+    from frontend.app import create_dash_app
+
+    settings = get_settings()
+    csp = ContentSecurityPolicy(list(create_dash_app().csp_hashes()))
+    app = SecurityMiddleware(create_dashboard_asgi(api_url), settings.max_body_bytes, csp)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

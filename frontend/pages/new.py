@@ -60,6 +60,12 @@ def layout(model: str | None = None, **_: Any) -> html.Div:
             ])),
             *_field("Texts (optional)", dcc.Textarea(id="new-texts", placeholder="One text per paragraph (blank line "
                                                      "between); empty = the built-in set, or the zoo task's own data.")),
+            *_field("API token", html.Div([
+                dcc.Input(id="new-token", type="password", autoComplete="off", debounce=False,
+                          placeholder="needed when the service has one", style={"width": "320px"}),
+                html.Span(" kept in this browser tab until it closes; sent only with 'Run analysis'",
+                          className="muted"),
+            ])),
             html.Div(), html.Div([html.Button("Run analysis", id="new-submit"), html.Span(id="new-summary", className="muted")]),
         ]),
         html.Div(id="new-error"),
@@ -107,14 +113,31 @@ def _describe(model: str | None, rng: list[int], spacing: str, count: int | None
     return f"{len(picked)} checkpoints: steps {picked[0]} … {picked[-1]}" if picked else "no checkpoints"
 
 
+@dash.callback(Output("new-token", "value"), Input("auth-token", "data"))
+def _restore_token(stored: str | None) -> str:
+    """The token this browser tab last submitted with, back in its field."""
+    return stored or ""
+
+
+def _auth_message(token: str | None) -> str:
+    if not token:
+        return ("This service needs an API token to start an analysis: enter it in the field 'API token' "
+                "(the PHASESCOPE_API_TOKEN the service was started with). Nothing was submitted.")
+    return "The API did not accept this token: check the field 'API token'. Nothing was submitted."
+
+
 @dash.callback(Output("new-aid", "data"), Output("new-error", "children"), Output("new-poll", "disabled"),
+               Output("auth-token", "data"),
                Input("new-submit", "n_clicks"),
                State("new-model", "value"), State("new-range", "value"), State("new-spacing", "value"),
                State("new-count", "value"), State("new-measures", "value"), State("new-n-prompts", "value"),
                State("new-seq-len", "value"), State("new-seed", "value"), State("new-texts", "value"),
-               prevent_initial_call=True)  # fmt: skip
+               State("new-token", "value"), prevent_initial_call=True)  # fmt: skip
 def _submit(_: int, model: str, rng: list[int], spacing: str, count: int | None, measures: list[str],
-            n_prompts: int | None, seq_len: int | None, seed: int | None, texts: str | None) -> tuple[Any, ...]:  # fmt: skip
+            n_prompts: int | None, seq_len: int | None, seed: int | None, texts: str | None,
+            token: str | None) -> tuple[Any, ...]:  # fmt: skip
+    """Submit as the user: their token (from the form) is the only credential the API call carries."""
+    token = (token or "").strip() or None
     inputs: dict[str, Any] = {"seed": int(seed or 0)}
     if n_prompts:
         inputs["n_prompts"] = int(n_prompts)
@@ -124,13 +147,15 @@ def _submit(_: int, model: str, rng: list[int], spacing: str, count: int | None,
         inputs["texts"] = [p.strip() for p in texts.split("\n\n") if p.strip()]
     try:
         checkpoints, _ = _selection(model, rng[0], rng[1], spacing, count)
-        state = client.api().submit(model, checkpoints=checkpoints, measures=measures, inputs=inputs)
+        state = client.api().submit_as(token, model, checkpoints=checkpoints, measures=measures, inputs=inputs)
     except client.ApiError as exc:  # shown as the API words it, with the field it names
+        if exc.status_code == 401:  # forget a token the API refused
+            return no_update, error_state(_auth_message(token), id="new-auth-error"), True, None
         where = f" (field: {exc.field})" if exc.field else ""
-        return no_update, error_state(f"{exc.message}{where}"), True
+        return no_update, error_state(f"{exc.message}{where}"), True, no_update
     except Exception as exc:
-        return no_update, error_state(str(getattr(exc, "message", exc))), True
-    return state["id"], None, False
+        return no_update, error_state(str(getattr(exc, "message", exc))), True, no_update
+    return state["id"], None, False, token
 
 
 @dash.callback(Output("new-progress", "children"), Output("new-poll", "disabled", allow_duplicate=True),
