@@ -50,6 +50,13 @@ def test_compose_file_is_valid_and_complete() -> None:
         )
         assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+    # Workers share one Hugging Face cache, so a hub revision is downloaded (and evicted) once.
+    worker = services["worker"]
+    assert worker["environment"]["HF_HUB_CACHE"] == "/hf-cache"
+    assert any(
+        str(v).startswith("hf-cache:/hf-cache") or (isinstance(v, dict) and v.get("target") == "/hf-cache")
+        for v in worker["volumes"]
+    )
 
 
 @pytest.mark.parametrize("gpus", ["1", "4"])
