@@ -332,8 +332,12 @@ def run_local(
     params: MeasureParams | None = None,
     device: str = "cpu",
     progress: ProgressFn | None = None,
+    dtype: str = "auto",
 ) -> tuple[pd.DataFrame, dict[int, float]]:
     """Measure ``steps`` of ``model`` in this process, reusing the architecture between checkpoints.
+
+    ``dtype`` is what the weights load in (``AnalysisRequest.dtype``); the measures compute in float64
+    whatever it is.
 
     Returns:
         The concatenated table and the wall seconds spent per checkpoint.
@@ -345,7 +349,7 @@ def run_local(
     batch = None
     for i, step in enumerate(steps):
         t0 = time.perf_counter()
-        loaded = cache.get(model, step)
+        loaded = cache.get(model, step, dtype=dtype)
         # The prompts do not depend on the weights: build them once per sweep.
         batch = batch or build_batch(loaded, inputs)
         tables.append(measure_checkpoint(loaded, measures, inputs, params, batch=batch))

@@ -120,6 +120,12 @@ def analyze(
     seq_len: Annotated[int, typer.Option(help="Tokens per prompt (text inputs).")] = 64,
     seed: Annotated[int, typer.Option(help="Seed for prompts and probes.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda[:n].")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="auto | float32 | bfloat16 | float16: what the weights load in.")
+    ] = "auto",
+    prompt_style: Annotated[
+        str, typer.Option(help="family (BOS / [CLS] ... [SEP] as the model expects) | raw (plain windows).")
+    ] = "family",
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Run measures on a model's checkpoints locally; write Parquet tables and a JSON summary."""
@@ -127,8 +133,8 @@ def analyze(
 
     from phasescope.analysis import pick_device, run_local
     from phasescope.config import get_settings
-    from phasescope.models import list_checkpoints
-    from phasescope.schemas import AnalysisRequest, InputSpec, analysis_id, select_steps
+    from phasescope.identity import resolve_request
+    from phasescope.schemas import AnalysisRequest, InputSpec
     from phasescope.store import write_local_result
     from phasescope.summary import checkpoint_digest
 
@@ -141,9 +147,14 @@ def analyze(
         model=model,
         checkpoints=parse_checkpoints(checkpoints),
         measures=[m.strip() for m in measure.split(",") if m.strip()],
-        inputs=InputSpec(texts=text_list, n_prompts=n_prompts, seq_len=seq_len, seed=seed),
+        inputs=InputSpec(
+            texts=text_list, n_prompts=n_prompts, seq_len=seq_len, seed=seed, prompt_style=prompt_style
+        ),
+        dtype=dtype,
     )
-    steps = select_steps(request.checkpoints, list_checkpoints(model), model)
+    # The id names the weights read too, as the service's does (phasescope.identity).
+    resolved = resolve_request(request)
+    steps = resolved.steps
     settings = get_settings()
     if settings.torch_threads:
         import torch
@@ -157,10 +168,11 @@ def analyze(
 
     t0 = time.perf_counter()
     table, timings = run_local(
-        model, steps, request.measures, request.inputs, request.params, pick_device(device), progress
+        model, steps, request.measures, request.inputs, request.params, pick_device(device), progress,
+        dtype=request.dtype,
     )
     bar.close()
-    aid = analysis_id(request)
+    aid = resolved.aid
     out = out or Path("phasescope-out") / aid
     digest = checkpoint_digest(table)
     from phasescope.findings import find_transitions
@@ -254,6 +266,39 @@ def redis_server(
         pass
     finally:
         server.stop()
+
+
+@app.command("gc")
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
+    days: Annotated[
+        float | None, typer.Option(min=0, help="Retention in days (default PHASESCOPE_RETENTION_DAYS).")
+    ] = None,
+) -> None:
+    """Delete finished analyses older than the retention, stale and orphaned records, and unused cache files."""
+    from phasescope.config import get_settings
+    from phasescope.gc import collect, delete
+    from phasescope.redis_conn import connect
+    from phasescope.store import ResultStore
+
+    settings = get_settings()
+    if days is not None:
+        settings = settings.model_copy(update={"retention_days": days})
+    store = ResultStore(settings.store_dir)
+    try:
+        conn = connect(settings)
+        conn.ping()
+    except Exception as exc:  # without Redis only finished analyses and old folders are collected
+        typer.secho(f"warning: Redis cannot be reached ({exc})", err=True)
+        conn = None
+    found = collect(store, conn, settings)
+    for line in found.lines():
+        typer.echo(f"{'would delete' if dry_run else 'deleting'} {line}")
+    for line in found.notes():
+        typer.echo(line)
+    if dry_run:
+        return
+    typer.echo(f"deleted {delete(found, store, conn)} items (retention {settings.retention_days:g} days)")
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +39,7 @@ __all__ = [
     "LoadedHF",
     "attention_hook_names",
     "hf_trainer_checkpoint_dir",
+    "hf_trainer_checkpoint_dirs",
     "hf_trainer_steps",
     "is_hf_model_dir",
     "is_hf_trainer_series",
@@ -138,7 +139,7 @@ def tl_checkpoint_steps(name: str) -> list[int]:
     return tl_catalog.checkpoint_steps(name)
 
 
-def load_tl_pretrained(name: str, step: int | None, device: str) -> LoadedHF:
+def load_tl_pretrained(name: str, step: int | None, device: str, dtype: str = "float32") -> LoadedHF:
     """Download a TransformerLens pretrained model (optionally at a training step) and load it unfolded.
 
     Args:
@@ -146,6 +147,7 @@ def load_tl_pretrained(name: str, step: int | None, device: str) -> LoadedHF:
         step: a step from ``tl_checkpoint_steps(name)``; None for the final weights. For a model without
             training checkpoints, ``FINAL_STEP`` (or None).
         device: "cpu", "cuda", "cuda:1", ...
+        dtype: "float32", "bfloat16" or "float16" (``phasescope.load_dtype``), TransformerLens's ``dtype=``.
 
     Raises:
         ModelNotFound: unknown name. CheckpointNotFound: no such step. ModelLoadError: the download or
@@ -177,13 +179,15 @@ def load_tl_pretrained(name: str, step: int | None, device: str) -> LoadedHF:
         )  # fmt: skip
     from transformer_lens import HookedEncoder, HookedTransformer
 
+    from phasescope.load_dtype import torch_dtype
+
     # Mirrors TransformerLens's own test for loading BERT as BertForPreTraining.
     encoder = "bert" in official.lower()
     try:
         if encoder:
             with _quiet_hooked_encoder():
                 model: HookedTransformer | HookedEncoder = HookedEncoder.from_pretrained(
-                    official, checkpoint_value=checkpoint_value, device=device
+                    official, checkpoint_value=checkpoint_value, device=device, dtype=torch_dtype(dtype)
                 )
         else:
             hf_model = None if checkpoint_value is None else _tl_checkpoint_hf_model(official, checkpoint_value)
@@ -198,6 +202,7 @@ def load_tl_pretrained(name: str, step: int | None, device: str) -> LoadedHF:
                 fold_value_biases=False,
                 refactor_factored_attn_matrices=False,
                 device=device,
+                dtype=torch_dtype(dtype),
             )
     except (OSError, ValueError, NotImplementedError, RuntimeError, AttributeError) as exc:
         raise ModelLoadError(
@@ -261,6 +266,11 @@ def _checkpoint_dirs(path: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+def hf_trainer_checkpoint_dirs(path: Path | str) -> list[Path]:
+    """The ``checkpoint-<step>/`` model directories of a Trainer series, by ascending step (names only)."""
+    return list(_checkpoint_dirs(Path(path)).values())
+
+
 def is_hf_trainer_series(path: Path | str) -> bool:
     """True when ``path`` has at least one ``checkpoint-<step>/`` Hugging Face model directory.
 
@@ -290,13 +300,28 @@ def hf_trainer_checkpoint_dir(path: Path | str, step: int) -> Path:
 
 
 def load_hf_trainer_checkpoint(
-    path: Path | str, step: int, device: str, *, max_ctx: int | None = None
+    path: Path | str,
+    step: int,
+    device: str,
+    *,
+    max_ctx: int | None = None,
+    dtype: str = "float32",
+    roots: Sequence[Path] | None = None,
 ) -> LoadedHF:
     """Load one step of a Trainer series (see ``load_hf_directory``)."""
-    return load_hf_directory(hf_trainer_checkpoint_dir(path, step), device, max_ctx=max_ctx)
+    return load_hf_directory(
+        hf_trainer_checkpoint_dir(path, step), device, max_ctx=max_ctx, dtype=dtype, roots=roots
+    )
 
 
-def load_hf_directory(path: Path | str, device: str, *, max_ctx: int | None = None) -> LoadedHF:
+def load_hf_directory(
+    path: Path | str,
+    device: str,
+    *,
+    max_ctx: int | None = None,
+    dtype: str = "float32",
+    roots: Sequence[Path] | None = None,
+) -> LoadedHF:
     """Load a local Hugging Face model directory into TransformerLens, offline and unfolded.
 
     Supported families (by ``config.json`` ``model_type``): GPT-2, GPT-NeoX (Pythia), Llama-style
@@ -306,9 +331,15 @@ def load_hf_directory(path: Path | str, device: str, *, max_ctx: int | None = No
         path: the directory (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``).
         device: "cpu", "cuda", "cuda:1", ...
         max_ctx: cap on n_ctx for causal models (default ``hf_convert.DEFAULT_MAX_CTX``).
+        dtype: "float32", "bfloat16" or "float16" (``phasescope.load_dtype``): transformers loads the
+            weights in it, and the TransformerLens model is built in it.
+        roots: the real model roots (``Settings.allowed_roots``); when given, the directory and every
+            file in it (and in the series root, whose tokenizer a Trainer step may use) must resolve
+            inside one of them, because transformers opens them itself.
 
     Raises:
         ModelLoadError: not a model directory, an unsupported family or variant, or weights missing.
+        PathNotAllowed: with ``roots``, a file is a link to somewhere outside them.
     """
     path = Path(path)
     if not is_hf_model_dir(path):
@@ -317,12 +348,18 @@ def load_hf_directory(path: Path | str, device: str, *, max_ctx: int | None = No
             f"{', '.join(WEIGHT_FILES)})",
             model=str(path),
         )
+    if roots is not None:
+        from phasescope.model_files import check_directory_files
+
+        directories = [path, path.parent] if _CHECKPOINT_DIR.fullmatch(path.name) else [path]
+        check_directory_files(directories, roots, model=path.name)
     import torch
     import transformers
     from transformer_lens import HookedEncoder, HookedTransformer, HookedTransformerConfig
 
     from phasescope.hf_convert import tl_config_dict
     from phasescope.hf_families import family_for_model_type
+    from phasescope.load_dtype import torch_dtype
 
     # Reading model_type ourselves first gives the helpful error before transformers is asked to
     # build a config class it may not even know.
@@ -334,7 +371,7 @@ def load_hf_directory(path: Path | str, device: str, *, max_ctx: int | None = No
     hf_class = getattr(transformers, family.hf_class)
     try:
         hf_model, info = hf_class.from_pretrained(
-            str(path), local_files_only=True, dtype=torch.float32, output_loading_info=True
+            str(path), local_files_only=True, dtype=torch_dtype(dtype), output_loading_info=True
         )
     except (OSError, ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"transformers could not load {path}: {exc}", model=str(path)) from exc
@@ -349,7 +386,10 @@ def load_hf_directory(path: Path | str, device: str, *, max_ctx: int | None = No
     has_lm_head = not any(k.startswith(family.head_prefixes) for k in missing)
 
     cfg = HookedTransformerConfig(
-        **tl_config_dict(family, hf_model.config, name=path.name, device=device, max_ctx=max_ctx)
+        **{
+            **tl_config_dict(family, hf_model.config, name=path.name, device=device, max_ctx=max_ctx),
+            "dtype": torch_dtype(dtype),
+        }
     )
     with torch.no_grad():
         state_dict = family.convert(hf_model, cfg)

@@ -199,6 +199,7 @@ def _enqueue_missing(
                     "params": request["params"],
                     "weights": identity,
                     "compute": compute,
+                    "dtype": request.get("dtype", "auto"),
                 },
                 job_id=job_id(aid, step),
                 timeout=int(record.get("job_timeout_s") or settings.job_timeout_base_s),

@@ -72,6 +72,7 @@ class LoadedModel:
     task: dict[str, Any] | None = None
     family: str = ""
     has_lm_head: bool = True  # False for a bare encoder: its attention is real, its logits are not
+    dtype: str = "float32"  # what the weights were loaded in (phasescope.load_dtype)
 
 
 def resolve_local_path(raw: str, settings: Settings | None = None) -> Path:
@@ -137,6 +138,25 @@ def parse_model_spec(spec: str, settings: Settings | None = None) -> ModelRef:
 
         return ModelRef(spec, "hub", parse_repo_id(spec[4:], spec))
     path = resolve_local_path(spec, settings)
+    ref = _local_ref(spec, path)
+    if ref is not None:
+        # Listing and fingerprinting open files in here (manifest, configs, safetensors headers):
+        # each must resolve inside a root, not only the directory (phasescope.model_files).
+        from phasescope.hf_models import hf_trainer_checkpoint_dirs
+        from phasescope.model_files import check_directory_files
+
+        directories = [path, *hf_trainer_checkpoint_dirs(path)] if ref.kind == "hf_series" else [path]
+        check_directory_files(directories, settings.allowed_roots, model=path.name)
+        return ref
+    raise ModelNotFound(
+        f"{spec} holds neither a phasescope manifest.json, a Hugging Face config.json, nor checkpoint-<step>/ "
+        "folders",
+        field="model",
+    )
+
+
+def _local_ref(spec: str, path: Path) -> ModelRef | None:
+    """What kind of local model directory ``path`` is, or None when it is none."""
     if is_series_dir(path):
         return ModelRef(spec, "series", path.name, path)
     from phasescope.hf_models import is_hf_model_dir, is_hf_trainer_series
@@ -146,11 +166,7 @@ def parse_model_spec(spec: str, settings: Settings | None = None) -> ModelRef:
         return ModelRef(spec, "hf_series", path.name, path)
     if is_hf_model_dir(path):
         return ModelRef(spec, "hf", path.name, path)
-    raise ModelNotFound(
-        f"{spec} holds neither a phasescope manifest.json, a Hugging Face config.json, nor checkpoint-<step>/ "
-        "folders",
-        field="model",
-    )
+    return None
 
 
 def _zoo_manifest(ref: ModelRef) -> SeriesManifest:
@@ -184,13 +200,15 @@ def list_checkpoints(spec: str | ModelRef, settings: Settings | None = None) -> 
     return [hf_models.FINAL_STEP]
 
 
-def _build_series_model(manifest: SeriesManifest, device: str) -> Any:
+def _build_series_model(manifest: SeriesManifest, device: str, dtype: str = "float32") -> Any:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from phasescope.load_dtype import torch_dtype
 
     with warnings.catch_warnings():
         # 3.9 deprecates HookedTransformer; we pin it on purpose (true pre-softmax scores).
         warnings.simplefilter("ignore", DeprecationWarning)
-        cfg = HookedTransformerConfig(**{**manifest.config, "device": device})
+        cfg = HookedTransformerConfig(**{**manifest.config, "device": device, "dtype": torch_dtype(dtype)})
         return HookedTransformer(cfg)
 
 
@@ -200,6 +218,7 @@ def load_model(
     device: str = "cpu",
     settings: Settings | None = None,
     reuse: LoadedModel | None = None,
+    dtype: str = "auto",
 ) -> LoadedModel:
     """Load a model at one checkpoint (``step=None``: the last one).
 
@@ -210,24 +229,32 @@ def load_model(
         settings: settings to resolve paths with.
         reuse: a model of the same series already in memory: its architecture is kept and only the
             weights are swapped, so a sweep does not rebuild the model at every checkpoint.
+        dtype: what to load the weights in: "float32", "bfloat16", "float16", or "auto"
+            (``phasescope.load_dtype.resolve_load_dtype``: float32 on a CPU).
     """
+    from phasescope.load_dtype import count_parameters, resolve_load_dtype
+
     ref = spec if isinstance(spec, ModelRef) else parse_model_spec(spec, settings)
     steps = list_checkpoints(ref, settings)
     step = steps[-1] if step is None else step
+    dtype = resolve_load_dtype(dtype, device, lambda: count_parameters(ref, step, settings), settings)
     if ref.kind in ("zoo", "series"):
         assert ref.path is not None
         manifest = _zoo_manifest(ref) if ref.kind == "zoo" else read_manifest(ref.path)
-        state = load_series_state_dict(ref.path, step, manifest)
-        if reuse is not None and reuse.ref == ref:
+        roots = (settings or get_settings()).allowed_roots
+        state = load_series_state_dict(ref.path, step, manifest, roots=roots)
+        if reuse is not None and reuse.ref == ref and reuse.dtype == dtype:
             model = reuse.model
         else:
-            model = _build_series_model(manifest, device)
+            model = _build_series_model(manifest, device, dtype)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise ModelLoadError(f"{ref.spec} step {step}: weights do not fit the manifest's config: {exc}") from exc
         model.eval()
-        return LoadedModel(ref, step, model, causal=True, task=manifest.task or None, family="hooked_transformer")
+        return LoadedModel(
+            ref, step, model, causal=True, task=manifest.task or None, family="hooked_transformer", dtype=dtype
+        )
 
     from phasescope import hf_models
 
@@ -236,21 +263,27 @@ def load_model(
 
         raise CheckpointNotFound(f"{ref.spec} has no checkpoint at step {step}", field="checkpoints", choices=steps)
     if ref.kind == "tl":
-        loaded = hf_models.load_tl_pretrained(ref.name, None if steps == [hf_models.FINAL_STEP] else step, device)
+        loaded = hf_models.load_tl_pretrained(
+            ref.name, None if steps == [hf_models.FINAL_STEP] else step, device, dtype=dtype
+        )
     elif ref.kind == "hub":
         from phasescope.hub import load_hub_checkpoint
 
-        loaded = load_hub_checkpoint(ref.spec, step, device, settings)
+        loaded = load_hub_checkpoint(ref.spec, step, device, settings, dtype=dtype)
     elif ref.kind == "hf_series":
         assert ref.path is not None
-        loaded = hf_models.load_hf_trainer_checkpoint(ref.path, step, device)
+        loaded = hf_models.load_hf_trainer_checkpoint(
+            ref.path, step, device, dtype=dtype, roots=(settings or get_settings()).allowed_roots
+        )
     else:
         assert ref.path is not None
-        loaded = hf_models.load_hf_directory(ref.path, device)
+        loaded = hf_models.load_hf_directory(
+            ref.path, device, dtype=dtype, roots=(settings or get_settings()).allowed_roots
+        )
     loaded.model.eval()
     return LoadedModel(
         ref, step, loaded.model, causal=loaded.causal, tokenizer=loaded.tokenizer, family=loaded.family,
-        has_lm_head=loaded.has_lm_head,
+        has_lm_head=loaded.has_lm_head, dtype=dtype,
     )
 
 
@@ -258,13 +291,15 @@ class ModelCache:
     """Models kept in memory by a worker, least recently used evicted first.
 
     Consecutive checkpoints of one series reuse the architecture (only weights are swapped); the
-    cache holds at most ``max_bytes`` of parameters.
+    cache holds at most ``max_bytes`` of parameters. Entries are keyed by model string and load dtype
+    ("auto" resolved), so a bfloat16 request never gets a float32 model, nor the other way round.
     """
 
     def __init__(self, max_bytes: int = 4 * 2**30, device: str = "cpu") -> None:
         self.max_bytes = max_bytes
         self.device = device
-        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        self._n_params: dict[tuple[str, int], int | None] = {}
 
     @staticmethod
     def _size(loaded: LoadedModel) -> int:
@@ -272,16 +307,26 @@ class ModelCache:
 
     def discard(self, spec: str) -> None:
         """Forget a model, e.g. because its files changed on disk since it was loaded."""
-        self._models.pop(spec, None)
+        for key in [k for k in self._models if k[0] == spec]:
+            del self._models[key]
 
-    def get(self, spec: str, step: int, settings: Settings | None = None) -> LoadedModel:
-        previous = self._models.pop(spec, None)
+    def get(self, spec: str, step: int, settings: Settings | None = None, dtype: str = "auto") -> LoadedModel:
+        """The model ``spec`` at ``step``, loaded in ``dtype`` (see ``load_model``)."""
+        from phasescope.load_dtype import count_parameters, resolve_load_dtype
+
+        def n_params() -> int | None:  # only "auto" on a GPU asks, once per checkpoint
+            if (spec, step) not in self._n_params:
+                self._n_params[(spec, step)] = count_parameters(parse_model_spec(spec, settings), step, settings)
+            return self._n_params[(spec, step)]
+
+        key = (spec, resolve_load_dtype(dtype, self.device, n_params, settings))
+        previous = self._models.pop(key, None)
         if previous is not None and previous.step == step:
-            self._models[spec] = previous
+            self._models[key] = previous
             return previous
         reuse = previous if previous is not None and previous.ref.kind in ("zoo", "series") else None
-        loaded = load_model(spec, step, self.device, settings, reuse=reuse)
-        self._models[spec] = loaded
+        loaded = load_model(spec, step, self.device, settings, reuse=reuse, dtype=key[1])
+        self._models[key] = loaded
         while len(self._models) > 1 and sum(self._size(m) for m in self._models.values()) > self.max_bytes:
             self._models.popitem(last=False)
         return loaded

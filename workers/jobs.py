@@ -21,6 +21,7 @@ from rq.timeouts import JobTimeoutException
 from phasescope.config import get_settings
 from phasescope.errors import PhasescopeError, ServiceUnavailable
 from phasescope.store import ResultStore
+from workers import stop
 
 __all__ = ["model_cache", "run_job"]
 
@@ -82,7 +83,9 @@ def _worth_retrying(exc: BaseException) -> bool:
     return False  # a bug or bad data: the same inputs fail the same way
 
 
-def _load_checked(model: str, step: int, weights: str | None, settings: Any) -> tuple[Any, str]:
+def _load_checked(
+    model: str, step: int, weights: str | None, settings: Any, dtype: str = "auto"
+) -> tuple[Any, str]:
     """The model at ``step``, refused when its files are not the ones the analysis was submitted with.
 
     The identity is checked before and after the load (a file replaced mid-load is caught too), and a
@@ -101,7 +104,7 @@ def _load_checked(model: str, step: int, weights: str | None, settings: Any) -> 
     seen = _LOADED.get(model)
     if seen is not None and (seen[2] != digest or (seen[0] == step and seen[1] != weights)):
         model_cache().discard(model)
-    loaded = model_cache().get(model, step, settings)
+    loaded = model_cache().get(model, step, settings, dtype=dtype)
     if weights:
         verify_step_identity(model, step, weights, settings)
     _LOADED[model] = (step, weights, digest)
@@ -138,6 +141,7 @@ def run_job(
     params: dict[str, Any],
     weights: str | None = None,
     compute: list[str] | None = None,
+    dtype: str = "auto",
 ) -> dict[str, Any]:
     """Measure one checkpoint and store its table as a part of analysis ``aid``.
 
@@ -149,6 +153,8 @@ def run_job(
             files no longer match it. None (older analyses): not checked, not cached.
         compute: the measures to compute (None: all); the others come from the reuse cache, and
             what is computed here is added to it.
+        dtype: what the weights load in (``AnalysisRequest.dtype``; "auto" resolves on this worker's
+            device, ``phasescope.load_dtype``).
 
     Returns:
         ``{"checkpoint", "rows", "seconds", "computed", "reused"}`` (kept by RQ as the job's result).
@@ -169,10 +175,16 @@ def run_job(
     todo: list[str] = []
     cached: dict[str, Any] = {}
     try:
+        # From here a DELETE of the analysis stops this job (RQ's stop-job command; workers.stop).
+        stop.begin(job.id if job is not None else None, cancelled=store.is_cancelled(aid))
         if step not in store.part_steps(aid):
             _stage(job, "loading", worker=worker, pid=os.getpid(), started_at=time.time())
             todo, cached, keys, pattern_key = _reuse_plan(store, aid, step, measures, weights, compute)
-            loaded, scope = _load_checked(model, step, weights, settings)
+            loaded, scope = _load_checked(model, step, weights, settings, dtype)
+            if keys and dtype == "auto" and getattr(loaded, "dtype", "float32") != "float32":
+                # Cache entries of "auto" hold float32 results (what "auto" is on a CPU); this GPU
+                # chose half precision for a large model, so it neither mixes nor adds to them.
+                todo, cached, keys = list(measures), {}, {}
             spec = InputSpec(**inputs)
             key = f"{model}|{scope}|{spec.model_dump_json()}"
             # The prompts do not depend on the weights: build them once per series and inputs.
@@ -193,6 +205,7 @@ def run_job(
             # The table and its record share one file, so they appear together or not at all.
             record = {"seconds": seconds, "worker": worker, "rows": rows, "finished_at": time.time(),
                       "computed": todo, "reused": sorted(cached)}  # fmt: skip
+            stop.commit(cancelled=store.is_cancelled(aid))  # stopped now, or the whole part is written
             store.write_part(aid, step, table, record)
             # Measured and stored: a hub revision's files leave the HF cache unless kept (phasescope.hub).
             release_checkpoint(model, step, settings)
@@ -202,6 +215,8 @@ def run_job(
         if job is not None and not _worth_retrying(exc):
             job.retries_left = 0
         raise
+    finally:
+        stop.end()
     _stage(job, "done")
     finalize(store, aid, job.connection if job is not None else None)
     return {
