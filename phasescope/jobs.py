@@ -21,13 +21,14 @@ State lives in two places:
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import suppress
 from typing import Any
 
 import redis
 from rq import Queue, Retry
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
@@ -55,19 +56,6 @@ __all__ = [
 RUN_JOB = "workers.jobs.run_job"
 _ACTIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
-# Relative cost of one measure on 16 prompts of 64 tokens (the thermodynamic sweep scales with its grid).
-# Landscape measures run many forward/backward passes on at most MeasureParams.heavy_prompts prompts.
-_MEASURE_COST = {
-    "entropy": 1.0,
-    "thermo": 3.0,
-    "spectra": 2.0,
-    "heads": 1.0,
-    "loss": 0.5,
-    "energies": 2.0,
-    "landscape": 20.0,
-    "sharpness": 10.0,
-    "llc": 30.0,
-}
 
 
 def job_id(aid: str, step: int) -> str:
@@ -80,17 +68,10 @@ def get_queue(conn: redis.Redis, settings: Settings | None = None) -> Queue:
 
 
 def job_timeout(request: AnalysisRequest, settings: Settings | None = None) -> int:
-    """Seconds one job of this request may run: a base (model load) plus a share per unit of work."""
-    settings = settings or get_settings()
-    prompts = request.inputs.n_prompts or 64  # zoo tasks bring their own eval set: assume a large one
-    scale = max(1.0, prompts / 16) * max(1.0, request.inputs.seq_len / 64)
-    units = 0.0
-    for measure in request.measures:
-        cost = _MEASURE_COST.get(measure, 5.0)
-        if measure == "thermo":
-            cost *= max(1.0, request.params.n_beta / 61)
-        units += cost
-    return int(math.ceil(settings.job_timeout_base_s + settings.job_timeout_per_unit_s * units * scale))
+    """Seconds one job of this request may run, from its estimated work (``phasescope.cost``), capped."""
+    from phasescope.cost import job_timeout_s
+
+    return job_timeout_s(request, settings)
 
 
 def links(aid: str) -> dict[str, str]:
@@ -436,7 +417,12 @@ def _progress_meta(job: Job) -> dict[str, Any]:
 def cancel(
     store: ResultStore, aid: str, conn: redis.Redis, settings: Settings | None = None
 ) -> dict[str, Any]:
-    """Cancel the queued jobs of an analysis (running ones finish; finished parts are kept)."""
+    """Cancel an analysis: drop its queued jobs and stop its running ones; finished parts are kept.
+
+    A running job is stopped with RQ's stop-job command; the worker interrupts it before it writes its
+    part (``workers.stop``) and RQ records it as ``stopped``. The store's cancelled mark, written
+    first, stops a job that a worker takes in between.
+    """
     store.load_request(aid)  # NotFound for an unknown id
     if not store.is_finished(aid):
         store.set_cancelled(aid, True)
@@ -444,7 +430,11 @@ def cancel(
         ids = [job_id(aid, s) for s in record["steps"]]
         try:
             for job in Job.fetch_many(ids, connection=conn):
-                if job is not None and job.get_status(refresh=False) in _ACTIVE - {JobStatus.STARTED}:
+                state = None if job is None else job.get_status(refresh=False)
+                if state == JobStatus.STARTED:
+                    with suppress(InvalidJobOperation, NoSuchJobError):  # it ended meanwhile
+                        send_stop_job_command(conn, job.id)
+                elif job is not None and state in _ACTIVE:
                     job.cancel()
         except _REDIS_DOWN as exc:
             raise ServiceUnavailable(f"the job queue (Redis) cannot be reached: {exc}") from exc

@@ -59,10 +59,12 @@ class EmbeddedRedis:
 
     Args:
         directory: working directory (persistence files, config, pid, log).
+        maxmemory_mib: memory cap in MiB (default ``Settings.redis_maxmemory_mib``).
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, maxmemory_mib: int | None = None) -> None:
         self.directory = Path(directory).resolve()
+        self.maxmemory_mib = maxmemory_mib
         sock = self.directory / "redis.sock"
         if len(str(sock)) > _SOCKET_PATH_MAX:
             # Deep data directories (pytest's tmp dirs) overflow sun_path: use a short, stable name.
@@ -92,6 +94,7 @@ class EmbeddedRedis:
 
     def _config(self) -> str:
         d = self.directory
+        mib = self.maxmemory_mib or get_settings().redis_maxmemory_mib
         return "\n".join(
             [
                 "port 0",  # no TCP: the socket is the only way in
@@ -104,6 +107,11 @@ class EmbeddedRedis:
                 "appendonly yes",
                 "appendfsync everysec",
                 "save 60 1",
+                # Bounded memory that never drops queue state: when full, writes fail (a POST answers
+                # 503) instead of RQ's jobs, queues or registries being evicted. What may expire has a
+                # TTL (finished and failed job records, rate-limit buckets). docs/deployment.md.
+                f"maxmemory {mib}mb",
+                "maxmemory-policy noeviction",
                 "",
             ]
         )
@@ -208,7 +216,7 @@ def redis_url(settings: Settings | None = None, start: bool = True) -> str:
     settings = settings or get_settings()
     if settings.redis_url:
         return settings.redis_url
-    server = EmbeddedRedis(settings.redis_dir)
+    server = EmbeddedRedis(settings.redis_dir, settings.redis_maxmemory_mib)
     if start:
         server.start()
     return server.url

@@ -41,6 +41,13 @@ class PhasescopeWorker(SimpleWorker):
         # Three missed beats and a little slack (rq's default adds a flat minute).
         return int(3 * self.job_monitoring_interval + 2)
 
+    def kill_horse(self, sig: Any = None) -> None:
+        # RQ's stop-job command lands here (on the pub/sub thread) after marking the job stopped.
+        # There is no horse to kill: interrupt the job in this process instead (workers.stop).
+        from workers.stop import request_stop
+
+        request_stop(self._stopped_job_id)
+
     def execute_job(self, job: Job, queue: Any) -> None:
         execution = self.prepare_execution(job)
         stop = threading.Event()

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import JSONResponse
 
 from backend.deps import RedisDep, SettingsDep, StoreDep, get_redis, require_token
+from backend.ratelimit import limit_writes
 from phasescope import jobs
 from phasescope.errors import InvalidRequest, NotFound, ServiceUnavailable
 from phasescope.schemas import MEASURE_NAMES, AnalysisRequest
@@ -23,22 +24,29 @@ AnalysisId = Annotated[
 ]
 _TEXT = Annotated[str | None, Query(max_length=100)]
 _INDEX = Annotated[int | None, Query(ge=0, le=10**9)]
+# Writes: the token first (a refused token takes no one's bucket), then the client's write rate.
+_WRITE = [Depends(require_token), Depends(limit_writes)]
 
 
-@router.post("", operation_id="create_analysis", status_code=202, dependencies=[Depends(require_token)])
+@router.post("", operation_id="create_analysis", status_code=202, dependencies=_WRITE)
 def create_analysis(
     body: AnalysisRequest, store: StoreDep, settings: SettingsDep, conn: RedisDep
 ) -> JSONResponse:
     """Queue an analysis (202), or return it at once when the same request on the same weights has finished (200)."""
+    from phasescope.cost import check_request
     from phasescope.identity import resolve_request
+    from phasescope.ratelimit import check_queue_room
 
     # Validate model and checkpoints before needing the queue, so bad input is a 4xx even without Redis.
     # The id names the weights too: new weights under the same request are a new analysis.
     resolved = resolve_request(body, settings)
     aid = resolved.aid
     if not store.is_finished(aid):
+        # Bounded work: the estimate against the ceilings (422 naming the parameter), then room on the queue.
+        check_request(body, len(resolved.steps), settings)
         if conn is None:
             raise ServiceUnavailable("the job queue (Redis) cannot be reached; try again shortly")
+        check_queue_room(conn, len(set(resolved.steps) - set(store.part_steps(aid))), settings)
         aid, _ = jobs.submit(body, conn, store, settings, resolved=resolved)
     state = jobs.status(store, aid, conn, settings)
     code = 200 if state["status"] == "finished" else 202
@@ -83,11 +91,11 @@ def get_analysis(
     return jobs.status(store, analysis_id, conn, settings)
 
 
-@router.delete("/{analysis_id}", operation_id="cancel_analysis", dependencies=[Depends(require_token)])
+@router.delete("/{analysis_id}", operation_id="cancel_analysis", dependencies=_WRITE)
 def cancel_analysis(
     analysis_id: AnalysisId, store: StoreDep, settings: SettingsDep, conn: Annotated[Any, Depends(get_redis)]
 ) -> dict[str, Any]:
-    """Cancel the queued jobs of an analysis; finished checkpoints are kept."""
+    """Cancel an analysis: its queued jobs are dropped, its running ones stopped; finished checkpoints are kept."""
     return jobs.cancel(store, analysis_id, conn, settings)
 
 
