@@ -53,6 +53,11 @@ REFUSED_MODEL_TYPES = {
 }
 
 
+# TransformerLens's own configs of Qwen2/3, Phi and Bloom (as of GPT-NeoX) prepend no BOS: these models
+# were trained without one, and their text prompts start without one too (phasescope.prompts).
+_NO_BOS = False
+
+
 def _d_head(cfg: Any) -> int:
     head_dim = getattr(cfg, "head_dim", None)
     return head_dim if head_dim else cfg.hidden_size // cfg.num_attention_heads
@@ -212,12 +217,13 @@ def _qwen2_config(cfg: Any) -> dict[str, Any]:
     # Qwen2 has q/k/v biases (its config has no attention_bias field), which its converter keeps.
     out = _rmsnorm_decoder(cfg)
     out["n_key_value_heads"] = _kv_heads(cfg)  # its converter always writes _W_K/_W_V
+    out["default_prepend_bos"] = _NO_BOS
     return out
 
 
 def _qwen3_config(cfg: Any) -> dict[str, Any]:
     _qwen_sliding(cfg)
-    return {**_rmsnorm_decoder(cfg), "use_qk_norm": True}
+    return {**_rmsnorm_decoder(cfg), "use_qk_norm": True, "default_prepend_bos": _NO_BOS}
 
 
 def _gemma_common(cfg: Any) -> dict[str, Any]:
@@ -288,6 +294,7 @@ def _phi_config(cfg: Any) -> dict[str, Any]:
         "rotary_dim": round(factor * d_head),
         "rotary_adjacent_pairs": False,
         "parallel_attn_mlp": True,
+        "default_prepend_bos": _NO_BOS,
     }
 
 
@@ -344,6 +351,7 @@ def _bloom_config(cfg: Any) -> dict[str, Any]:
         "normalization_type": "LN",
         "post_embedding_ln": True,
         "positional_embedding_type": "alibi",
+        "default_prepend_bos": _NO_BOS,
     }
 
 
@@ -361,6 +369,16 @@ def _with_rope(cfg: Any, rope: dict[str, Any]) -> Any:
     return _RopeView(cfg, rope)
 
 
+def _no_bos(config: Any) -> Any:
+    """A config mapping whose models were trained without a BOS token first (TransformerLens's own
+    ``default_prepend_bos=False`` for Qwen2/3, Phi and Bloom), so prompts are framed without one."""
+
+    def mapped(cfg: Any) -> dict[str, Any]:
+        return {**config(cfg), "default_prepend_bos": False}
+
+    return mapped
+
+
 def _decoder(name: str, model_types: tuple[str, ...], hf_class: str, config: Any, convert: Any) -> Family:
     return Family(name, model_types, hf_class, hf_class, True, ("lm_head.",), config, convert)
 
@@ -371,17 +389,17 @@ FAMILIES: tuple[Family, ...] = CORE_FAMILIES + (
     _decoder("gpt-neo", ("gpt_neo",), "GPTNeoForCausalLM", _neo_config, convert_neo_weights),
     _decoder("mistral", ("mistral",), "MistralForCausalLM", _mistral_config, convert_mistral_weights),
     _decoder("mixtral", ("mixtral",), "MixtralForCausalLM", _mixtral_config, convert_mixtral_weights),
-    _decoder("qwen2", ("qwen2",), "Qwen2ForCausalLM", _qwen2_config, convert_qwen2_weights),
-    _decoder("qwen3", ("qwen3",), "Qwen3ForCausalLM", _qwen3_config, convert_qwen3_weights),
+    _decoder("qwen2", ("qwen2",), "Qwen2ForCausalLM", _no_bos(_qwen2_config), convert_qwen2_weights),
+    _decoder("qwen3", ("qwen3",), "Qwen3ForCausalLM", _no_bos(_qwen3_config), convert_qwen3_weights),
     _decoder("gemma", ("gemma",), "GemmaForCausalLM", _gemma_config, convert_gemma_weights),
     _decoder("gemma2", ("gemma2",), "Gemma2ForCausalLM", _gemma2_config, convert_gemma_weights),
     _decoder("gemma3", ("gemma3_text",), "Gemma3ForCausalLM", _gemma3_config, convert_gemma_weights),
-    _decoder("phi", ("phi",), "PhiForCausalLM", _phi_config, convert_phi_weights),
+    _decoder("phi", ("phi",), "PhiForCausalLM", _no_bos(_phi_config), convert_phi_weights),
     _decoder("phi3", ("phi3",), "Phi3ForCausalLM", _phi3_config, convert_phi3_weights),
     _decoder("olmo", ("olmo",), "OlmoForCausalLM", _olmo_config, convert_olmo_weights),
     _decoder("olmo2", ("olmo2",), "Olmo2ForCausalLM", _olmo2_config, convert_olmo2_weights),
     _decoder("olmo3", ("olmo3",), "Olmo3ForCausalLM", _olmo3_config, convert_olmo3_weights),
-    _decoder("bloom", ("bloom",), "BloomForCausalLM", _bloom_config, convert_bloom_weights),
+    _decoder("bloom", ("bloom",), "BloomForCausalLM", _no_bos(_bloom_config), convert_bloom_weights),
 )
 
 

@@ -149,6 +149,8 @@ def test_family_loads_with_the_models_own_logits_scores_and_attention(
     _, n_kv, rotary = BUILDERS[family]
     assert (cfg.n_key_value_heads or cfg.n_heads) == n_kv
     assert (cfg.positional_embedding_type == "rotary") is rotary
+    # Prompts start with BOS only for families trained that way (TransformerLens's own defaults).
+    assert cfg.default_prepend_bos is (family not in ("qwen2", "qwen3", "phi", "bloom"))
     if family in ("mistral", "qwen2"):
         assert cfg.rotary_base == 500.0
     if family in ("mistral", "qwen3", "gemma", "gemma2", "gemma3"):
