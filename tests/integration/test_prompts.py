@@ -6,18 +6,28 @@ tokenizer built in the test, loaded offline through ``phasescope.models.load_mod
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from phasescope.analysis import build_batch, measure_checkpoint
 from phasescope.models import LoadedModel, load_model
 from phasescope.schemas import AnalysisRequest, InputSpec, analysis_id
 from tests.conftest import tiny_series
-from tests.integration.test_hf_models import VOCAB, _bert_mlm, _gpt2, _neox, _save, no_network  # noqa: F401
+from tests.integration.test_hf_models import (  # noqa: F401
+    SMALL,
+    SPECIAL,
+    VOCAB,
+    _bert_mlm,
+    _gpt2,
+    _neox,
+    _save,
+    no_network,
+)
 
 SPECIALS = ["<bos>", "<eos>", "<pad>", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
 BOS, EOS, CLS, SEP = 0, 1, 3, 4
@@ -39,12 +49,23 @@ def _tokenizer(encoder: bool) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=backend, **special)
 
 
+def _qwen2() -> torch.nn.Module:
+    cfg = Qwen2Config(**SMALL, num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64, **SPECIAL)
+    return Qwen2ForCausalLM(cfg)
+
+
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One directory per family, under a model root: gpt2 (BOS), gpt-neox (no BOS prepended), bert."""
+    """One directory per family, under a model root: gpt2 (BOS), gpt-neox and qwen2 (no BOS), bert."""
     root = tmp_path_factory.mktemp("prompt-models")
     dirs = {}
-    for name, build, encoder in (("gpt2", _gpt2, False), ("neox", _neox, False), ("bert", _bert_mlm, True)):
+    families = (
+        ("gpt2", _gpt2, False),
+        ("neox", _neox, False),
+        ("qwen2", _qwen2, False),
+        ("bert", _bert_mlm, True),
+    )
+    for name, build, encoder in families:
         _save(build, root / name)
         _tokenizer(encoder).save_pretrained(root / name)
         dirs[name] = root / name
@@ -129,10 +150,18 @@ def test_family_prompts_of_a_decoder_with_bos_start_with_bos(
     assert not batch.target_mask[:, 0].any() and batch.target_mask[:, 1:].all()
 
 
-@pytest.mark.parametrize("loaded", ["neox"], indirect=True)
+@pytest.mark.parametrize("loaded", ["neox", "qwen2"], indirect=True)
 def test_family_prompts_of_a_decoder_that_prepends_no_bos_are_text_windows(loaded: LoadedModel) -> None:
-    # TransformerLens prepends no BOS for GPT-NeoX (Pythia): cfg.default_prepend_bos is False.
+    # TransformerLens prepends no BOS for GPT-NeoX (Pythia) and Qwen2: its own config of the directory
+    # says so, and the loaded model's config agrees.
+    from transformer_lens.loading_from_pretrained import convert_hf_model_config
+
+    assert convert_hf_model_config(str(loaded.ref.path))["default_prepend_bos"] is False
     assert loaded.model.cfg.default_prepend_bos is False and loaded.causal
+    if loaded.family == "qwen2":
+        # transformers 5 reads a word-level tokenizer saved next to a Qwen2 config as a Qwen2Tokenizer,
+        # which drops every word; the framing comes from the model's config, so use the tokenizer itself.
+        loaded = dataclasses.replace(loaded, tokenizer=_tokenizer(encoder=False))
     batch = build_batch(loaded, InputSpec(texts=TEXTS, n_prompts=12, seq_len=16))
     tokens = batch.tokens
     assert tokens.shape == (12, 16)

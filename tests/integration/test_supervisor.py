@@ -23,7 +23,7 @@ from phasescope.errors import ServiceUnavailable
 from phasescope.launcher import Launcher
 from phasescope.supervisor import Child, ChildGaveUp, RestartPolicy, Supervisor, read_state
 from tests.integration.conftest import FAST
-from tests.integration.service import REPO, free_port, http, wait_for
+from tests.integration.service import REPO, free_port, http, make_tiny_series, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ def _clean_run(tmp_path: Path, steps: list[int]) -> pd.DataFrame:
 
     from phasescope.analysis import run_local
     from phasescope.schemas import InputSpec
-    from phasescope.store import read_table, table_to_parquet_bytes
+    from phasescope.store import table_to_parquet_bytes
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -61,12 +61,13 @@ def _clean_run(tmp_path: Path, steps: list[int]) -> pd.DataFrame:
         torch.set_num_threads(threads)
     path = tmp_path / "clean.parquet"
     path.write_bytes(table_to_parquet_bytes(table))
-    return read_table(path)
+    return pd.read_parquet(path)
 
 
 def test_sweep_survives_killed_worker_and_killed_redis_under_phasescope_up(
     data_dir: Path, zoo_induction_2l: str, tmp_path: Path
 ) -> None:
+    t0 = time.perf_counter()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
@@ -128,6 +129,7 @@ def test_sweep_survives_killed_worker_and_killed_redis_under_phasescope_up(
 
             state = api.wait(aid, timeout=300, poll=0.5, progress=False)
         assert state["status"] == "finished", state
+        print(f"\nup + sweep with a worker and Redis killed: {time.perf_counter() - t0:.1f} s")
         log = out.read_text()
         assert f"{victim_name} (pid {victim['pid']}) killed by SIGKILL" in log, log
         assert f"redis (pid {redis_pid}) killed by SIGKILL" in log and "Last lines of" in log, log
@@ -191,3 +193,33 @@ def test_an_api_that_cannot_start_is_reported_with_exit_code_and_log(data_dir: P
     assert "exited with code 3 before it became ready" in message, message  # uvicorn: startup failure
     assert "address already in use" in message, message  # uvicorn's own words, from api.log
     assert launcher.supervisor is not None and launcher.supervisor.children == []
+
+
+def test_a_part_measured_while_redis_is_down_is_written_then_reported(start_stack, redis_server, data_dir):
+    # One checkpoint that takes seconds to measure on one thread: Redis dies while it is measured.
+    steps = make_tiny_series(data_dir / "models" / "medium", 2, n_ctx=128, d_model=128, n_heads=8, d_head=16)
+    stack = start_stack(workers=1)
+    with Client(stack.url) as api:
+        aid = api.submit(
+            "medium", measures=["entropy", "heads", "loss", "spectra"], inputs={"n_prompts": 24, "seq_len": 128},
+            checkpoints=[steps[-1]],
+        )["id"]  # fmt: skip
+        wait_for(
+            lambda: [r for r in api.status(aid)["progress"]["running"] if r.get("stage") == "measuring"],
+            120,
+            "the job measuring",
+            interval=0.05,
+        )
+        assert redis_server.process is not None
+        redis_server.process.kill()  # SIGKILL: no goodbye to the worker
+        redis_server.process.wait()
+        parts = data_dir / "results" / aid / "parts"
+        # The finished computation reaches the store while Redis is still down.
+        [part] = wait_for(lambda: list(parts.glob("*.parquet")), 120, "the part written with Redis down")
+        assert redis_server.process.poll() is not None
+        written = part.stat()
+        redis_server.start()  # same port, same append-only file
+        state = api.wait(aid, timeout=180, poll=0.3, progress=False)
+    assert state["status"] == "finished", (state, stack.logs())
+    again = part.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # not measured again
