@@ -15,6 +15,7 @@ tiny random model of each family with transformers and pin the logits and attent
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from transformer_lens.pretrained.weight_conversions import (
@@ -249,12 +250,50 @@ def _gemma2_config(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def _global_rope_scaling(
+    cfg: Any, full: dict[str, Any], allowed: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split the full-attention layers' rope settings into plain settings and TransformerLens's
+    scaling fields, for the one scaling the family's HookedTransformer applies to global layers only
+    (Gemma 3: ``linear``; OLMo 3: ``yarn``). Sliding-window layers keep plain rope.
+
+    Returns:
+        (the settings with rope_type "default", the HookedTransformerConfig fields of the scaling).
+    """
+    rope_type = full.get("rope_type", full.get("type", "default"))
+    if rope_type in (None, "default"):
+        return full, {}
+    if rope_type != allowed:
+        raise refuse(cfg, f"rope type {rope_type!r} is not supported (only default and {allowed})")
+    plain = {**full, "rope_type": "default"}
+    factor = float(full["factor"])
+    if rope_type == "linear":
+        return plain, {"rotary_scaling_factor": factor}
+    attention_factor = full.get("attention_factor")
+    if attention_factor is None:
+        if full.get("mscale") and full.get("mscale_all_dim"):
+            raise refuse(cfg, "YaRN with mscale/mscale_all_dim is not supported")
+        # transformers' default (get_mscale): 0.1 ln(factor) + 1 for factor > 1.
+        attention_factor = 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
+    return plain, {
+        "use_yarn_rope": True,
+        "yarn_global_attn_only": True,
+        "yarn_factor": factor,
+        "yarn_attention_factor": float(attention_factor),
+        "yarn_beta_fast": float(full.get("beta_fast") or 32.0),
+        "yarn_beta_slow": float(full.get("beta_slow") or 1.0),
+        "yarn_original_max_position_embeddings": int(full["original_max_position_embeddings"]),
+        "yarn_truncate": bool(full.get("truncate", True)),
+    }
+
+
 def _gemma3_config(cfg: Any) -> dict[str, Any]:
     rope = rope_settings(cfg)
     per_layer = "full_attention" in rope
     full = rope.get("full_attention", {}) if per_layer else rope
     local = rope.get("sliding_attention", {}) if per_layer else {}
-    out = _gemma_common(_with_rope(cfg, full))
+    full, scaling = _global_rope_scaling(cfg, full, "linear")
+    out = {**_gemma_common(_with_rope(cfg, full)), **scaling}
     if local:
         out["rotary_base_local"] = _plain_rope(cfg, local)
     elif getattr(cfg, "rope_local_base_freq", None):
@@ -326,7 +365,8 @@ def _olmo3_config(cfg: Any) -> dict[str, Any]:
     per_layer = "full_attention" in rope
     full = rope.get("full_attention", {}) if per_layer else rope
     local = rope.get("sliding_attention", {}) if per_layer else {}
-    out = _rmsnorm_decoder(_with_rope(cfg, full))
+    full, scaling = _global_rope_scaling(cfg, full, "yarn")
+    out = {**_rmsnorm_decoder(_with_rope(cfg, full)), **scaling}
     # The OLMo 3 converter keys the k norm on whether n_key_value_heads is set: always set it.
     out["n_key_value_heads"] = _kv_heads(cfg)
     if local and _plain_rope(cfg, local) != out["rotary_base"]:

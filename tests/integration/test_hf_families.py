@@ -61,17 +61,31 @@ BUILDERS: dict[str, tuple[Callable[[], Any], int, bool]] = {
     "gemma3": (lambda: tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(
         **GQA, head_dim=16, query_pre_attn_scalar=12, sliding_window=WINDOW,
         layer_types=["sliding_attention", "full_attention"])), 2, True),
+    # Rope scaling on the full-attention layers only (sliding layers keep plain rope, another base).
+    "gemma3-linear": (lambda: tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(
+        **GQA, head_dim=16, query_pre_attn_scalar=12, sliding_window=WINDOW,
+        layer_types=["sliding_attention", "full_attention"], rope_parameters={
+            "full_attention": {"rope_type": "linear", "rope_theta": 1000.0, "factor": 8.0},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}})), 2, True),
     "phi": (lambda: tf.PhiForCausalLM(tf.PhiConfig(**SMALL)), 4, True),  # partial rotary (0.5)
     "phi3": (lambda: tf.Phi3ForCausalLM(tf.Phi3Config(**GQA)), 2, True),
     "olmo": (lambda: tf.OlmoForCausalLM(tf.OlmoConfig(**SMALL, clip_qkv=2.0)), 4, True),
     "olmo2": (lambda: tf.Olmo2ForCausalLM(tf.Olmo2Config(**SMALL)), 4, True),
     "olmo3": (lambda: tf.Olmo3ForCausalLM(tf.Olmo3Config(
         **GQA, sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention"])), 2, True),
+    "olmo3-yarn": (lambda: tf.Olmo3ForCausalLM(tf.Olmo3Config(
+        **GQA, sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention"], rope_parameters={
+            "full_attention": {"rope_type": "yarn", "rope_theta": 500.0, "factor": 4.0,
+                               "original_max_position_embeddings": 16, "attention_factor": 1.2},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}})), 2, True),
     "bloom": (lambda: tf.BloomForCausalLM(tf.BloomConfig(
         n_layer=2, hidden_size=32, n_head=4, vocab_size=VOCAB, initializer_range=WIDE, pad_token_id=2, **IDS)),
         4, False),
 }  # fmt: skip
-SLIDING = {"gpt-neo": [1], "mistral": [0, 1], "gemma2": [0], "gemma3": [0], "olmo3": [0]}  # local layers
+SLIDING = {  # local layers
+    "gpt-neo": [1], "mistral": [0, 1], "gemma2": [0], "gemma3": [0], "gemma3-linear": [0], "olmo3": [0],
+    "olmo3-yarn": [0],
+}  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -125,13 +139,18 @@ def saved(settings: Settings) -> Iterator[dict[str, Any]]:
     yield models
 
 
+def _family(name: str) -> str:
+    """The family a builder's model belongs to ("olmo3-yarn" is an OLMo 3 with YaRN)."""
+    return name.removesuffix("-linear").removesuffix("-yarn")
+
+
 def _tokens() -> torch.Tensor:
     return torch.randint(3, VOCAB, (2, SEQ), generator=torch.Generator().manual_seed(1))  # (batch, pos)
 
 
 def test_every_decoder_family_transformer_lens_reads_is_in_the_table() -> None:
     names = {family.name for family in FAMILIES}
-    assert set(BUILDERS) <= names
+    assert {_family(name) for name in BUILDERS} <= names
     assert {"gpt2", "gpt-neox", "llama", "bert"} <= names
     types = [t for family in FAMILIES for t in family.model_types]
     assert len(types) == len(set(types))
@@ -144,17 +163,21 @@ def test_family_loads_with_the_models_own_logits_scores_and_attention(
 ) -> None:
     hf = saved[family]
     loaded: LoadedModel = load_model(family, settings=settings)  # a relative name, found under the root
-    assert loaded.family == family and loaded.causal and loaded.has_lm_head
+    assert loaded.family == _family(family) and loaded.causal and loaded.has_lm_head
     cfg = loaded.model.cfg
     _, n_kv, rotary = BUILDERS[family]
     assert (cfg.n_key_value_heads or cfg.n_heads) == n_kv
     assert (cfg.positional_embedding_type == "rotary") is rotary
     # Prompts start with BOS only for families trained that way (TransformerLens's own defaults).
     assert cfg.default_prepend_bos is (family not in ("qwen2", "qwen3", "phi", "bloom"))
-    if family in ("mistral", "qwen2"):
+    if family in ("mistral", "qwen2", "olmo3-yarn"):
         assert cfg.rotary_base == 500.0
-    if family in ("mistral", "qwen3", "gemma", "gemma2", "gemma3"):
+    if family in ("mistral", "qwen3", "gemma", "gemma2", "gemma3", "gemma3-linear"):
         assert cfg.d_head == 16
+    if family == "olmo3-yarn":
+        assert cfg.use_yarn_rope and cfg.yarn_global_attn_only and cfg.rotary_base_local == 50.0
+    if family == "gemma3-linear":
+        assert cfg.rotary_scaling_factor == 8.0 and cfg.rotary_base_local == 100.0
 
     tokens = _tokens()
     with torch.no_grad():
