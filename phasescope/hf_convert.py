@@ -14,6 +14,10 @@ mirroring TransformerLens's own branches (and reusing its helpers for rotary set
 variants TransformerLens would compute differently from the original model, and leaves the weight
 conversion to TransformerLens's ``convert_*_weights``. Each family is selected by ``model_type``, which
 every ``config.json`` carries regardless of which head class saved it.
+
+This module holds the machinery and the first four families (``CORE_FAMILIES``: GPT-2, GPT-NeoX,
+Llama, BERT); ``phasescope.hf_families`` adds every other decoder family TransformerLens 3.9 reads and
+holds the full table that loading consults.
 """
 
 from __future__ import annotations
