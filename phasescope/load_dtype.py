@@ -134,8 +134,8 @@ def _tl_pretrained_params(name: str) -> int | None:
 
     try:
         cfg = get_pretrained_model_config(resolve_tl_name(name))
-    except (OSError, ValueError, KeyError, NotImplementedError):
-        return None
+    except Exception:  # noqa: BLE001 - hub or config errors: an unknown count loads float32, and the
+        return None  # load that follows reports the real error
     return _with_embeddings(cfg)
 
 
@@ -158,7 +158,7 @@ def _safetensors_numel(path: Path) -> int:
 
 
 def _local_params(directory: Path, settings: Settings) -> int | None:
-    """From the safetensors headers of a Hugging Face directory; a .bin file by its size."""
+    """From the safetensors headers of a Hugging Face directory; pickled weights by their size."""
     single = directory / "model.safetensors"
     index = directory / "model.safetensors.index.json"
     try:
@@ -168,18 +168,22 @@ def _local_params(directory: Path, settings: Settings) -> int | None:
             weight_map = json.loads(_inside(index, settings).read_text()).get("weight_map", {})
             shards = sorted(set(weight_map.values()))
             return sum(_safetensors_numel(_inside(directory / s, settings)) for s in shards)
+        # Pickled weights have no header we would read: their size over the element size the config names.
         config = json.loads(_inside(directory / "config.json", settings).read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{directory.name}: cannot read the weights' headers ({exc})") from exc
-    # Pickled weights have no header we would read: their size and the element size the config names.
-    size = {"float32": 4, "float16": 2, "bfloat16": 2}.get(str(config.get("torch_dtype") or config.get("dtype")))
-    bins = [directory / "pytorch_model.bin"]
-    bin_index = directory / "pytorch_model.bin.index.json"
-    if bin_index.is_file():
-        bins = [directory / s for s in set(json.loads(bin_index.read_text()).get("weight_map", {}).values())]
-    if size is None or not all(b.is_file() for b in bins):
-        return None
-    return sum(_inside(b, settings).stat().st_size for b in bins) // size
+        element = {"float32": 4, "float16": 2, "bfloat16": 2}.get(
+            str(config.get("torch_dtype") or config.get("dtype"))
+        )
+        bins = [directory / "pytorch_model.bin"]
+        bin_index = directory / "pytorch_model.bin.index.json"
+        if bin_index.is_file():
+            weight_map = json.loads(_inside(bin_index, settings).read_text()).get("weight_map", {})
+            bins = [directory / s for s in sorted(set(weight_map.values()))]
+        if element is None or not all(b.is_file() for b in bins):
+            return None
+        return sum(_inside(b, settings).stat().st_size for b in bins) // element
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        # The message names the directory only: no server path or exception text reaches a client.
+        raise ModelLoadError(f"{directory.name}: the headers of its weight files cannot be read") from exc
 
 
 def _hub_params(ref: ModelRef, step: int, settings: Settings) -> int | None:
