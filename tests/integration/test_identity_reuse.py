@@ -249,3 +249,55 @@ def test_weights_changed_after_submission_fail_the_job(start_stack, redis_server
         again = api.submit(**body)
         assert again["id"] != aid
         assert api.wait(again["id"], timeout=180, poll=0.2, progress=False)["status"] == "finished"
+
+
+def test_a_hub_branch_moved_to_new_weights_is_a_new_analysis(start_stack, tmp_path):
+    """hub: models are named by the commit each step's branch points at (the API asks the hub)."""
+    import json
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from tests.hub_server import LocalHub
+
+    repo_id = "example-org/moving-run"
+    repo = tmp_path / "hub" / repo_id
+    config = {
+        "model_type": "gpt2",
+        "n_layer": 1,
+        "n_head": 2,
+        "n_embd": 8,
+        "vocab_size": 16,
+        "n_positions": 16,
+    }
+    for seed, branch in enumerate(("step0", "step1000")):
+        (repo / branch).mkdir(parents=True)
+        (repo / branch / "config.json").write_text(json.dumps(config))
+        weights = {"wte.weight": np.random.default_rng(seed).standard_normal((16, 8)).astype(np.float32)}
+        save_file(weights, str(repo / branch / "model.safetensors"))
+    with LocalHub(tmp_path / "hub") as hub:
+        # The branch list is asked for on every POST (no reuse window), as after its TTL in production.
+        stack = start_stack(workers=0, HF_ENDPOINT=hub.url, PHASESCOPE_HUB_REFS_TTL_S="0")
+        body = {"model": f"hub:{repo_id}", "checkpoints": "all", "measures": ["entropy"]}
+        _, first = _post(stack.url, body)
+        assert first["weights"] == {
+            "0": f"commit:{hub.commit(repo_id, 'step0')}",
+            "1000": f"commit:{hub.commit(repo_id, 'step1000')}",
+        }
+        assert _post(stack.url, body)[1]["id"] == first["id"]  # nothing moved: the same analysis
+
+        # The step1000 branch is pushed again with other weights: a new commit, a new analysis.
+        rng = np.random.default_rng(99)
+        save_file(
+            {"wte.weight": rng.standard_normal((16, 8)).astype(np.float32)},
+            str(repo / "step1000" / "model.safetensors"),
+        )
+        hub.refresh()
+        _, second = _post(stack.url, body)
+        assert second["id"] != first["id"]
+        assert second["weights"]["0"] == first["weights"]["0"]
+        assert (
+            second["weights"]["1000"]
+            == f"commit:{hub.commit(repo_id, 'step1000')}"
+            != first["weights"]["1000"]
+        )
