@@ -353,6 +353,12 @@ def test_hub_failures_are_bounded_and_remembered(
     finally:
         hub.fail_status = None
 
+    # A repository the hub does not have, and a string that is no repository id: 404s that say so.
+    missing = http.get(f"{stack.url}/api/v1/models/hub:example-org/no-such-run/checkpoints")
+    assert missing.status_code == 404 and missing.json()["error"] == "model_not_found"
+    malformed = http.get(f"{stack.url}/api/v1/models/hub:..%2Fetc/checkpoints")
+    assert malformed.status_code == 404 and "hub:<org>/<name>" in malformed.json()["detail"]
+
     # A hub that accepts the connection and never answers: the call gives up after hub_timeout_s.
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
