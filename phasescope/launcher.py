@@ -130,7 +130,13 @@ class Launcher:
 
         def start() -> subprocess.Popen:
             # Same directory, socket and append-only file every time: the queue survives a restart.
-            if not server.start():
+            try:
+                started = server.start()
+            except ServiceUnavailable:
+                if server.process is not None:
+                    server.process.wait()  # start() killed the server that did not come up: reap it
+                raise
+            if not started:
                 raise ServiceUnavailable(f"another process already runs a Redis at {server.url}")
             assert server.process is not None
             return server.process

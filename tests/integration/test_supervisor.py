@@ -130,6 +130,15 @@ def test_sweep_survives_killed_worker_and_killed_redis_under_phasescope_up(
             state = api.wait(aid, timeout=300, poll=0.5, progress=False)
         assert state["status"] == "finished", state
         print(f"\nup + sweep with a worker and Redis killed: {time.perf_counter() - t0:.1f} s")
+
+        # 3. The API too comes back on its port (requests fail only while it restarts).
+        api_pid = children["api"]["pid"]
+        os.kill(api_pid, signal.SIGKILL)
+        back = wait_for(
+            lambda: _children(url)["api"]["restarts"] == 1 and _children(url), 120, "the API back"
+        )
+        assert back["api"]["pid"] != api_pid and back["api"]["last_exit"]["reason"] == "killed by SIGKILL"
+        assert http.get(f"{url}/api/v1/analyses/{aid}").json()["status"] == "finished"
         log = out.read_text()
         assert f"{victim_name} (pid {victim['pid']}) killed by SIGKILL" in log, log
         assert f"redis (pid {redis_pid}) killed by SIGKILL" in log and "Last lines of" in log, log
