@@ -232,3 +232,46 @@ def test_a_part_measured_while_redis_is_down_is_written_then_reported(start_stac
     assert state["status"] == "finished", (state, stack.logs())
     again = part.stat()
     assert (again.st_ino, again.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # not measured again
+
+
+def test_launcher_gives_up_on_a_worker_that_keeps_dying_and_stops_everything(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PHASESCOPE_RESTART_BACKOFF_INITIAL_S", "0.05")
+    monkeypatch.setenv("PHASESCOPE_RESTART_GIVE_UP_EXITS", "3")
+    get_settings.cache_clear()
+    said: list[str] = []
+    launcher = Launcher(get_settings(), workers=1, threads=1, say=said.append)
+    assert launcher.supervisor is not None
+    state_file = data_dir / "run" / "supervisor.json"
+    killed: list[subprocess.Popen] = []
+    deadline = time.monotonic() + 60
+    sigterm = signal.getsignal(signal.SIGTERM)  # wait_forever installs its own
+
+    def oom_killer() -> None:
+        # Like the OOM killer on a machine too small for the model: the worker dies on every start.
+        assert time.monotonic() < deadline, "the supervisor never gave up"
+        worker = launcher.supervisor.get("worker-0")
+        if worker.state == "running" and worker.process not in killed:
+            worker.process.kill()
+            killed.append(worker.process)
+
+    try:
+        launcher.start_workers(launcher.start_redis())
+        with pytest.raises(ChildGaveUp) as caught:
+            launcher.wait_forever(on_tick=oom_killer)
+        state = {c["name"]: c for c in read_state(state_file)["children"]}
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+        launcher.stop()
+    message = str(caught.value)
+    assert f"worker-0 (pid {killed[-1].pid}) killed by SIGKILL" in message, message
+    assert "3 times within 60 s" in message and "gave up and stops everything" in message, message
+    assert state["worker-0"]["state"] == "gave-up" and state["worker-0"]["restarts"] == 2
+    assert state["redis"]["state"] == "running" and state["redis"]["restarts"] == 0
+    assert len(killed) == 3 and all(p.returncode == -signal.SIGKILL for p in killed)  # all reaped
+    assert sum("restarting in" in line for line in said) == 2
+    from phasescope.redis_conn import EmbeddedRedis
+
+    assert not EmbeddedRedis(data_dir / "redis").ping()  # stopped with everything else
+    assert not state_file.exists()
