@@ -190,7 +190,9 @@ def load_tl_pretrained(name: str, step: int | None, device: str, dtype: str = "f
                     official, checkpoint_value=checkpoint_value, device=device, dtype=torch_dtype(dtype)
                 )
         else:
-            hf_model = None if checkpoint_value is None else _tl_checkpoint_hf_model(official, checkpoint_value)
+            hf_model = None
+            if checkpoint_value is not None:
+                hf_model = _tl_checkpoint_hf_model(official, checkpoint_value, torch_dtype(dtype))
             # No folding, centring or bias folding: the scores and weights stay the model's own.
             model = HookedTransformer.from_pretrained(
                 official,
@@ -216,7 +218,7 @@ def load_tl_pretrained(name: str, step: int | None, device: str, dtype: str = "f
     return LoadedHF(model=model, tokenizer=model.tokenizer, causal=not encoder, family=family)
 
 
-def _tl_checkpoint_hf_model(official: str, step: int) -> Any:
+def _tl_checkpoint_hf_model(official: str, step: int, dtype: Any) -> Any:
     """The Hugging Face model of a TransformerLens model at a training step, loaded by transformers.
 
     TransformerLens 3.9 loads Pythia checkpoints with ``token=os.environ.get("HF_TOKEN", "")``
@@ -225,17 +227,23 @@ def _tl_checkpoint_hf_model(official: str, step: int) -> Any:
     checkpoint loads for a user without a token. Loading the checkpoint here, with huggingface_hub's own
     token resolution (HF_TOKEN or a saved login, else no header), and handing it to TransformerLens as
     ``hf_model`` skips that call and keeps TransformerLens's conversion. Setting HF_TOKEN in our
-    environment instead would send a made-up credential, which the hub answers with 401. Loading by
-    commit (``phasescope.hub.checkpoint_revision``) reads exactly the weights ``revision_identity``
-    names, even if the branch moves meanwhile.
+    environment instead would send a made-up credential, which the hub answers with 401.
+
+    The revision is fetched like a ``hub:`` checkpoint (``phasescope.hub.download_revision``): by
+    commit, so the weights are the ones ``revision_identity`` names even if the branch moves; only
+    safetensors when the revision has them; into the snapshot a worker evicts once the step is
+    measured. transformers then reads the snapshot as a local directory, which also keeps it from
+    asking the hub's converter to open a safetensors pull request for a ``.bin``-only revision (it
+    does that in a background thread for hub loads). ``dtype`` is the load dtype (a torch dtype), so
+    a half-precision run never holds a float32 copy.
     """
-    import torch
     from transformers import AutoModelForCausalLM
 
-    from phasescope.hub import checkpoint_revision
+    from phasescope.hub import checkpoint_revision, download_revision
 
     repo_id, _, commit = checkpoint_revision(f"tl:{official}", step)
-    return AutoModelForCausalLM.from_pretrained(repo_id, revision=commit, dtype=torch.float32)
+    snapshot = download_revision(repo_id, commit)
+    return AutoModelForCausalLM.from_pretrained(str(snapshot), local_files_only=True, dtype=dtype)
 
 
 _TL_FAMILY_NAMES = {

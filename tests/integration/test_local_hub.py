@@ -48,7 +48,14 @@ def _tokenizer() -> Any:
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=eot, eos_token=eot, unk_token=eot)
 
 
-def _write_revisions(repo: Path, config: Any, model_class: Any, branches: list[str], tokenizer: Any) -> None:
+def _write_revisions(
+    repo: Path,
+    config: Any,
+    model_class: Any,
+    branches: list[str],
+    tokenizer: Any,
+    bin_only: tuple[str, ...] = (),
+) -> None:
     import torch
 
     for seed, branch in enumerate(branches):
@@ -56,6 +63,16 @@ def _write_revisions(repo: Path, config: Any, model_class: Any, branches: list[s
         # fp16 as Pythia publishes its checkpoints; a quarter of the bytes to write and serve.
         model = model_class(config).to(torch.float16)
         model.save_pretrained(repo / branch)
+        if branch in bin_only:
+            # Older uploads hold only a pytorch_model.bin (transformers 5 writes safetensors only; its
+            # reader takes .bin with weights_only=True).
+            from safetensors.torch import load_file
+
+            saved = repo / branch / "model.safetensors"
+            torch.save(
+                load_file(saved), repo / branch / "pytorch_model.bin"
+            )  # the checkpoint's own key names
+            saved.unlink()
         tokenizer.save_pretrained(repo / branch)
 
 
@@ -79,7 +96,9 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
         rotary_pct=0.25, rotary_emb_base=10000, use_parallel_residual=True, max_position_embeddings=2048,
         layer_norm_eps=1e-5, hidden_act="gelu", bos_token_id=0, eos_token_id=0, tie_word_embeddings=False,
     )  # fmt: skip
-    _write_revisions(root / PYTHIA, pythia, GPTNeoXForCausalLM, ["step0", "step1000", "main"], tokenizer)
+    _write_revisions(
+        root / PYTHIA, pythia, GPTNeoXForCausalLM, ["step0", "step1000", "main"], tokenizer, ("step1000",)
+    )
     # CRFM's config.json keeps GPT-2's old n_ctx field, which TransformerLens reads.
     gpt2 = GPT2Config(
         n_layer=2, n_embd=64, n_head=4, n_positions=128, n_ctx=128, vocab_size=len(tokenizer), bos_token_id=0,
@@ -135,6 +154,12 @@ only_pythia = {only_pythia!r}
 def same(a, b):
     return bool(torch.equal(a.detach().float().cpu(), b.float()))
 
+def saved_weights(folder):
+    try:
+        return load_file(f"{{root}}/{{folder}}/model.safetensors")
+    except FileNotFoundError:
+        return torch.load(f"{{root}}/{{folder}}/pytorch_model.bin", weights_only=True)
+
 out = {{"lists": {{}}, "identity": {{}}, "weights": {{}}}}
 for spec in ("hub:{olmo}", "hub:{amber}"):
     out["lists"][spec] = list_checkpoints(spec)
@@ -148,21 +173,21 @@ cases = [
 ]
 for spec, step, folder, embed, other in cases[:2] if only_pythia else cases:
     loaded = load_model(spec, step)
-    saved = load_file(f"{{root}}/{{folder}}/model.safetensors")
+    saved = saved_weights(folder)
     second = loaded.model.W_U.T if other != "transformer.wpe.weight" else loaded.model.W_pos
     out["weights"][f"{{spec}}@{{step}}"] = {{
         "embed": same(loaded.model.W_E, saved[embed]), "second": same(second, saved[other]),
         "family": loaded.family, "step": loaded.step,
     }}
-    out["weights"][f"{{spec}}@{{step}}"]["other_steps_differ"] = not same(loaded.model.W_E, load_file(
-        f"{{root}}/{{folder.rsplit('/', 1)[0]}}/main/model.safetensors")[embed])
+    main = saved_weights(folder.rsplit("/", 1)[0] + "/main")
+    out["weights"][f"{{spec}}@{{step}}"]["other_steps_differ"] = not same(loaded.model.W_E, main[embed])
 # What a worker does once the step is measured: the revision leaves the cache.
 from huggingface_hub import scan_cache_dir
 from phasescope.hub import release_checkpoint
 
 def cached(repo):
     return sorted(r.commit_hash for c in scan_cache_dir().repos if c.repo_id == repo for r in c.revisions
-                  if any(f.file_name == "model.safetensors" for f in r.files))
+                  if any(f.file_name.endswith((".safetensors", ".bin")) for f in r.files))
 
 before = cached("{pythia}")
 freed = release_checkpoint("tl:pythia-14m", 0)
@@ -212,8 +237,13 @@ def test_tl_and_hub_checkpoints_load_their_own_revision(
     auth = {a for _, _, a in hub.requests[before:]}
     # Without a token no Authorization header is sent at all (not an empty "Bearer "); with one, always it.
     assert auth == ({None} if token is None else {f"Bearer {token}"})
-    weight_gets = [p for m, p, _ in hub.requests[before:] if m == "GET" and p.endswith("model.safetensors")]
+    weight_gets = [
+        p for m, p, _ in hub.requests[before:] if m == "GET" and p.endswith((".safetensors", ".bin"))
+    ]
     assert len(weight_gets) == (2 if token else 4)  # each revision downloaded once, by commit
+    assert not [
+        p for _, p, _ in hub.requests[before:] if "discussions" in p
+    ]  # no safetensors-conversion PR asked
     assert all(p.split("/resolve/")[1].split("/")[0] in _commits(hub) for p in weight_gets)
 
 
