@@ -161,7 +161,7 @@ def saved_weights(folder):
         return torch.load(f"{{root}}/{{folder}}/pytorch_model.bin", weights_only=True)
 
 out = {{"lists": {{}}, "identity": {{}}, "weights": {{}}}}
-for spec in ("hub:{olmo}", "hub:{amber}"):
+for spec in ("hub:{olmo}", "hub:{amber}", "hub:{pythia}"):
     out["lists"][spec] = list_checkpoints(spec)
 out["identity"]["tl:pythia-14m"] = revision_identity("tl:pythia-14m", [0, 1000])
 out["identity"]["hub:{olmo}"] = revision_identity("hub:{olmo}", [0, 1000, 2000])
@@ -213,7 +213,12 @@ def test_tl_and_hub_checkpoints_load_their_own_revision(
     )
     out = _run(script, _hub_env(hub, tmp_path / "hf-cache", tmp_path / "data", token))
 
-    assert out["lists"] == {f"hub:{OLMO_STYLE}": [0, 1000, 2000], f"hub:{LLM360_STYLE}": [0, 1, 2]}
+    # OLMo-, LLM360- and Pythia-style branch names; main is not a step when steps exist.
+    assert out["lists"] == {
+        f"hub:{OLMO_STYLE}": [0, 1000, 2000],
+        f"hub:{LLM360_STYLE}": [0, 1, 2],
+        f"hub:{PYTHIA}": [0, 1000],
+    }
     assert out["identity"]["tl:pythia-14m"] == {
         "0": hub.commit(PYTHIA, "step0"),
         "1000": hub.commit(PYTHIA, "step1000"),
