@@ -351,7 +351,7 @@ def download_revision(repo_id: str, commit: str, settings: Settings | None = Non
     """Fetch the files of one revision a checkpoint needs into the Hugging Face cache.
 
     Safetensors weights, configs and tokenizer files; pickled ``pytorch_model*.bin`` only for a revision
-    without safetensors (Pythia's step branches). Downloading by commit, not branch, keeps what is read
+    without safetensors (older uploads). Downloading by commit, not branch, keeps what is read
     equal to what ``revision_identity`` named.
 
     Returns:
