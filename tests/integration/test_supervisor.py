@@ -82,6 +82,7 @@ def test_sweep_survives_killed_worker_and_killed_redis_under_phasescope_up(
     try:
         # Ready once the launcher supervises the API too (it does so after the API first answers).
         wait_for(lambda: "api" in _children(url), 240, "phasescope up")
+        ready_s = time.perf_counter() - t0
         health = _health(url)
         assert health["redis"]["mode"] == "embedded", health["redis"]
         children = _children(url)
@@ -90,6 +91,7 @@ def test_sweep_survives_killed_worker_and_killed_redis_under_phasescope_up(
         workers = {c["pid"]: name for name, c in children.items() if name.startswith("worker-")}
 
         with Client(url, timeout=180) as api:
+            t_submit = time.perf_counter()
             aid = api.submit(zoo_induction_2l, checkpoints="all", measures=MEASURES, inputs=INPUTS)["id"]
             parts = data_dir / "results" / aid / "parts"
 
@@ -129,7 +131,10 @@ def test_sweep_survives_killed_worker_and_killed_redis_under_phasescope_up(
 
             state = api.wait(aid, timeout=300, poll=0.5, progress=False)
         assert state["status"] == "finished", state
-        print(f"\nup + sweep with a worker and Redis killed: {time.perf_counter() - t0:.1f} s")
+        print(
+            f"\nphasescope up ready in {ready_s:.1f} s; 41-checkpoint sweep with a worker and Redis killed "
+            f"(Redis at {done_at_kill}/41 parts): {time.perf_counter() - t_submit:.1f} s"
+        )
 
         # 3. The API too comes back on its port (requests fail only while it restarts).
         api_pid = children["api"]["pid"]
