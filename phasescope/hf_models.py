@@ -239,11 +239,12 @@ def _tl_checkpoint_hf_model(official: str, step: int, dtype: Any) -> Any:
     """
     from transformers import AutoModelForCausalLM
 
-    from phasescope.hub import checkpoint_revision, download_revision
+    from phasescope.hub import checkpoint_revision, load_from_snapshot
 
     repo_id, _, commit = checkpoint_revision(f"tl:{official}", step)
-    snapshot = download_revision(repo_id, commit)
-    return AutoModelForCausalLM.from_pretrained(str(snapshot), local_files_only=True, dtype=dtype)
+    return load_from_snapshot(
+        repo_id, commit, lambda path: AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+    )
 
 
 _TL_FAMILY_NAMES = {

@@ -34,9 +34,10 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from phasescope.config import Settings, get_settings
 from phasescope.errors import CheckpointNotFound, HubUnavailable, ModelLoadError, ModelNotFound
@@ -53,6 +54,7 @@ __all__ = [
     "download_revision",
     "hub_checkpoints",
     "hub_repo_files",
+    "load_from_snapshot",
     "load_hub_checkpoint",
     "parse_repo_id",
     "release_checkpoint",
@@ -62,6 +64,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FINAL_STEP = 0
 """The single checkpoint of a repository without step branches: ``main``, the weights as published."""
@@ -388,10 +391,36 @@ def load_hub_checkpoint(
     """
     settings = settings or get_settings()
     repo_id, _, commit = checkpoint_revision(spec, step, settings)
-    path = download_revision(repo_id, commit, settings)
     from phasescope.hf_models import load_hf_directory
 
-    return load_hf_directory(path, device, dtype=dtype)
+    return load_from_snapshot(
+        repo_id, commit, lambda path: load_hf_directory(path, device, dtype=dtype), settings
+    )
+
+
+def load_from_snapshot(
+    repo_id: str, commit: str, load: Callable[[Path], T], settings: Settings | None = None
+) -> T:
+    """``load(snapshot directory)`` for one revision, fetched first; fetched again once if it vanished.
+
+    Workers sharing a cache evict revisions they have measured (``release_checkpoint``); another worker
+    may be between downloading the same revision and opening its files. Once opened, a file survives
+    its deletion; before, the load fails, and the revision is fetched again and loaded once more.
+    """
+    for attempt in (1, 2):
+        path = download_revision(repo_id, commit, settings)
+        try:
+            return load(path)
+        except (ModelLoadError, OSError):
+            if attempt == 2 or _snapshot_complete(path):
+                raise  # not an eviction: the files are there, so the failure is the load's own
+            _log.warning("%s at %s was evicted while loading; fetching it again", repo_id, commit[:12])
+    raise AssertionError("unreachable")
+
+
+def _snapshot_complete(path: Path) -> bool:
+    # Snapshot entries are links into blobs/: an evicted revision loses the folder or the blobs.
+    return path.is_dir() and all(p.exists() for p in path.rglob("*"))
 
 
 def release_checkpoint(spec: str, step: int, settings: Settings | None = None) -> int:

@@ -403,3 +403,42 @@ def test_hub_failures_are_bounded_and_remembered(
         out = _run(_SILENT_SCRIPT, env, timeout=120)
     assert out["out"] == "hub_unavailable"
     assert out["seconds"] < 60
+
+
+_EVICTED_SCRIPT = """
+import json
+from phasescope.hub import checkpoint_revision, load_from_snapshot, release_checkpoint
+
+spec = "hub:{olmo}"
+repo, _, commit = checkpoint_revision(spec, 1000)
+calls = []
+
+def load(path):
+    calls.append(path)
+    if len(calls) == 1:
+        release_checkpoint(spec, 1000)  # another worker sharing the cache measured this step and evicts it
+    return json.loads((path / "config.json").read_text())["hidden_size"]
+
+out = {{"value": load_from_snapshot(repo, commit, load), "calls": len(calls)}}
+
+def broken(path):
+    calls.append(path)
+    raise OSError("not an eviction")
+
+calls.clear()
+try:
+    load_from_snapshot(repo, commit, broken)
+except OSError:
+    out["broken_calls"] = len(calls)
+print(json.dumps(out))
+"""
+
+
+def test_a_revision_evicted_by_another_worker_is_fetched_again(hub: LocalHub, tmp_path: Path) -> None:
+    """A revision deleted between its download and its load is downloaded again, once; other failures raise."""
+    before = hub.count("GET", f"{OLMO_STYLE}/resolve/")
+    out = _run(
+        _EVICTED_SCRIPT.format(olmo=OLMO_STYLE), _hub_env(hub, tmp_path / "hf-cache", tmp_path / "data", None)
+    )
+    assert out == {"value": 64, "calls": 2, "broken_calls": 1}
+    assert hub.count("GET", f"{OLMO_STYLE}/resolve/") - before >= 2 * 4  # every file fetched twice
