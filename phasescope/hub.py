@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 FINAL_STEP = 0
 """The single checkpoint of a repository without step branches: ``main``, the weights as published."""
@@ -399,8 +399,8 @@ def load_hub_checkpoint(
 
 
 def load_from_snapshot(
-    repo_id: str, commit: str, load: Callable[[Path], T], settings: Settings | None = None
-) -> T:
+    repo_id: str, commit: str, load: Callable[[Path], _T], settings: Settings | None = None
+) -> _T:
     """``load(snapshot directory)`` for one revision, fetched first; fetched again once if it vanished.
 
     Workers sharing a cache evict revisions they have measured (``release_checkpoint``); another worker
