@@ -7,14 +7,15 @@ reads it: by its ``Content-Length`` when it has one, else by counting the bytes 
 
 Why the dashboard's policy is what it is (checked in a real Chromium, tests/e2e/test_dashboard_security.py):
 
-* ``script-src 'self' 'sha256-…'``: Dash's page has one inline script (``new DashRenderer(...)``);
-  ``Dash.csp_hashes()`` gives its hash, so no ``'unsafe-inline'`` for scripts. Its JSON config block
-  (``type="application/json"``) is data, not a script, and needs nothing.
-* ``'unsafe-eval'``: plotly.js compiles functions with ``new Function`` at run time (its typed-array
-  and colour helpers; plotly documents a separate "strict" bundle for policies without it), and Dash
-  ships the full bundle. Without it the figures stay empty.
-* ``style-src 'self' 'unsafe-inline'``: plotly.js and Dash's components set ``style`` attributes and
-  inject ``<style>`` rules while they draw. Styles cannot run code.
+* ``script-src 'self' 'sha256-…'``: Dash's page runs inline scripts (``new DashRenderer(...)``, one per
+  clientside callback, the page-title callback of its page router); ``Dash.csp_hashes()`` gives their
+  hashes, so no ``'unsafe-inline'`` for scripts. Its JSON config block (``type="application/json"``) is
+  data, not a script.
+* ``'unsafe-eval'``: WebGL traces (``Scattergl``, which the figures switch to above
+  ``frontend.figures.WEBGL_POINTS`` points) draw through regl, which compiles its draw calls with
+  ``Function``; Dash serves plotly's full bundle, not its "strict" one. The 2-D figures render without it.
+* ``style-src 'self' 'unsafe-inline'``: without it Chromium reports ``style-src-elem`` violations:
+  Dash's components and plotly.js inject ``<style>`` elements while they draw. Styles run no code.
 * ``img-src data: blob:``: plotly's mode bar icons and "download as png".
 
 ``/docs`` and ``/redoc`` (FastAPI's pages) load Swagger UI / ReDoc from cdn.jsdelivr.net and start it

@@ -60,6 +60,10 @@ def create_dash_app() -> dash.Dash:
         # server never holds one, so a request without it cannot write.
         token = dcc.Store(id="auth-token", storage_type="session")
         app.layout = html.Div([_navbar(), token, html.Main(dash.page_container, className="page")])
+        # Dash finishes its set-up on the first request it serves: the page router registers a page-title
+        # callback there, as an inline script. Serve one now, so that the inline scripts (and so the CSP
+        # hashes frontend.server allows) are complete before the first person's request.
+        app.server.test_client().get("/_dash-dependencies")
         _APP = app
         _warm_up()
     return _APP

@@ -113,10 +113,11 @@ def _describe(model: str | None, rng: list[int], spacing: str, count: int | None
     return f"{len(picked)} checkpoints: steps {picked[0]} … {picked[-1]}" if picked else "no checkpoints"
 
 
-@dash.callback(Output("new-token", "value"), Input("auth-token", "data"))
-def _restore_token(stored: str | None) -> str:
+# Fired once as the page renders (its Input is on this page; the Store lives in the app's layout).
+@dash.callback(Output("new-token", "value"), Input("new-submit", "id"), State("auth-token", "data"))
+def _restore_token(_: str, stored: str | None) -> Any:
     """The token this browser tab last submitted with, back in its field."""
-    return stored or ""
+    return stored or no_update
 
 
 def _auth_message(token: str | None) -> str:
@@ -149,8 +150,8 @@ def _submit(_: int, model: str, rng: list[int], spacing: str, count: int | None,
         checkpoints, _ = _selection(model, rng[0], rng[1], spacing, count)
         state = client.api().submit_as(token, model, checkpoints=checkpoints, measures=measures, inputs=inputs)
     except client.ApiError as exc:  # shown as the API words it, with the field it names
-        if exc.status_code == 401:  # forget a token the API refused
-            return no_update, error_state(_auth_message(token), id="new-auth-error"), True, None
+        if exc.status_code == 401:  # the field keeps what was typed, to be corrected; the session keeps none
+            return no_update, error_state(_auth_message(token), id="new-auth-error"), True, no_update
         where = f" (field: {exc.field})" if exc.field else ""
         return no_update, error_state(f"{exc.message}{where}"), True, no_update
     except Exception as exc:
