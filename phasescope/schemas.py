@@ -13,7 +13,15 @@ import json
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from phasescope import MEASURES_VERSION
 from phasescope.config import get_settings
@@ -71,7 +79,7 @@ CheckpointSelection = Annotated[
 
 
 class InputSpec(_Strict):
-    """What to measure on. Zoo models use their own task data unless texts are given."""
+    """What to measure on. Zoo models use their own task data (they take no texts: no tokenizer)."""
 
     texts: list[str] | None = Field(
         None, description="Texts for language models; None = the built-in set (zoo: the task's own data)."
@@ -167,6 +175,26 @@ class AnalysisRequest(_Strict):
         # Order does not change the result, so it must not change the id either.
         return sorted(set(measures))
 
+    @field_validator("inputs")
+    @classmethod
+    def _texts_need_a_tokenizer(cls, inputs: InputSpec, info: ValidationInfo) -> InputSpec:
+        # A zoo series reads its task's own tokens and has no tokenizer: refuse texts here (422 at POST),
+        # not in the worker after the request was queued.
+        model = str(info.data.get("model", "")).strip()
+        if model.startswith("zoo:") and inputs.texts is not None:
+            raise ValueError(
+                f"texts: {model} is measured on its own task's data and has no tokenizer for texts; "
+                "leave inputs.texts out (or null)"
+            )
+        return inputs
+
+    @field_validator("checkpoints", mode="before")
+    @classmethod
+    def _selection_shape(cls, value: Any) -> Any:
+        # Say what is wrong with what was sent: pydantic's own error for a union names only its first
+        # member ("Input should be 'all' or 'last'") whatever the shape sent was.
+        return _check_selection_shape(value)
+
     @field_validator("checkpoints")
     @classmethod
     def _checkpoint_count(cls, value: Any) -> Any:
@@ -182,6 +210,46 @@ class AnalysisRequest(_Strict):
     def canonical(self) -> dict[str, Any]:
         """The request with defaults filled in, plus the measures version: what the id hashes."""
         return {"request": self.model_dump(mode="json"), "measures_version": MEASURES_VERSION}
+
+
+_SELECTION_FORMS = "'all', 'last', a list of steps, a range {start, stop, every} or a spacing {count, spacing}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_selection_shape(value: Any) -> Any:
+    """``value`` if it has the shape of a checkpoint selection, else a ValueError that says what is wrong."""
+    if isinstance(value, (CheckpointRange, CheckpointSpacing)):
+        return value
+    if isinstance(value, str):
+        if value not in ("all", "last"):
+            raise ValueError(f"{_short(value)} is not a checkpoint selection: use {_SELECTION_FORMS}")
+        return value
+    if isinstance(value, list):
+        for i, step in enumerate(value):
+            whole = isinstance(step, int) or (isinstance(step, float) and step.is_integer())
+            if isinstance(step, bool) or not whole:
+                raise ValueError(f"checkpoints[{i}] is {_short(step)}: a step is a whole number (0, 1000, ...)")
+            if step < 0:
+                raise ValueError(f"checkpoints[{i}] is {step!r}: steps start at 0")
+        return value
+    if isinstance(value, dict):
+        kind = CheckpointSpacing if "count" in value or "spacing" in value else CheckpointRange
+        word = "a spacing {count, spacing}" if kind is CheckpointSpacing else "a range {start, stop, every}"
+        unknown = sorted(set(value) - set(kind.model_fields))
+        if unknown:
+            raise ValueError(f"checkpoints is read as {word}, which has no {_short(unknown)[1:-1]}")
+        try:
+            return kind.model_validate(value)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"][:1].lower() + err["msg"][1:]
+            raise ValueError(f"checkpoints is read as {word}; its {where} is {_short(err.get('input'))}: {msg}") from None
+    raise ValueError(f"checkpoints is {type(value).__name__} {_short(value)}: use {_SELECTION_FORMS}")
 
 
 def analysis_id(request: AnalysisRequest, weights: dict[int, str] | None = None) -> str:

@@ -57,6 +57,93 @@ def test_invalid_analysis_requests(api):
     _check(r, 422, None, "json")
 
 
+def test_malformed_selections_and_zoo_texts_say_what_is_wrong(api):
+    base, (model, steps), _ = api
+    post = lambda body: http.post(f"{base}/analyses", json={"model": model, **body})  # noqa: E731
+    for selection, words in [
+        ([-1], "checkpoints[0] is -1: steps start at 0"),
+        ([steps[0], 1.5], "checkpoints[1] is 1.5: a step is a whole number"),
+        ([True], "checkpoints[0] is True: a step is a whole number"),
+        ({"start": -1}, "a range {start, stop, every}; its start is -1"),
+        ({"start": 0, "stride": 2}, "a range {start, stop, every}, which has no 'stride'"),
+        ({"count": 0}, "a spacing {count, spacing}; its count is 0"),
+        ({"count": 2, "spacing": "cubic"}, "its spacing is 'cubic': input should be 'linear' or 'log'"),
+        ("first", "'first' is not a checkpoint selection: use 'all', 'last', a list of steps"),
+        (7, "checkpoints is int 7"),
+    ]:
+        body = _check(post({"checkpoints": selection}), 422, "checkpoints", words)
+        assert "should be 'all' or 'last'" not in body["detail"], body
+    # Zoo series read their task's own tokens: texts are refused at POST, not in the worker.
+    zoo = http.post(
+        f"{base}/analyses", json={"model": "zoo:induction-2l", "inputs": {"texts": ["Hello there."]}}
+    )
+    body = _check(zoo, 422, "inputs", "texts: zoo:induction-2l")
+    assert "no tokenizer" in body["detail"]
+    assert http.get(f"{base}/analyses").json()["total"] == 0  # nothing was recorded or queued
+
+
+def test_error_bodies_name_no_server_paths(api, data_dir, tmp_path):
+    base, (model, steps), outside = api
+    (data_dir / "models" / "link").symlink_to(outside, target_is_directory=True)
+    answers = [
+        (http.post(f"{base}/analyses", json={"model": "../../outside/series"}), 403),
+        (http.post(f"{base}/analyses", json={"model": "link"}), 403),  # a symlink out of a root
+        (http.get(f"{base}/models/link/checkpoints"), 403),
+        (http.post(f"{base}/analyses", json={"model": "nowhere"}), 404),
+        (http.get(f"{base}/models/{'x' * 280}/checkpoints"), 404),  # a name the file system refuses
+    ]
+    for response, status in answers:
+        body = _check(response, status, "model")
+        for server_path in (str(tmp_path), str(tmp_path.resolve()), str(data_dir), str(outside)):
+            assert server_path not in response.text, body
+    assert "PHASESCOPE_MODEL_ROOTS" in answers[0][0].json()["detail"]
+    assert "<data_dir>/models" in answers[3][0].json()["detail"]  # the roots by name, not by path
+
+
+def test_500_bodies_carry_a_request_id_not_the_exception(tmp_path, caplog):
+    """Any unhandled error (here raised by a route added to a real app) is logged in full and answered
+    with a generic message and the request id that finds it in the log."""
+    import threading
+
+    import uvicorn
+
+    from backend.main import create_app
+    from phasescope.config import Settings
+    from tests.integration.service import free_port, wait_for
+
+    app = create_app(Settings(data_dir=tmp_path / "data", REDIS_URL="redis://127.0.0.1:1/0"))
+
+    @app.get("/api/v1/boom")
+    def boom() -> None:
+        raise RuntimeError(f"secret detail at {tmp_path}/private.db")
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=5), 60, "the API")
+        with caplog.at_level("ERROR", logger="phasescope.api"):
+            response = httpx.get(f"http://127.0.0.1:{port}/api/v1/boom", timeout=60)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    body = _check(response, 500, None, "request id")
+    assert (
+        "secret" not in response.text
+        and "RuntimeError" not in response.text
+        and str(tmp_path) not in response.text
+    )
+    rid = body["request_id"]
+    assert rid in body["detail"] and response.headers["x-request-id"] == rid
+    assert (
+        response.headers["x-content-type-options"] == "nosniff"
+        and "frame-ancestors" in response.headers["content-security-policy"]
+    )
+    logged = [r for r in caplog.records if rid in r.getMessage()]
+    assert logged and "secret detail" in str(logged[0].exc_info[1]), [r.getMessage() for r in caplog.records]
+
+
 def test_invalid_reads(api):
     base, (model, steps), _ = api
     _check(http.get(f"{base}/analyses/0123456789abcdef01234567"), 404, "id", "no analysis")
