@@ -6,6 +6,7 @@ from typing import Any
 
 import dash
 from dash import Input, Output, State, dcc, html, no_update
+from dash.exceptions import PreventUpdate
 
 from frontend import client
 from frontend.components import error_state
@@ -128,16 +129,17 @@ def _auth_message(token: str | None) -> str:
 
 
 @dash.callback(Output("new-aid", "data"), Output("new-error", "children"), Output("new-poll", "disabled"),
-               Output("auth-token", "data"),
                Input("new-submit", "n_clicks"),
                State("new-model", "value"), State("new-range", "value"), State("new-spacing", "value"),
                State("new-count", "value"), State("new-measures", "value"), State("new-n-prompts", "value"),
                State("new-seq-len", "value"), State("new-seed", "value"), State("new-texts", "value"),
                State("new-token", "value"), prevent_initial_call=True)  # fmt: skip
-def _submit(_: int, model: str, rng: list[int], spacing: str, count: int | None, measures: list[str],
+def _submit(clicks: int | None, model: str, rng: list[int], spacing: str, count: int | None, measures: list[str],
             n_prompts: int | None, seq_len: int | None, seed: int | None, texts: str | None,
             token: str | None) -> tuple[Any, ...]:  # fmt: skip
     """Submit as the user: their token (from the form) is the only credential the API call carries."""
+    if not clicks:  # only a click submits (never the page's own first render)
+        raise PreventUpdate
     token = (token or "").strip() or None
     inputs: dict[str, Any] = {"seed": int(seed or 0)}
     if n_prompts:
@@ -150,13 +152,22 @@ def _submit(_: int, model: str, rng: list[int], spacing: str, count: int | None,
         checkpoints, _ = _selection(model, rng[0], rng[1], spacing, count)
         state = client.api().submit_as(token, model, checkpoints=checkpoints, measures=measures, inputs=inputs)
     except client.ApiError as exc:  # shown as the API words it, with the field it names
-        if exc.status_code == 401:  # the field keeps what was typed, to be corrected; the session keeps none
-            return no_update, error_state(_auth_message(token), id="new-auth-error"), True, no_update
+        if exc.status_code == 401:  # the field keeps what was typed, to be corrected
+            return no_update, error_state(_auth_message(token), id="new-auth-error"), True
         where = f" (field: {exc.field})" if exc.field else ""
-        return no_update, error_state(f"{exc.message}{where}"), True, no_update
+        return no_update, error_state(f"{exc.message}{where}"), True
     except Exception as exc:
-        return no_update, error_state(str(getattr(exc, "message", exc))), True, no_update
-    return state["id"], None, False, token
+        return no_update, error_state(str(getattr(exc, "message", exc))), True
+    return state["id"], None, False
+
+
+# A callback whose output is in the app's layout (the Store) and whose input arrives with this page is
+# called as the page renders, prevent_initial_call or not: so it only writes once there is an analysis.
+@dash.callback(Output("auth-token", "data"), Input("new-aid", "data"), State("new-token", "value"),
+               prevent_initial_call=True)  # fmt: skip
+def _remember_token(aid: str | None, token: str | None) -> Any:
+    """Keep the token an analysis was accepted with in this tab's session (sessionStorage)."""
+    return ((token or "").strip() or None) if aid else no_update
 
 
 @dash.callback(Output("new-progress", "children"), Output("new-poll", "disabled", allow_duplicate=True),

@@ -67,11 +67,15 @@ def test_pages_render_under_the_content_security_policy(
     policy = httpx.get(f"{url}/").headers["content-security-policy"]
     assert "frame-ancestors 'none'" in policy and "'unsafe-inline'" not in policy.split("style-src")[0]
     _watch_csp(chromium)
+    before = _total(url)
     for path, ready in (("/", "#home-analyses"), (f"/new?model={stack['model']}", "#new-range-label")):
         chromium.get(url + path)
         chromium.find(ready)
         chromium.wait_idle()
         assert _violations(chromium) == [], path
+    # Opening the form submits nothing (only a click does), and it stays on the form.
+    chromium.wait_text("#new-range-label", "checkpoints")
+    assert "/new" in chromium.driver.current_url and _total(url) == before
     chromium.get(f"{url}/analyses/{small}")
     chromium.find("#content-overview")
     chromium.wait_idle()
@@ -111,6 +115,8 @@ def test_new_analysis_is_written_with_the_users_token_only(
     before = _total(guarded)
     chromium.get(f"{guarded}/new?model={stack['model']}")
     _fill_small_request(chromium, seed=4242)
+    chromium.wait_idle()
+    assert not chromium.all("#new-auth-error"), "the form submitted before it was clicked"
     chromium.find("#new-submit").click()
     message = chromium.wait_text("#new-auth-error", "needs an API token")
     assert "'API token'" in message and "Nothing was submitted" in message
