@@ -9,6 +9,7 @@ gives a ``request_id`` to find the traceback in the log; the server's own direct
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -72,13 +73,15 @@ def _server_paths(settings: Settings) -> list[tuple[str, str]]:
         named.setdefault(str(path.resolve()), f"<data_dir>/{sub}")
     named.setdefault(str(settings.data_dir), "<data_dir>")
     named.setdefault(str(settings.data_dir.resolve()), "<data_dir>")
+    named.setdefault(str(Path.home()), "~")  # caches and the like: at least not the account's name
     return sorted(((p, n) for p, n in named.items() if p not in ("", "/")), key=lambda pn: -len(pn[0]))
 
 
 def public_message(message: str, settings: Settings) -> str:
     """``message`` with the server's directories replaced by their names (see the module docstring)."""
     for path, name in _server_paths(settings):
-        message = message.replace(path, name)
+        # Whole path components only: /root is not a prefix of /rootfs.
+        message = re.sub(re.escape(path) + r"(?![\w.-])", lambda _, name=name: name, message)
     return message
 
 

@@ -72,6 +72,12 @@ class InProcessTransport(httpx.BaseTransport):
 
         loop = self.loop
         if loop is not None and loop.is_running():
+            try:
+                here = asyncio.get_running_loop()
+            except RuntimeError:
+                here = None
+            if here is loop:  # waiting here for the loop we are on would never end
+                raise RuntimeError("the in-process API cannot be called from its own event loop's thread")
             future = asyncio.run_coroutine_threadsafe(call(), loop)
             code, headers, body = future.result(self.timeout)
         else:

@@ -32,7 +32,7 @@ class _DashboardMount:
         self.transport = transport
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if self.transport is not None and self.transport.loop is None:
+        if self.transport is not None:  # the loop of the server running now (a restart brings a new one)
             self.transport.loop = asyncio.get_running_loop()
         await self.wsgi(scope, receive, send)
 
