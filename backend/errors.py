@@ -104,12 +104,8 @@ def install_error_handlers(app: FastAPI) -> None:
         settings = request.app.state.settings
         detail = public_message(str(body.get("detail", "")), settings)
         if isinstance(exc, PathNotAllowed):
-            # Which roots exist is the operator's business: log them, tell the caller where to look.
+            # Where the roots are is the operator's business: the log has them, the caller gets their names.
             log.warning("refused %s %s: %s", request.method, request.url.path, exc.message)
-            detail = (
-                "the model path is outside the configured model roots: use a path under <data_dir>/models "
-                "or <data_dir>/zoo, or ask the operator to add its directory to PHASESCOPE_MODEL_ROOTS"
-            )
         elif detail != body.get("detail"):
             log.info("%s %s: %s", request.method, request.url.path, exc.message)
         body["detail"] = detail
