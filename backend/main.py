@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.redis = None
     install_error_handlers(app)
     # Outermost of our middleware: headers on every answer (errors too), bodies bounded before any route.
-    # The dashboard (frontend.server) adds its inline script's hash to app.state.csp.
+    # The dashboard (frontend.server) adds the hashes of its inline scripts to app.state.csp.
     app.state.csp = ContentSecurityPolicy()
     app.add_middleware(SecurityMiddleware, max_body_bytes=settings.max_body_bytes, csp=app.state.csp)
     for module in (analyses, models, health, patterns):

@@ -50,8 +50,8 @@ class InProcessTransport(httpx.BaseTransport):
     """A synchronous httpx transport into an ASGI app served by this process.
 
     Dash callbacks run in a2wsgi's worker threads; the API runs on the server's event loop. Each request
-    is scheduled on that loop (``loop`` is set by :func:`frontend.server.create_combined_app` from the
-    first dashboard request) and waited for. With no server loop (a script, a test), it runs on a
+    is scheduled on that loop (``loop`` is set from each dashboard request by the mount that
+    :func:`frontend.server.create_combined_app` builds) and waited for. With no server loop (a script, a test), it runs on a
     private one.
 
     Args:
@@ -79,7 +79,11 @@ class InProcessTransport(httpx.BaseTransport):
             if here is loop:  # waiting here for the loop we are on would never end
                 raise RuntimeError("the in-process API cannot be called from its own event loop's thread")
             future = asyncio.run_coroutine_threadsafe(call(), loop)
-            code, headers, body = future.result(self.timeout)
+            try:
+                code, headers, body = future.result(self.timeout)
+            except TimeoutError:
+                future.cancel()  # do not leave the request running on the server's loop
+                raise httpx.ReadTimeout(f"the API did not answer within {self.timeout:.0f} s", request=request) from None
         else:
             code, headers, body = asyncio.run(call())
         return httpx.Response(code, headers=headers, content=body, request=request)
