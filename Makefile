@@ -5,7 +5,7 @@ PIP := $(PYTHON) -m pip
 # any other torch spec would pull gigabytes of CUDA packages.
 PIP_INSTALL := $(PIP) install --quiet --constraint constraints.txt
 
-.PHONY: install system-deps test test-unit test-integration lint demo up bench clean
+.PHONY: install system-deps test test-unit test-integration test-e2e screenshots lint demo up bench clean
 
 install:
 	$(PIP) install --quiet torch==2.13.0
@@ -24,6 +24,16 @@ test: install system-deps
 
 test-unit: install
 	$(PYTHON) -m pytest tests/unit
+
+test-integration: install system-deps
+	$(PYTHON) -m pytest tests/integration
+
+test-e2e: install system-deps
+	$(PYTHON) -m pytest tests/e2e
+
+# Refresh the dashboard screenshots in docs/img (the browser tests write them elsewhere otherwise).
+screenshots: install system-deps
+	PHASESCOPE_REFRESH_SCREENSHOTS=1 $(PYTHON) -m pytest tests/e2e/test_dashboard.py
 
 lint: install
 	$(PYTHON) -m ruff check phasescope backend workers frontend tests benchmarks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,14 @@ from tests.e2e.browser import Chromium
 
 pytestmark = pytest.mark.slow
 
-IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+# The screenshots in docs/img are refreshed only on request (`make screenshots`); an ordinary test
+# run writes them to a temporary folder, so `make test` leaves the working tree as it found it.
+_DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+IMG = (
+    _DOCS_IMG
+    if os.environ.get("PHASESCOPE_REFRESH_SCREENSHOTS") == "1"
+    else Path(tempfile.mkdtemp(prefix="phasescope-screenshots-"))
+)
 TABS = ("overview", "entropy", "thermo", "spectra", "landscape", "patterns")
 
 
