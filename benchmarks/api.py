@@ -69,7 +69,9 @@ def run(size: str = "full") -> list[Row]:
         data_dir = Path(tmp)
         model = prepare_model(data_dir, size)
         # The launcher's own worker count: the analysis is set-up here, not what is measured.
-        with running_stack(data_dir, workers=0) as url, Client(url, timeout=120) as client:
+        # The resubmission is measured as throughput, so this one client's write rate limit is lifted.
+        unlimited = {"PHASESCOPE_WRITE_BURST": "1000000000", "PHASESCOPE_WRITE_RATE_PER_MIN": "1e12"}
+        with running_stack(data_dir, workers=0, env=unlimited) as url, Client(url, timeout=120) as client:
             state = client.submit(model, checkpoints=selection)
             state = wait_finished(client, state["id"])
             aid = state["id"]

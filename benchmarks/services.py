@@ -62,20 +62,25 @@ def prepare_model(data_dir: Path, size: str) -> str:
 
 
 @contextlib.contextmanager
-def running_stack(data_dir: Path, workers: int, threads: int = 0) -> Iterator[str]:
+def running_stack(
+    data_dir: Path, workers: int, threads: int = 0, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """Embedded Redis + ``workers`` RQ workers + the API on a free port; yields the base URL.
 
     Returns once every worker has registered with the queue (after its imports), so that a timing
     that starts afterwards measures the work, not the workers' start.
 
     ``workers``: 0 for the launcher's default (one per core on CPU); ``threads``: torch threads per
-    worker (0: the launcher's choice, the cores shared out).
+    worker (0: the launcher's choice, the cores shared out); ``env``: settings for the stack's
+    processes (environment variables, restored afterwards).
     """
     from phasescope.client import Client
     from phasescope.config import Settings
     from phasescope.launcher import Launcher, default_worker_count
 
     workers = workers or default_worker_count()
+    saved = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update(env or {})  # the launcher hands its environment to every child it starts
     settings = Settings(data_dir=data_dir, redis_url=None, api_token=None)
     launcher = Launcher(settings, workers, threads=threads, port=free_port(), say=lambda line: None)
     try:
@@ -89,6 +94,11 @@ def running_stack(data_dir: Path, workers: int, threads: int = 0) -> Iterator[st
         yield launcher.url
     finally:
         launcher.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def wait_finished(client: object, aid: str, timeout: float = 1800.0, poll: float = 0.1) -> dict:

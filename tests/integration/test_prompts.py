@@ -198,7 +198,7 @@ def test_the_style_changes_what_the_heads_see_and_the_analysis_id(loaded: Loaded
     theirs = measure_checkpoint(loaded, ["entropy"], raw)
     assert ours["value"].notna().all() and theirs["value"].notna().all()
     assert not ours["value"].equals(theirs["value"])
-    ids = {analysis_id(AnalysisRequest(model="zoo:induction-2l", inputs=spec)) for spec in (family, raw)}
+    ids = {analysis_id(AnalysisRequest(model="tl:gpt2", inputs=spec)) for spec in (family, raw)}
     assert len(ids) == 2
     assert AnalysisRequest(model="zoo:induction-2l").inputs.prompt_style == "family"
 

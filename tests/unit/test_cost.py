@@ -15,7 +15,7 @@ from phasescope.schemas import MEASURE_NAMES, AnalysisRequest, InputSpec, Measur
 # (more prompts than heavy_prompts, so that raising heavy_prompts changes what runs).
 BASES = [
     {"model": "tiny", "measures": list(MEASURE_NAMES)},
-    {"model": "zoo:x", "measures": list(MEASURE_NAMES), "inputs": {"n_prompts": 200, "seq_len": 96}},
+    {"model": "tl:gpt2", "measures": list(MEASURE_NAMES), "inputs": {"n_prompts": 200, "seq_len": 96}},
     {"model": "tiny", "measures": ["entropy"], "inputs": {"texts": ["a b c " * 100]}},
 ]
 # Increasing values of each field up to the schema's own limits (choices: cheapest first).
