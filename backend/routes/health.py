@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -16,6 +17,7 @@ from phasescope.jobs import get_queue
 __all__ = ["router"]
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger("phasescope.api")
 
 
 def _workers(conn: Any, settings: Any) -> list[dict[str, Any]]:
@@ -106,7 +108,9 @@ def _health(request: Request) -> tuple[int, dict[str, Any]]:
                 "failed": queue.failed_job_registry.count,
             }
         except Exception as exc:  # any Redis trouble is a 503 with the reason, never a 500
-            body["redis"]["detail"] = str(exc)
+            # The exception's text can hold the server's address or socket path: log it, send its kind.
+            log.warning("health: Redis check failed: %s", exc)
+            body["redis"]["detail"] = f"Redis cannot be reached ({type(exc).__name__}); see the API's log"
     ok = body["redis"]["ok"] and body["store"]["ok"]
     if not ok:
         body["status"] = "unavailable"

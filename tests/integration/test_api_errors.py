@@ -194,6 +194,9 @@ def test_api_without_redis_answers_503_not_500(data_dir, tmp_path, tiny_model):
     try:
         health = http.get(f"{server.url}/api/v1/health")
         assert health.status_code == 503 and health.json()["redis"]["ok"] is False
+        # The reason without the Redis server's address (the exception's text names it).
+        assert "ConnectionError" in health.json()["redis"]["detail"]
+        assert "127.0.0.1" not in health.text
         assert http.get(f"{server.url}/api/v1/health/ready").json() == {
             "ready": False,
             "status": "unavailable",
