@@ -165,6 +165,10 @@ class Settings(BaseSettings):
         default=False, description="Allow TransformerLens models whose weights are Python pickles "
         "(NeelNanda's .pth checkpoints; true/false). Unpickling runs code from the file."
     )
+    allow_remote_code: bool = Field(
+        default=False, description="Allow TransformerLens models it loads with trust_remote_code=True "
+        "(Qwen 1/Qwen3, phi-2, phi-4, ... on the hub; true/false), which can run code from the repository."
+    )
 
     @field_validator("model_roots", mode="before")
     @classmethod

@@ -157,6 +157,7 @@ def load_tl_pretrained(name: str, step: int | None, device: str, dtype: str = "f
     from phasescope import tl_catalog
 
     tl_catalog.refuse_pickled(official)
+    tl_catalog.refuse_remote_code(official)
     if official.startswith(_UNSUPPORTED_TL_PREFIXES):
         raise ModelLoadError(
             f"tl:{name} ({official}) is an encoder-decoder or audio model; phasescope reads attention "

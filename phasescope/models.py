@@ -129,9 +129,10 @@ def parse_model_spec(spec: str, settings: Settings | None = None) -> ModelRef:
             raise ModelNotFound(
                 f"{name!r} is not a TransformerLens pretrained name", field="model", choices=close or known[:50]
             )
-        from phasescope.tl_catalog import refuse_pickled, resolve_name
+        from phasescope.tl_catalog import refuse_pickled, refuse_remote_code, resolve_name
 
         refuse_pickled(resolve_name(name), settings)
+        refuse_remote_code(resolve_name(name), settings)
         return ModelRef(spec, "tl", name)
     if spec.startswith("hub:"):
         from phasescope.hub import parse_repo_id

@@ -27,8 +27,8 @@ from typing import Any
 from phasescope.config import Settings, get_settings
 from phasescope.errors import ModelLoadError, ModelNotFound
 
-__all__ = ["CATALOG_PATH", "PICKLED_PREFIXES", "build_catalog", "catalog", "checkpoint_steps", "known_names", "main",
-           "official_names", "refuse_pickled", "resolve_name"]
+__all__ = ["CATALOG_PATH", "PICKLED_PREFIXES", "REMOTE_CODE_PREFIXES", "build_catalog", "catalog", "checkpoint_steps",
+           "known_names", "main", "official_names", "refuse_pickled", "refuse_remote_code", "resolve_name"]
 
 CATALOG_PATH = Path(__file__).resolve().parent / "data" / "tl_catalog.json"
 # TransformerLens lists these repositories' checkpoints from the hub: files checkpoints/<...>_<label>.pth.
@@ -37,6 +37,13 @@ _HUB_CHECKPOINT = re.compile(r"checkpoints/.*_(\d+)\.pth")
 PICKLED_PREFIXES = ("NeelNanda/", "ArthurConmy/", "Baidicoot/")
 """Repositories whose weights TransformerLens reads as ``.pth`` with a full pickle (``torch.load(...,
 weights_only=False)`` in ``transformer_lens.utilities.hf_utils.download_file_from_hf``)."""
+REMOTE_CODE_PREFIXES = (
+    "bigcode/santacoder", "Qwen/Qwen-", "Qwen/Qwen3-", "microsoft/phi-2", "microsoft/phi-4", "apple/OpenELM",
+    "openai/gpt-oss-", "swiss-ai/Apertus-",
+)  # fmt: skip
+"""TransformerLens 3.9's ``NEED_REMOTE_CODE_MODELS``: it loads these with ``trust_remote_code=True``, which
+runs Python code from the repository whenever its config names some (``auto_map``). A test keeps this
+copy equal to TransformerLens's own (the API reads it without importing TransformerLens)."""
 
 
 @lru_cache(maxsize=1)
@@ -99,6 +106,27 @@ def refuse_pickled(official: str, settings: Settings | None = None) -> None:
             f"tl:{official} stores its weights as Python pickles (.pth), and unpickling runs code from the "
             "file; phasescope refuses them unless PHASESCOPE_ALLOW_PICKLED_CHECKPOINTS=true is set for the API "
             "and the workers",
+            field="model",
+            model=f"tl:{official}",
+        )
+
+
+def refuse_remote_code(official: str, settings: Settings | None = None) -> None:
+    """Refuse a model TransformerLens would load with ``trust_remote_code=True``, unless allowed.
+
+    Raises:
+        ModelLoadError: the name is one of ``REMOTE_CODE_PREFIXES`` and ``Settings.allow_remote_code``
+            is off; the message names the ``hub:`` string that loads the same weights through
+            phasescope's own conversion, which never runs repository code.
+    """
+    if not official.startswith(REMOTE_CODE_PREFIXES):
+        return
+    settings = settings or get_settings()
+    if not settings.allow_remote_code:
+        raise ModelLoadError(
+            f"TransformerLens loads tl:{official} with trust_remote_code=True, which can run Python code from "
+            f"the model's repository; use hub:{official} (phasescope's own conversion, no repository code) "
+            "or set PHASESCOPE_ALLOW_REMOTE_CODE=true for the API and the workers",
             field="model",
             model=f"tl:{official}",
         )

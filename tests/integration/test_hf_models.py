@@ -243,6 +243,26 @@ def test_the_tl_catalog_is_what_the_installed_transformer_lens_knows() -> None:
     assert len(stored["official"]) > 100 and stored["checkpoints"]["EleutherAI/pythia-70m"]
 
 
+def test_models_transformer_lens_would_run_repository_code_for_are_refused() -> None:
+    import transformer_lens.loading_from_pretrained as tl_loading
+
+    from phasescope import tl_catalog
+    from phasescope.config import Settings
+    from phasescope.models import parse_model_spec
+
+    # Our copy (read by the torch-free API) is TransformerLens's own list.
+    assert tl_catalog.REMOTE_CODE_PREFIXES == tuple(tl_loading.NEED_REMOTE_CODE_MODELS)
+    names = [n for n in tl_catalog.official_names() if n.startswith(tl_catalog.REMOTE_CODE_PREFIXES)]
+    assert names, "TransformerLens lists no model it loads with remote code"
+    with pytest.raises(ModelLoadError, match="trust_remote_code") as info:
+        parse_model_spec(f"tl:{names[0]}", Settings())
+    assert f"hub:{names[0]}" in str(info.value)  # the way that runs no repository code
+    with pytest.raises(ModelLoadError, match="trust_remote_code"):
+        load_tl_pretrained(names[0], None, "cpu")  # refused before any download
+    assert parse_model_spec(f"tl:{names[0]}", Settings(allow_remote_code=True)).kind == "tl"
+    assert parse_model_spec("tl:gpt2", Settings()).kind == "tl"
+
+
 def test_tl_requests_are_validated_before_any_download() -> None:
     with pytest.raises(ModelNotFound) as info:
         tl_checkpoint_steps("pythia-70q")
