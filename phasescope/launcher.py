@@ -266,7 +266,14 @@ class Launcher:
         """Stop the API and workers (TERM, then KILL after 10 s), then save and stop our Redis."""
         assert self.supervisor is not None
         had_redis = any(c.name == "redis" for c in self.supervisor.children)
-        self.supervisor.stop_all()
+        # A second Ctrl-C (or a SIGTERM) while stopping would end this process half-way and leave
+        # workers running against a Redis that is gone; stopping takes at most the grace period.
+        saved = _ignore_stop_signals()
+        try:
+            self.supervisor.stop_all()
+        finally:
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
         if had_redis:
             self.say("embedded Redis saved and stopped")
 
@@ -288,6 +295,15 @@ def _gpu_count() -> int:
         return torch.cuda.device_count() if torch.cuda.is_available() else 0
     except ImportError:  # pragma: no cover
         return 0
+
+
+def _ignore_stop_signals() -> dict[int, object]:
+    """Ignore SIGINT and SIGTERM (main thread only); returns the handlers to put back."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _raise_interrupt(*_: object) -> None:

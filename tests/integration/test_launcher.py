@@ -56,9 +56,12 @@ def _start(data_dir: Path, port: int) -> tuple[subprocess.Popen, str, list[str]]
     raise AssertionError("phasescope up exited without printing the demo URL:\n" + "".join(lines[-40:]))
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
+def _stop(proc: subprocess.Popen, presses: int = 1) -> str:
+    """Ctrl-C, ``presses`` times (an impatient person presses it again while things stop)."""
+    for _ in range(presses):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+    return proc.communicate(timeout=120)[0]
 
 
 def test_up_demo_serves_the_view_and_stops_cleanly(tmp_path: Path, trained_induction_2l: Path) -> None:
@@ -88,5 +91,14 @@ def test_up_demo_serves_the_view_and_stops_cleanly(tmp_path: Path, trained_induc
     try:
         assert again == url
         assert not any("training zoo:" in line for line in second), second
+        jobs = httpx.post(f"http://127.0.0.1:{port}/api/v1/analyses", timeout=60,
+                          json={"model": "zoo:induction-1l", "measures": ["entropy", "thermo", "spectra"]})  # fmt: skip
+        assert jobs.status_code in (200, 202), jobs.text  # the workers have work while they are stopped
     finally:
-        _stop(proc)
+        tail = _stop(proc, presses=3)
+    # Further Ctrl-Cs while stopping do not cut the shutdown short and leave workers behind.
+    assert "embedded Redis saved and stopped" in tail, tail
+    deadline = time.monotonic() + 30
+    while _ours(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _ours(data_dir) == [], "processes left running after Ctrl-C pressed three times"
