@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,19 @@ from tests.integration.service import ApiServer, RedisServer, WorkerProcess, mak
 
 # Fast abandonment in tests: a job whose worker misses ~3 one-second heartbeats is retried.
 FAST = {"PHASESCOPE_WORKER_HEARTBEAT_S": "1", "PHASESCOPE_WORKER_MAINTENANCE_S": "5"}
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail loudly if anything tries to reach the network (models must come from disk, never a hub)."""
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: object) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise RuntimeError(f"network access attempted: {address}")
+        real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
 @pytest.fixture

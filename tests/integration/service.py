@@ -257,3 +257,21 @@ def make_tiny_series(directory: Path, n_checkpoints: int = 5, seed: int = 0, **o
         write_series_checkpoint(directory, step, state)
     write_manifest(directory, SeriesManifest(name=directory.name, config=config, seed=seed, steps=steps))
     return steps
+
+
+def sorted_table(frame: Any) -> Any:
+    """A results table in one canonical row and column order, values as stored (float32): two runs of
+    the same request compare equal with ``DataFrame.equals`` whatever order their parts came in."""
+    keys = [c for c in frame.columns if c != "value"]
+    frame = frame.copy()
+    frame["value"] = frame["value"].astype("float32")
+    return frame.sort_values(keys, na_position="first").reset_index(drop=True)[sorted(frame.columns)]
+
+
+def local_table(model: str, steps: list[int], measures: list[str]) -> Any:
+    """What ``phasescope analyze`` computes in this process for the same request (default inputs)."""
+    from phasescope.analysis import run_local
+    from phasescope.schemas import InputSpec, MeasureParams
+
+    table, _ = run_local(model, steps, measures, InputSpec(), MeasureParams())
+    return table

@@ -10,25 +10,9 @@ import pytest
 
 from phasescope.client import ApiError, Client
 from phasescope.tables import BASE_COLUMNS
-from tests.integration.service import http
+from tests.integration.service import http, local_table, sorted_table
 
 PLUMBING = ["heads", "loss"]
-
-
-def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
-    keys = [c for c in frame.columns if c != "value"]
-    frame = frame.copy()
-    frame["value"] = frame["value"].astype("float32")
-    return frame.sort_values(keys, na_position="first").reset_index(drop=True)[sorted(frame.columns)]
-
-
-def _local(model: str, steps: list[int], measures: list[str]) -> pd.DataFrame:
-    """What ``phasescope analyze`` computes in this process, for the same request."""
-    from phasescope.analysis import run_local
-    from phasescope.schemas import InputSpec, MeasureParams
-
-    table, _ = run_local(model, steps, measures, InputSpec(), MeasureParams())
-    return table
 
 
 @pytest.mark.parametrize("redis_mode", ["url", "embedded"])
@@ -45,9 +29,9 @@ def test_submit_wait_results_match_local_run(redis_mode, start_stack, tiny_model
         assert final["progress"] == {**final["progress"], "done": 5, "total": 5}
         assert set(final["timings"]["seconds_per_checkpoint"]) == {str(s) for s in steps}
         remote = api.results(first["id"])
-    local = _local(model, steps, measures)
+    local = local_table(model, steps, measures)
     assert list(remote.columns[: len(BASE_COLUMNS)]) == BASE_COLUMNS
-    pd.testing.assert_frame_equal(_sorted(remote), _sorted(local), check_dtype=False)
+    pd.testing.assert_frame_equal(sorted_table(remote), sorted_table(local), check_dtype=False)
 
 
 def test_same_request_same_id_and_no_recompute(start_stack, redis_server, tiny_model):

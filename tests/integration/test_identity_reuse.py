@@ -18,25 +18,9 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry
 
 from phasescope.client import Client
 from phasescope.store import ResultStore
-from tests.integration.service import http, make_tiny_series
+from tests.integration.service import http, local_table, make_tiny_series, sorted_table
 
 MEASURES = ["entropy", "heads"]
-
-
-def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
-    keys = [c for c in frame.columns if c != "value"]
-    frame = frame.copy()
-    frame["value"] = frame["value"].astype("float32")
-    return frame.sort_values(keys, na_position="first").reset_index(drop=True)[sorted(frame.columns)]
-
-
-def _local(model: str, steps: list[int], measures: list[str]) -> pd.DataFrame:
-    """A from-scratch run in this process (``phasescope analyze``), for the same request."""
-    from phasescope.analysis import run_local
-    from phasescope.schemas import InputSpec, MeasureParams
-
-    table, _ = run_local(model, steps, measures, InputSpec(), MeasureParams())
-    return table
 
 
 def _rewrite_step(series: Path, step: int) -> None:
@@ -148,17 +132,17 @@ def test_new_weights_give_a_new_analysis_and_the_old_one_stays(
         # The rewritten step matches its new weights (the worker had the old ones in memory).
         at = new_table[new_table["checkpoint"] == steps[1]]
         pd.testing.assert_frame_equal(
-            _sorted(at), _sorted(_local(model, [steps[1]], MEASURES)), check_dtype=False
+            sorted_table(at), sorted_table(local_table(model, [steps[1]], MEASURES)), check_dtype=False
         )
         before = old_table[old_table["checkpoint"] == steps[1]]
-        assert not _sorted(before)["value"].equals(_sorted(at)["value"])
+        assert not sorted_table(before)["value"].equals(sorted_table(at)["value"])
         # The unchanged step came from the reuse cache, not from a job.
         records = store.part_meta(new["id"])
         assert records[steps[0]]["computed"] == [] and records[steps[1]]["computed"] == MEASURES
 
         # The old analysis is still stored, under its old id, with its old numbers.
         assert store.is_finished(old["id"]) and api.status(old["id"])["status"] == "finished"
-        pd.testing.assert_frame_equal(_sorted(api.results(old["id"])), _sorted(old_table))
+        pd.testing.assert_frame_equal(sorted_table(api.results(old["id"])), sorted_table(old_table))
 
         # A zoo series retrained in place: its manifest changes, so every step is new.
         from phasescope.checkpoints import read_manifest, write_manifest
@@ -208,7 +192,7 @@ def test_more_measures_and_checkpoints_compute_only_what_is_missing(
 
         # What was put together equals a from-scratch run of the whole request.
         pd.testing.assert_frame_equal(
-            _sorted(table), _sorted(_local(model, a + b, MEASURES)), check_dtype=False
+            sorted_table(table), sorted_table(local_table(model, a + b, MEASURES)), check_dtype=False
         )
 
         # Everything asked for is cached now: finished at once, no job, and the patterns are there too.
@@ -216,7 +200,7 @@ def test_more_measures_and_checkpoints_compute_only_what_is_missing(
         assert (code, third["status"]) == (200, "finished") and third["id"] not in (first["id"], second["id"])
         assert _finished_jobs(redis_server.url) == jobs and _queued(redis_server.url) == 0
         heads = table[(table["measure"] == "heads") & (table["checkpoint"] == b[0])]
-        pd.testing.assert_frame_equal(_sorted(api.results(third["id"])), _sorted(heads))
+        pd.testing.assert_frame_equal(sorted_table(api.results(third["id"])), sorted_table(heads))
         index = http.get(f"{stack.url}/api/v1/analyses/{third['id']}/patterns").json()
         assert index["checkpoints"] == b
         # The cache folder beside the analyses is not an analysis.

@@ -10,7 +10,6 @@ differ).
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -32,16 +31,8 @@ INPUTS = InputSpec(texts=SENTENCES, n_prompts=3, seq_len=16)
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail loudly if anything tries to reach the hub: the model must come from disk."""
-    real_connect = socket.socket.connect
-
-    def guarded(self: socket.socket, address: object) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            raise RuntimeError(f"network access attempted: {address}")
-        real_connect(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
+def _offline(no_network: None) -> None:
+    """Every test here loads from disk only (the conftest's no_network fails any connection)."""
 
 
 @pytest.fixture

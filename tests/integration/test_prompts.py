@@ -18,7 +18,7 @@ from phasescope.analysis import build_batch, measure_checkpoint
 from phasescope.models import LoadedModel, load_model
 from phasescope.schemas import AnalysisRequest, InputSpec, analysis_id
 from tests.conftest import tiny_series
-from tests.integration.test_hf_models import (  # noqa: F401
+from tests.integration.test_hf_models import (
     SMALL,
     SPECIAL,
     VOCAB,
@@ -26,8 +26,13 @@ from tests.integration.test_hf_models import (  # noqa: F401
     _gpt2,
     _neox,
     _save,
-    no_network,
 )
+
+
+@pytest.fixture(autouse=True)
+def _offline(no_network: None) -> None:
+    """Every test here loads from disk only (the conftest's no_network fails any connection)."""
+
 
 SPECIALS = ["<bos>", "<eos>", "<pad>", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
 BOS, EOS, CLS, SEP = 0, 1, 3, 4
