@@ -236,9 +236,12 @@ def resolve_request(request: AnalysisRequest, settings: Settings | None = None) 
 
 
 def verify_step_identity(model: str, step: int, expected: str, settings: Settings | None = None) -> None:
-    """Fail when a local checkpoint's files no longer match the identity recorded at submission.
+    """Fail when a checkpoint's weights no longer match the identity recorded at submission.
 
-    Hub models are not re-checked here (their identity is a commit, fixed by the revision).
+    Local files are fingerprinted again. A hub model's branch is looked up again (through the
+    process's branch cache, ``Settings.hub_refs_ttl_s``), and the loaders read the revision by the
+    commit that same cache names, so a branch pushed to between POST and load is caught here instead
+    of being measured under the old commit's identity.
 
     Raises:
         ModelLoadError: the weights changed since the analysis was submitted.
@@ -247,7 +250,7 @@ def verify_step_identity(model: str, step: int, expected: str, settings: Setting
 
     settings = settings or get_settings()
     ref = parse_model_spec(model, settings)
-    if ref.kind not in LOCAL_KINDS:
+    if ref.kind not in LOCAL_KINDS and not expected.startswith("commit:"):
         return
     now = weights_identity(ref, [step], settings)[step]
     if now != expected:

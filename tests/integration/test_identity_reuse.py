@@ -237,11 +237,6 @@ def test_weights_changed_after_submission_fail_the_job(start_stack, redis_server
 
 def test_a_hub_branch_moved_to_new_weights_is_a_new_analysis(start_stack, tmp_path):
     """hub: models are named by the commit each step's branch points at (the API asks the hub)."""
-    import json
-
-    import numpy as np
-    from safetensors.numpy import save_file
-
     from tests.hub_server import LocalHub
 
     repo_id = "example-org/moving-run"
@@ -254,11 +249,16 @@ def test_a_hub_branch_moved_to_new_weights_is_a_new_analysis(start_stack, tmp_pa
         "vocab_size": 16,
         "n_positions": 16,
     }
+    def push(branch: str, seed: int) -> None:
+        """A whole tiny GPT-2 (random init, ``seed``) as the branch's files: loadable by workers."""
+        import torch
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        torch.manual_seed(seed)
+        GPT2LMHeadModel(GPT2Config(**config)).save_pretrained(repo / branch)
+
     for seed, branch in enumerate(("step0", "step1000")):
-        (repo / branch).mkdir(parents=True)
-        (repo / branch / "config.json").write_text(json.dumps(config))
-        weights = {"wte.weight": np.random.default_rng(seed).standard_normal((16, 8)).astype(np.float32)}
-        save_file(weights, str(repo / branch / "model.safetensors"))
+        push(branch, seed)
     with LocalHub(tmp_path / "hub") as hub:
         # The branch list is asked for on every POST (no reuse window), as after its TTL in production.
         stack = start_stack(workers=0, HF_ENDPOINT=hub.url, PHASESCOPE_HUB_REFS_TTL_S="0")
@@ -271,11 +271,7 @@ def test_a_hub_branch_moved_to_new_weights_is_a_new_analysis(start_stack, tmp_pa
         assert _post(stack.url, body)[1]["id"] == first["id"]  # nothing moved: the same analysis
 
         # The step1000 branch is pushed again with other weights: a new commit, a new analysis.
-        rng = np.random.default_rng(99)
-        save_file(
-            {"wte.weight": rng.standard_normal((16, 8)).astype(np.float32)},
-            str(repo / "step1000" / "model.safetensors"),
-        )
+        push("step1000", 99)
         hub.refresh()
         _, second = _post(stack.url, body)
         assert second["id"] != first["id"]
@@ -285,3 +281,14 @@ def test_a_hub_branch_moved_to_new_weights_is_a_new_analysis(start_stack, tmp_pa
             == f"commit:{hub.commit(repo_id, 'step1000')}"
             != first["weights"]["1000"]
         )
+
+        # Workers start only now: the first analysis's step 1000 names a commit its branch has left.
+        # Measuring the branch's new weights under the old commit's name would mix them: the job fails.
+        stack.env.update(HF_HUB_CACHE=str(tmp_path / "hf-cache"), HF_HOME=str(tmp_path / "hf-home"))
+        stack.add_worker()
+        with Client(stack.url) as api:
+            old = api.wait(first["id"], timeout=180, poll=0.2, progress=False)
+            assert old["status"] == "partial", stack.logs()
+            assert [e["checkpoint"] for e in old["errors"]] == [1000]
+            assert "step 1000 changed after this analysis was submitted" in old["errors"][0]["error"]
+            assert api.wait(second["id"], timeout=180, poll=0.2, progress=False)["status"] == "finished"
