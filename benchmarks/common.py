@@ -113,7 +113,7 @@ def machine_info(device: str = "cpu") -> dict[str, str]:
 
 
 def toy_config(**overrides: Any) -> Any:
-    """The zoo's reference architecture (PHYSICS.md): 2 layers, attention only, d_model 64, 4 heads, ctx 32."""
+    """The zoo's reference architecture (docs/zoo.md): 2 layers, attention only, d_model 64, 4 heads, ctx 32."""
     from transformer_lens import HookedTransformerConfig
 
     kwargs: dict[str, Any] = dict(

@@ -6,7 +6,7 @@ the caller's to choose), and there is one client for the process, whoever asks.
 
 The dashboard holds no credential. Reads go without one (they are open); a write carries the token the
 user typed into the page, kept in their browser session, as the ``Authorization`` header of that one
-call (:meth:`DashboardClient.submit_as`).
+call (``Client.submit(..., token=...)``).
 
 The dashboard never reads the store itself. A finished analysis is immutable (its id hashes the
 request), so the slices it asks for are cached here by ``(api, id, measure, quantity, checkpoint)``;
@@ -90,7 +90,7 @@ class InProcessTransport(httpx.BaseTransport):
 
 
 class DashboardClient(Client):
-    """The notebook client plus what only the dashboard needs: patterns, and writes as the user."""
+    """The notebook client plus what only the dashboard needs: stored attention patterns."""
 
     def patterns(
         self, aid: str, checkpoint: int | None = None, layer: int = 0, head: int = 0, prompt: int = 0
@@ -100,23 +100,6 @@ class DashboardClient(Client):
         if checkpoint is not None:
             params["checkpoint"] = checkpoint
         return self._call("GET", f"/analyses/{aid}/patterns", params=params).json()
-
-    def submit_as(
-        self,
-        token: str | None,
-        model: str,
-        checkpoints: Any = "all",
-        measures: list[str] | None = None,
-        inputs: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """POST an analysis with the user's token (None: without one; the API decides)."""
-        body: dict[str, Any] = {"model": model, "checkpoints": checkpoints}
-        if measures is not None:
-            body["measures"] = measures
-        if inputs is not None:
-            body["inputs"] = inputs
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return self._call("POST", "/analyses", json=body, headers=headers).json()
 
 
 def configure(api_url: str | None = None, transport: InProcessTransport | None = None) -> DashboardClient:

@@ -83,8 +83,14 @@ class Client:
         measures: list[str] | None = None,
         inputs: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
+        token: str | None = None,
     ) -> dict[str, Any]:
-        """POST an analysis; returns its status (``id``, ``status``, ``links``, ``progress``)."""
+        """POST an analysis; returns its status (``id``, ``status``, ``links``, ``progress``).
+
+        Args:
+            token: a credential for this call only (the dashboard passes its user's), sent as
+                ``Authorization: Bearer``; None keeps the client's own headers.
+        """
         body: dict[str, Any] = {"model": model, "checkpoints": checkpoints}
         if measures is not None:
             body["measures"] = measures
@@ -92,7 +98,8 @@ class Client:
             body["inputs"] = inputs
         if params is not None:
             body["params"] = params
-        return self._call("POST", "/analyses", json=body).json()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return self._call("POST", "/analyses", json=body, headers=headers).json()
 
     def status(self, aid: str) -> dict[str, Any]:
         return self._call("GET", f"/analyses/{aid}").json()

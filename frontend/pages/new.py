@@ -150,7 +150,7 @@ def _submit(clicks: int | None, model: str, rng: list[int], spacing: str, count:
         inputs["texts"] = [p.strip() for p in texts.split("\n\n") if p.strip()]
     try:
         checkpoints, _ = _selection(model, rng[0], rng[1], spacing, count)
-        state = client.api().submit_as(token, model, checkpoints=checkpoints, measures=measures, inputs=inputs)
+        state = client.api().submit(model, checkpoints=checkpoints, measures=measures, inputs=inputs, token=token)
     except client.ApiError as exc:  # shown as the API words it, with the field it names
         if exc.status_code == 401:  # the field keeps what was typed, to be corrected
             return no_update, error_state(_auth_message(token), id="new-auth-error"), True

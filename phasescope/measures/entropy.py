@@ -4,7 +4,7 @@ A row is one query position of one head of one prompt; its ``n_i`` allowed keys 
 pre-softmax score is finite (masked keys carry ``-inf``). Everything is computed in float64 from the
 pre-softmax scores, with masked keys removed explicitly so that no ``0 * (-inf)`` ever appears.
 
-Quantities (docs/measures.md; PHYSICS.md):
+Quantities (docs/measures.md):
 
 - ``entropy``: ``S_i = -sum_j p_ij ln p_ij`` in nats, ``p_i = softmax(s_i)`` over allowed keys.
 - ``entropy_norm``: ``S_i / ln n_i`` in ``[0, 1]``; undefined (NaN, and left out of every average)

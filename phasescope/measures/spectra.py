@@ -4,9 +4,8 @@ A causal attention matrix is lower triangular, so its eigenvalues are its diagon
 singular values say how many independent directions the head mixes. Per head the bilinear forms
 ``W_QK = W_Q W_Kᵀ`` and ``W_OV = W_V W_O`` are analysed by factored SVD (never materialising the
 ``d_model × d_model`` products), and every weight matrix gets an empirical spectral density with its
-Marchenko–Pastur edges and power-law tail (:mod:`phasescope.measures.powerlaw`). Definitions and the
-identities the tests check: /work/shared/PHYSICS.md, section "Spectra"; reading guide:
-docs/measures.md.
+Marchenko–Pastur edges and power-law tail (:mod:`phasescope.measures.powerlaw`). Definitions, the
+identities the tests check and a reading guide: docs/measures.md, section "Spectra".
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each attention row is a canonical ensemble over its allowed keys with energies ``E_ij = -s_ij`` (the
 pre-softmax scores) at inverse temperature β; β = 1 is the model as it is. For each row, over allowed
-keys only (docs/measures.md; PHYSICS.md):
+keys only (docs/measures.md):
 
 - ``ln Z(β) = logsumexp_j(β s_ij)`` and ``p_ij(β) = softmax_j(β s_ij)``
 - ``βF = -ln Z`` and free energy ``F = -ln Z / β``

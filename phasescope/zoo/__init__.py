@@ -1,6 +1,6 @@
 """The model zoo: small models we train ourselves, with real phase transitions, offline and seeded.
 
-Series (model strings ``zoo:<name>``, recipes in PHYSICS.md, results in docs/zoo.md):
+Series (model strings ``zoo:<name>``, recipes and results in docs/zoo.md):
 
 - ``induction-2l``: 2 attention-only layers; a loss plateau, then induction heads form (~step 475).
 - ``induction-1l``: the 1-layer control; it never leaves the plateau.

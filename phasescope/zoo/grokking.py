@@ -1,4 +1,4 @@
-"""Grokking at small scale: modular addition mod 59 (PHYSICS.md, after Nanda et al. at p = 113).
+"""Grokking at small scale: modular addition mod 59 (docs/zoo.md; after Nanda et al. at p = 113).
 
 A 1-layer transformer memorises its 40% training split within a few hundred full-batch steps, then
 sits at perfect train accuracy and chance-level test accuracy until weight decay drives it to the
@@ -92,7 +92,7 @@ class ModularAdditionObjective:
 
 
 def grokking_spec(p: int = 59, steps: int = 2500, expected_seconds: float = 150.0) -> ZooSpec:
-    """Modular addition mod ``p`` (recipe of PHYSICS.md)."""
+    """Modular addition mod ``p`` (recipe in docs/zoo.md)."""
     config: dict[str, Any] = {
         "model_name": f"zoo-grokking-p{p}",
         "n_layers": 1,

@@ -1,4 +1,4 @@
-"""Induction heads on CPU: the reference phenomenon of PHYSICS.md.
+"""Induction heads on CPU: the reference phenomenon (docs/zoo.md).
 
 ``induction-2l`` (two attention-only layers) sits on a loss plateau near ln 64 ≈ 4.16 nats, then
 forms previous-token heads in layer 0 and induction heads in layer 1 and drops to ≈ 0.7 nats;
@@ -83,7 +83,7 @@ class InductionObjective:
 
 
 def induction_spec(n_layers: int, expected_seconds: float) -> ZooSpec:
-    """The induction series with ``n_layers`` attention-only layers (recipe of PHYSICS.md)."""
+    """The induction series with ``n_layers`` attention-only layers (recipe in docs/zoo.md)."""
     config: dict[str, Any] = {
         "model_name": f"zoo-induction-{n_layers}l",
         "n_layers": n_layers,

@@ -82,7 +82,7 @@ def test_overview_marks_the_transition(demo: dict[str, Any], chromium: Chromium)
     step = int(match.group(1))
     assert demo["checkpoints"][0] <= step <= demo["checkpoints"][-1]
     if demo["model"].startswith("zoo:induction"):
-        # PHYSICS.md: the repeated-half loss falls half-way at step 460–500 on 2 cores, five seeds.
+        # docs/zoo.md: the repeated-half loss falls half-way at step 460–500 on 2 cores, five seeds.
         assert 300 <= step <= 700, note
     # The marker is drawn on the figure (a red dashed line) and the heatmap is there.
     assert chromium.all("#content-overview .heatmaplayer"), "no heatmap"

@@ -1,5 +1,5 @@
 """Acceptance on the reference series: the induction transition is found where the loss drops, the
-sharpness peaks inside it, and the one-layer control has none (docs/PHYSICS.md, the reference
+sharpness peaks inside it, and the one-layer control has none (docs/zoo.md, the reference
 phenomenon). Trains zoo:induction-2l and zoo:induction-1l into a temporary directory (~20 s each)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The zoo trains real phase transitions: each series is trained once per module, into a temp dir.
 
-The physics is checked against PHYSICS.md ("The reference phenomenon") with scores computed here
+The physics is checked against the reference figures of docs/zoo.md with scores computed here
 from ``run_with_cache`` patterns, independently of ``phasescope.measures``.
 """
 

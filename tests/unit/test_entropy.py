@@ -1,4 +1,4 @@
-"""Attention entropy against analytic rows (PHYSICS.md, "Attention as a Boltzmann distribution")."""
+"""Attention entropy against analytic rows (docs/measures.md, "Entropy")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Spectra: the identities of PHYSICS.md, section "Spectra", on analytic and seeded random inputs."""
+"""Spectra: the identities of docs/measures.md, section "Spectra", on analytic and seeded random inputs."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Attention thermodynamics against the identities of PHYSICS.md, in float64."""
+"""Attention thermodynamics against the identities of docs/measures.md, in float64."""
 
 from __future__ import annotations
 
