@@ -11,7 +11,7 @@ from fastapi import Depends, Header, Request
 
 from phasescope.config import Settings
 from phasescope.errors import PhasescopeError, ServiceUnavailable
-from phasescope.store import ResultStore
+from phasescope.service.store import ResultStore
 
 __all__ = [
     "RedisDep",
@@ -46,7 +46,7 @@ def get_redis(request: Request) -> redis.Redis:
     """The app's Redis client, connected on first use (the embedded server starts if needed)."""
     conn = request.app.state.redis
     if conn is None:
-        from phasescope.redis_conn import connect
+        from phasescope.service.redis_conn import connect
 
         try:
             conn = request.app.state.redis = connect(request.app.state.settings)

@@ -151,7 +151,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _os_error(request: Request, exc: OSError) -> JSONResponse:
         # A write the store did not translate (a full disk met outside atomic_write_bytes): the same
         # 507 / 503 answer; any other OSError is a server failure like any other.
-        from phasescope.storage import raise_storage_error
+        from phasescope.service.storage import raise_storage_error
 
         try:
             raise_storage_error(exc, "")

@@ -15,7 +15,7 @@ from backend.routes import analyses, health, models, patterns
 from backend.security import ContentSecurityPolicy, SecurityMiddleware
 from phasescope import __version__
 from phasescope.config import Settings, get_settings
-from phasescope.store import ResultStore
+from phasescope.service.store import ResultStore
 
 __all__ = ["API_PREFIX", "create_app"]
 
@@ -28,8 +28,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from phasescope.redis_conn import connect
-        from phasescope.storage import remove_orphan_temp_files
+        from phasescope.service.redis_conn import connect
+        from phasescope.service.storage import remove_orphan_temp_files
 
         # Temporary files of writers killed mid-write (old enough that no live writer owns them).
         for root in (settings.store_dir, settings.zoo_dir):

@@ -1,4 +1,4 @@
-"""The write-rate dependency of POST and DELETE routes (the buckets are ``phasescope.ratelimit``)."""
+"""The write-rate dependency of POST and DELETE routes (the buckets are ``phasescope.service.ratelimit``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Header, Request
 
 from backend.deps import optional_redis
-from phasescope.ratelimit import TokenBuckets, client_key
+from phasescope.service.ratelimit import TokenBuckets, client_key
 
 __all__ = ["limit_writes"]
 

@@ -3,7 +3,7 @@
 Three ways to get the same numbers for one batch of prompts:
 
 * **bare forward** — ``model(tokens)``: the floor; nothing is measured.
-* **phasescope** — the worker path of ``phasescope.analysis.measure_checkpoint`` for the measures
+* **phasescope** — the worker path of ``phasescope.analysis.run.measure_checkpoint`` for the measures
   ``entropy``, ``thermo`` and ``spectra``: ``capture_attention`` (one forward pass, hooks keep only the
   pre-softmax scores), then ``entropy_table``, ``thermo_table`` (default β grid) and ``spectra_table``
   (attention singular values, plus the weight spectra, timed apart because they do not depend on the
@@ -34,8 +34,17 @@ def _gpt2_config(**overrides: Any) -> Any:
     from transformer_lens import HookedTransformerConfig
 
     kwargs: dict[str, Any] = dict(
-        n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024,
-        act_fn="gelu_new", normalization_type="LN", positional_embedding_type="standard", seed=0,
+        n_layers=12,
+        d_model=768,
+        n_heads=12,
+        d_head=64,
+        d_mlp=3072,
+        d_vocab=50257,
+        n_ctx=1024,
+        act_fn="gelu_new",
+        normalization_type="LN",
+        positional_embedding_type="standard",
+        seed=0,
     )
     kwargs.update(overrides)
     return HookedTransformerConfig(**kwargs)
@@ -46,9 +55,19 @@ def _pythia_config(**overrides: Any) -> Any:
     from transformer_lens import HookedTransformerConfig
 
     kwargs: dict[str, Any] = dict(
-        n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50304, n_ctx=2048,
-        act_fn="gelu", normalization_type="LN", positional_embedding_type="rotary", rotary_dim=16,
-        parallel_attn_mlp=True, seed=0,
+        n_layers=12,
+        d_model=768,
+        n_heads=12,
+        d_head=64,
+        d_mlp=3072,
+        d_vocab=50304,
+        n_ctx=2048,
+        act_fn="gelu",
+        normalization_type="LN",
+        positional_embedding_type="rotary",
+        rotary_dim=16,
+        parallel_attn_mlp=True,
+        seed=0,
     )
     kwargs.update(overrides)
     return HookedTransformerConfig(**kwargs)
@@ -58,10 +77,24 @@ def _pythia_config(**overrides: Any) -> Any:
 CASES: dict[str, list[tuple[str, Any, int, int, int]]] = {
     "toy": [
         ("zoo 2L attn-only d64", lambda: toy_config(), 2, 32, 2),
-        ("gpt2-like toy", lambda: _gpt2_config(n_layers=1, d_model=32, n_heads=2, d_head=16, d_mlp=64,
-                                               d_vocab=100, n_ctx=16), 2, 16, 1),
-        ("pythia-like toy", lambda: _pythia_config(n_layers=1, d_model=32, n_heads=2, d_head=16, d_mlp=64,
-                                                   d_vocab=100, n_ctx=16, rotary_dim=8), 2, 16, 1),
+        (
+            "gpt2-like toy",
+            lambda: _gpt2_config(
+                n_layers=1, d_model=32, n_heads=2, d_head=16, d_mlp=64, d_vocab=100, n_ctx=16
+            ),
+            2,
+            16,
+            1,
+        ),
+        (
+            "pythia-like toy",
+            lambda: _pythia_config(
+                n_layers=1, d_model=32, n_heads=2, d_head=16, d_mlp=64, d_vocab=100, n_ctx=16, rotary_dim=8
+            ),
+            2,
+            16,
+            1,
+        ),
     ],
     "quick": [
         ("zoo 2L attn-only d64 (64×32 tokens)", lambda: toy_config(), 64, 32, 2),
@@ -111,9 +144,11 @@ def _recipe_numpy(cache: Any, layers: list[int], betas: np.ndarray) -> dict[str,
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-def _phasescope_parts(model: Any, tokens: torch.Tensor, betas: torch.Tensor, repeats: int, device: str) -> dict:
+def _phasescope_parts(
+    model: Any, tokens: torch.Tensor, betas: torch.Tensor, repeats: int, device: str
+) -> dict:
     """Each step of measure_checkpoint for entropy + thermo + spectra, timed on its own."""
-    from phasescope.analysis import capture_attention, model_weights
+    from phasescope.analysis.run import capture_attention, model_weights
     from phasescope.measures.entropy import entropy_table
     from phasescope.measures.spectra import spectra_table
     from phasescope.measures.thermo import thermo_table
@@ -142,13 +177,22 @@ def run(size: str = "full", device: str = "cpu", n_beta: int = 61) -> list[Row]:
     betas = beta_grid(0.05, 20.0, n_beta)
     rows: list[Row] = []
     for case, make_config, n_batch, seq, recipe_layers in CASES[size]:
-        rows += _run_case(HookedTransformer, case, make_config, n_batch, seq, recipe_layers, betas, repeats, device)
+        rows += _run_case(
+            HookedTransformer, case, make_config, n_batch, seq, recipe_layers, betas, repeats, device
+        )
     return rows
 
 
 def _run_case(
-    HookedTransformer: Any, case: str, make_config: Any, n_batch: int, seq: int, recipe_layers: int,
-    betas: torch.Tensor, repeats: int, device: str,
+    HookedTransformer: Any,
+    case: str,
+    make_config: Any,
+    n_batch: int,
+    seq: int,
+    recipe_layers: int,
+    betas: torch.Tensor,
+    repeats: int,
+    device: str,
 ) -> list[Row]:
     rows: list[Row] = []
     torch.manual_seed(0)
@@ -165,18 +209,47 @@ def _run_case(
 
     parts = _phasescope_parts(model, tokens, betas, repeats, device)
     for name, t in parts.items():
-        rows.append(row(f"phasescope: {name}", t, ratio=t.seconds / bare.seconds, reference="bare forward",
-                    cpu_ratio=t.cpu_seconds / bare.cpu_seconds))
+        rows.append(
+            row(
+                f"phasescope: {name}",
+                t,
+                ratio=t.seconds / bare.seconds,
+                reference="bare forward",
+                cpu_ratio=t.cpu_seconds / bare.cpu_seconds,
+            )
+        )
     act = [t for name, t in parts.items() if "weights" not in name]
     act_s, act_cpu = sum(t.seconds for t in act), sum(t.cpu_seconds for t in act)
     all_s = act_s + parts["spectra_table (weights)"].seconds
     all_cpu = act_cpu + parts["spectra_table (weights)"].cpu_seconds
-    rows.append(Row(BENCHMARK, case, "**phasescope, activation measures**", act_s, act_cpu, repeats,
-                    act_s / bare.seconds, "bare forward", act_cpu / bare.cpu_seconds,
-                    "capture + entropy + thermo + attention spectra"))
-    rows.append(Row(BENCHMARK, case, "phasescope, incl. weight spectra", all_s, all_cpu, repeats,
-                    all_s / bare.seconds, "bare forward", all_cpu / bare.cpu_seconds,
-                    "all that measure_checkpoint runs for these measures"))
+    rows.append(
+        Row(
+            BENCHMARK,
+            case,
+            "**phasescope, activation measures**",
+            act_s,
+            act_cpu,
+            repeats,
+            act_s / bare.seconds,
+            "bare forward",
+            act_cpu / bare.cpu_seconds,
+            "capture + entropy + thermo + attention spectra",
+        )
+    )
+    rows.append(
+        Row(
+            BENCHMARK,
+            case,
+            "phasescope, incl. weight spectra",
+            all_s,
+            all_cpu,
+            repeats,
+            all_s / bare.seconds,
+            "bare forward",
+            all_cpu / bare.cpu_seconds,
+            "all that measure_checkpoint runs for these measures",
+        )
+    )
 
     layers = list(range(min(recipe_layers, model.cfg.n_layers)))
     with torch.inference_mode():
@@ -189,6 +262,18 @@ def _run_case(
     note = f"run_with_cache + numpy loops ({len(betas)} β)"
     if scale != 1:
         note += f"; numpy part timed on {len(layers)} of {model.cfg.n_layers} layers, scaled ×{scale:g}"
-    rows.append(Row(BENCHMARK, case, "**recipe** (notebook)", rec_s, rec_cpu, 1, rec_s / act_s,
-                    "phasescope, activation measures", rec_cpu / act_cpu, note))
+    rows.append(
+        Row(
+            BENCHMARK,
+            case,
+            "**recipe** (notebook)",
+            rec_s,
+            rec_cpu,
+            1,
+            rec_s / act_s,
+            "phasescope, activation measures",
+            rec_cpu / act_cpu,
+            note,
+        )
+    )
     return rows

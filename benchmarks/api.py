@@ -37,21 +37,39 @@ def _endpoints(aid: str) -> list[tuple[str, str, str, object]]:
     return [
         ("readiness `GET /health/ready`", "GET", "/api/v1/health/ready", None),
         ("status `GET /analyses/{id}`", "GET", base, None),
-        ("one curve: `results?measure=heads&quantity=induction_score&layer=1`", "GET",
-         f"{base}/results?measure=heads&quantity=induction_score&layer=1", None),
+        (
+            "one curve: `results?measure=heads&quantity=induction_score&layer=1`",
+            "GET",
+            f"{base}/results?measure=heads&quantity=induction_score&layer=1",
+            None,
+        ),
         ("one measure: `results?measure=thermo` (JSON)", "GET", f"{base}/results?measure=thermo", None),
         ("whole table: `results?format=parquet`", "GET", f"{base}/results?format=parquet", None),
     ]
 
 
 def _load(url: str, method: str, body: object, concurrency: int, duration: float, warmup: float) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.load", url, "--concurrency", str(concurrency), "--duration",
-           str(duration), "--warmup", str(warmup), "--method", method]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.load",
+        url,
+        "--concurrency",
+        str(concurrency),
+        "--duration",
+        str(duration),
+        "--warmup",
+        str(warmup),
+        "--method",
+        method,
+    ]
     if body is not None:
         cmd += ["--json", json.dumps(body)]
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=root, env=env, timeout=duration + 120)
+    out = subprocess.run(
+        cmd, check=True, capture_output=True, text=True, cwd=root, env=env, timeout=duration + 120
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -61,7 +79,7 @@ def _kib(n: int) -> str:
 
 def run(size: str = "full") -> list[Row]:
     """Start a deployment, analyse a series once, then load every endpoint from a second process."""
-    from phasescope.client import Client
+    from phasescope.service.client import Client
 
     selection, duration, warmup, concurrencies = SIZES[size]
     rows: list[Row] = []
@@ -79,26 +97,32 @@ def run(size: str = "full") -> list[Row]:
             endpoints = _endpoints(aid)
             # A resubmission of the same request is answered from the finished result (content-addressed).
             submit_body = {"model": model, "checkpoints": selection}
-            endpoints.append(("resubmit, cached: `POST /analyses` (200)", "POST", "/api/v1/analyses", submit_body))
+            endpoints.append(
+                ("resubmit, cached: `POST /analyses` (200)", "POST", "/api/v1/analyses", submit_body)
+            )
             for concurrency in concurrencies:
                 reference = None
                 for name, method, path, body in endpoints:
                     stats = _load(url + path, method, body, concurrency, duration, warmup)
                     if stats["errors"] or not stats["requests"]:
-                        raise RuntimeError(f"{name}: {stats['errors']} errors of {stats['requests']} requests")
+                        raise RuntimeError(
+                            f"{name}: {stats['errors']} errors of {stats['requests']} requests"
+                        )
                     reference = reference or stats
-                    rows.append(Row(
-                        BENCHMARK,
-                        f"{model}, {n_ckpt} checkpoints analysed, {concurrency} client thread(s)",
-                        name,
-                        stats["p50"],
-                        None,
-                        stats["requests"],
-                        stats["p50"] / reference["p50"],
-                        "readiness",
-                        None,
-                        f"p50 {stats['p50'] * 1e3:.1f} ms, p99 {stats['p99'] * 1e3:.1f} ms, "
-                        f"{stats['rps']:.0f} req/s, response {_kib(stats['bytes'])}",
-                        extra=stats,
-                    ))
+                    rows.append(
+                        Row(
+                            BENCHMARK,
+                            f"{model}, {n_ckpt} checkpoints analysed, {concurrency} client thread(s)",
+                            name,
+                            stats["p50"],
+                            None,
+                            stats["requests"],
+                            stats["p50"] / reference["p50"],
+                            "readiness",
+                            None,
+                            f"p50 {stats['p50'] * 1e3:.1f} ms, p99 {stats['p99'] * 1e3:.1f} ms, "
+                            f"{stats['rps']:.0f} req/s, response {_kib(stats['bytes'])}",
+                            extra=stats,
+                        )
+                    )
     return rows

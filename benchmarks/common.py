@@ -41,7 +41,16 @@ class Row:
 
 
 ROW_FIELDS = (
-    "benchmark", "case", "variant", "seconds", "cpu_seconds", "repeats", "ratio", "cpu_ratio", "reference", "note"
+    "benchmark",
+    "case",
+    "variant",
+    "seconds",
+    "cpu_seconds",
+    "repeats",
+    "ratio",
+    "cpu_ratio",
+    "reference",
+    "note",
 )
 
 
@@ -117,8 +126,16 @@ def toy_config(**overrides: Any) -> Any:
     from transformer_lens import HookedTransformerConfig
 
     kwargs: dict[str, Any] = dict(
-        n_layers=2, d_model=64, n_heads=4, d_head=16, d_vocab=64, n_ctx=32, attn_only=True,
-        normalization_type=None, positional_embedding_type="standard", seed=0,
+        n_layers=2,
+        d_model=64,
+        n_heads=4,
+        d_head=16,
+        d_vocab=64,
+        n_ctx=32,
+        attn_only=True,
+        normalization_type=None,
+        positional_embedding_type="standard",
+        seed=0,
     )
     kwargs.update(overrides)
     return HookedTransformerConfig(**kwargs)

@@ -24,9 +24,24 @@ CASES: dict[str, list[tuple[str, dict[str, Any], int, int, int]]] = {
     "quick": [("zoo 2L attn-only d64 (64×32 tokens)", {}, 64, 16, 11)],
     "full": [
         ("zoo 2L attn-only d64 (64×32 tokens)", {}, 64, 16, 11),
-        ("4L d256 with MLPs, vocab 1000 (16×64 tokens)",
-         dict(n_layers=4, d_model=256, n_heads=8, d_head=32, d_mlp=1024, d_vocab=1000, n_ctx=64,
-              attn_only=False, normalization_type="LN", act_fn="gelu"), 16, 32, 11),
+        (
+            "4L d256 with MLPs, vocab 1000 (16×64 tokens)",
+            dict(
+                n_layers=4,
+                d_model=256,
+                n_heads=8,
+                d_head=32,
+                d_mlp=1024,
+                d_vocab=1000,
+                n_ctx=64,
+                attn_only=False,
+                normalization_type="LN",
+                act_fn="gelu",
+            ),
+            16,
+            32,
+            11,
+        ),
     ],
 }
 
@@ -35,7 +50,7 @@ def run(size: str = "full", device: str = "cpu") -> list[Row]:
     """Time ``loss_slice`` batched and looped on each model of ``size``."""
     from transformer_lens import HookedTransformer
 
-    from phasescope.inputs import repeated_random_tokens
+    from phasescope.analysis.inputs import repeated_random_tokens
     from phasescope.measures.landscape import loss_slice
 
     rows: list[Row] = []
@@ -50,9 +65,32 @@ def run(size: str = "full", device: str = "cpu") -> list[Row]:
         looped, batched = timed(False), timed(True)
         diff = float((looped.result - batched.result).abs().max())
         grid = f"{n_points}×{n_points} grid"
-        rows.append(Row(BENCHMARK, case, f"plain loop, {grid}", looped.seconds, looped.cpu_seconds, 1,
-                        looped.seconds / batched.seconds, "batched", looped.cpu_seconds / batched.cpu_seconds,
-                        "one forward pass per grid point"))
-        rows.append(Row(BENCHMARK, case, f"batched (vmap), {grid}", batched.seconds, batched.cpu_seconds, 1, 1.0,
-                        "batched", 1.0, f"max |loop − batched| = {diff:.2g} nats"))
+        rows.append(
+            Row(
+                BENCHMARK,
+                case,
+                f"plain loop, {grid}",
+                looped.seconds,
+                looped.cpu_seconds,
+                1,
+                looped.seconds / batched.seconds,
+                "batched",
+                looped.cpu_seconds / batched.cpu_seconds,
+                "one forward pass per grid point",
+            )
+        )
+        rows.append(
+            Row(
+                BENCHMARK,
+                case,
+                f"batched (vmap), {grid}",
+                batched.seconds,
+                batched.cpu_seconds,
+                1,
+                1.0,
+                "batched",
+                1.0,
+                f"max |loop − batched| = {diff:.2g} nats",
+            )
+        )
     return rows

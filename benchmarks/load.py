@@ -38,8 +38,9 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
-def _worker(url: str, method: str, body: object, start: float, stop: float, out: list, errors: list,
-            sizes: list) -> None:
+def _worker(
+    url: str, method: str, body: object, start: float, stop: float, out: list, errors: list, sizes: list
+) -> None:
     with httpx.Client(timeout=30.0) as client:
         while True:
             t0 = time.perf_counter()
@@ -73,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter() + args.warmup
     stop = start + args.duration
     threads = [
-        threading.Thread(target=_worker, args=(args.url, args.method, body, start, stop, latencies, errors, sizes))
+        threading.Thread(
+            target=_worker, args=(args.url, args.method, body, start, stop, latencies, errors, sizes)
+        )
         for _ in range(args.concurrency)
     ]
     for t in threads:
@@ -81,17 +84,21 @@ def main(argv: list[str] | None = None) -> int:
     for t in threads:
         t.join()
     ordered = sorted(latencies)
-    print(json.dumps({
-        "requests": len(ordered),
-        "errors": len(errors),
-        "p50": percentile(ordered, 50),
-        "p90": percentile(ordered, 90),
-        "p99": percentile(ordered, 99),
-        "mean": statistics.fmean(ordered) if ordered else float("nan"),
-        "max": ordered[-1] if ordered else float("nan"),
-        "rps": len(ordered) / args.duration,
-        "bytes": int(statistics.median(sizes)) if sizes else 0,
-    }))
+    print(
+        json.dumps(
+            {
+                "requests": len(ordered),
+                "errors": len(errors),
+                "p50": percentile(ordered, 50),
+                "p90": percentile(ordered, 90),
+                "p99": percentile(ordered, 99),
+                "mean": statistics.fmean(ordered) if ordered else float("nan"),
+                "max": ordered[-1] if ordered else float("nan"),
+                "rps": len(ordered) / args.duration,
+                "bytes": int(statistics.median(sizes)) if sizes else 0,
+            }
+        )
+    )
     return 0
 
 

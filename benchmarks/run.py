@@ -24,7 +24,10 @@ __all__ = ["BENCHMARKS", "MARKER", "main", "merge", "render", "render_section", 
 
 # name -> (module, section title)
 BENCHMARKS = {
-    "activations": ("benchmarks.activations", "1. Activation measures: phasescope vs the notebook recipe vs a forward pass"),
+    "activations": (
+        "benchmarks.activations",
+        "1. Activation measures: phasescope vs the notebook recipe vs a forward pass",
+    ),
     "weights": ("benchmarks.weights", "2. Weight spectra: phasescope vs WeightWatcher"),
     "api": ("benchmarks.api", "3. API: cached-result GET latency and throughput"),
     "scaleout": ("benchmarks.scaleout", "4. Scale-out: a checkpoint sweep with 1 and 2 workers"),
@@ -48,31 +51,52 @@ def title(name: str, device: str = "cpu") -> str:
     return f"### {base}" if device == "cpu" else f"### {base} — on {device}"
 
 
-def render_section(name: str, rows: list, machine: dict[str, str], command: str, elapsed: float,
-                   device: str = "cpu") -> str:
+def render_section(
+    name: str, rows: list, machine: dict[str, str], command: str, elapsed: float, device: str = "cpu"
+) -> str:
     """One benchmark's section: heading, when and how it ran (date, command, machine), its table."""
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     lines = [
-        title(name, device), "",
-        f"Run of {when}: `{command}` (whole run {elapsed / 60:.1f} min).", "",
-        "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()) + ".", "",
+        title(name, device),
+        "",
+        f"Run of {when}: `{command}` (whole run {elapsed / 60:.1f} min).",
+        "",
+        "Machine: " + "; ".join(f"{k} {v}" for k, v in machine.items()) + ".",
+        "",
         "| case | variant | wall s | CPU s | runs | ratio (wall) | ratio (CPU) | ratio to | note |",
         "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         ratio = f"**{_fmt(r.ratio)}×**" if r.ratio is not None else "–"
         cpu_ratio = f"{_fmt(r.cpu_ratio)}×" if r.cpu_ratio is not None else "–"
-        cells = [r.case, r.variant, _fmt(r.seconds), _fmt(r.cpu_seconds), str(r.repeats), ratio, cpu_ratio,
-                 r.reference, r.note]
+        cells = [
+            r.case,
+            r.variant,
+            _fmt(r.seconds),
+            _fmt(r.cpu_seconds),
+            str(r.repeats),
+            ratio,
+            cpu_ratio,
+            r.reference,
+            r.note,
+        ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def render(results: dict[str, list], machine: dict[str, str], command: str, errors: dict[str, str],
-           elapsed: float, device: str = "cpu") -> dict[str, str]:
+def render(
+    results: dict[str, list],
+    machine: dict[str, str],
+    command: str,
+    errors: dict[str, str],
+    elapsed: float,
+    device: str = "cpu",
+) -> dict[str, str]:
     """Heading → section text for every benchmark of this run (a failure becomes a "Not run" section)."""
-    sections = {title(n, device): render_section(n, rows, machine, command, elapsed, device)
-                for n, rows in results.items()}
+    sections = {
+        title(n, device): render_section(n, rows, machine, command, elapsed, device)
+        for n, rows in results.items()
+    }
     for name, err in errors.items():
         sections[title(name, device)] = f"{title(name, device)}\n\nNot run: {err}\n"
     return sections
@@ -119,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these benchmarks")
     parser.add_argument("--device", default="cpu", help="torch device for benchmarks 1, 2 and 5 (cpu, cuda)")
     parser.add_argument("--threads", type=int, help="torch/BLAS threads (default: torch's own choice)")
-    parser.add_argument("--output", type=Path, default=DOC, help="markdown file to write (default: %(default)s)")
+    parser.add_argument(
+        "--output", type=Path, default=DOC, help="markdown file to write (default: %(default)s)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print the tables, leave the doc alone")
     args = parser.parse_args(argv)
     if args.threads:

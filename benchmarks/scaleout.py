@@ -35,10 +35,10 @@ SIZES: dict[str, object] = {
 
 def _local(data_dir: Path, model: str, selection: object) -> tuple[float, float, int]:
     """Wall and CPU seconds of the same analysis in this process: ``run_local`` and the findings."""
-    from phasescope.analysis import run_local
+    from phasescope.analysis.run import run_local
     from phasescope.config import get_settings
-    from phasescope.findings import find_transitions
-    from phasescope.models import list_checkpoints
+    from phasescope.models.loading import list_checkpoints
+    from phasescope.phases.findings import find_transitions
     from phasescope.schemas import AnalysisRequest, select_steps
 
     previous = os.environ.get("PHASESCOPE_DATA_DIR")
@@ -61,12 +61,15 @@ def _local(data_dir: Path, model: str, selection: object) -> tuple[float, float,
 
 
 def _queued(size: str, workers: int, threads: int, selection: object) -> tuple[float, int]:
-    from phasescope.client import Client
+    from phasescope.service.client import Client
 
     with tempfile.TemporaryDirectory(prefix="phasescope-bench-scale-") as tmp:
         data_dir = Path(tmp)
         model = prepare_model(data_dir, size)
-        with running_stack(data_dir, workers=workers, threads=threads) as url, Client(url, timeout=120) as client:
+        with (
+            running_stack(data_dir, workers=workers, threads=threads) as url,
+            Client(url, timeout=120) as client,
+        ):
             t0 = time.perf_counter()
             state = client.submit(model, checkpoints=selection)
             state = wait_finished(client, state["id"])
@@ -92,12 +95,33 @@ def run(size: str = "full") -> list[Row]:
     n_ckpt = timings[0][3]
     case = f"{model}, {n_ckpt} checkpoints, default measures, {cores} cores"
     reference = timings[0][2]
-    rows = [Row(BENCHMARK, case, "in-process `run_local`, 1 thread", local_wall, local_cpu, 1, local_wall / reference,
-                "1 worker × 1 thread", None, "no queue, Redis or HTTP; what `phasescope analyze` does")]
+    rows = [
+        Row(
+            BENCHMARK,
+            case,
+            "in-process `run_local`, 1 thread",
+            local_wall,
+            local_cpu,
+            1,
+            local_wall / reference,
+            "1 worker × 1 thread",
+            None,
+            "no queue, Redis or HTTP; what `phasescope analyze` does",
+        )
+    ]
     for workers, threads, wall, _ in timings:
-        rows.append(Row(
-            BENCHMARK, case, f"{workers} worker{'s' if workers > 1 else ''} × {threads} thread{'s' if threads > 1 else ''}",
-            wall, None, 1, wall / reference, "1 worker × 1 thread", None,
-            f"POST → finished; {n_ckpt / wall:.2f} checkpoints/s; speed-up {reference / wall:.2f}×",
-        ))
+        rows.append(
+            Row(
+                BENCHMARK,
+                case,
+                f"{workers} worker{'s' if workers > 1 else ''} × {threads} thread{'s' if threads > 1 else ''}",
+                wall,
+                None,
+                1,
+                wall / reference,
+                "1 worker × 1 thread",
+                None,
+                f"POST → finished; {n_ckpt / wall:.2f} checkpoints/s; speed-up {reference / wall:.2f}×",
+            )
+        )
     return rows

@@ -1,7 +1,7 @@
 """A real phasescope deployment for the service benchmarks (3 and 4): embedded Redis, workers, API.
 
 Nothing is simulated: ``running_stack`` starts the same processes ``phasescope up`` starts (through
-``phasescope.launcher.Launcher``), on a free port and in a data directory of its own, and stops them
+``phasescope.service.launcher.Launcher``), on a free port and in a data directory of its own, and stops them
 all afterwards. ``prepare_model`` puts the series to analyse into that directory: for the quick and
 full sizes the zoo's trained ``induction-2l`` (trained once into a cache, then copied), for the toy
 size a tiny random series written in our checkpoint format (seconds, for the smoke test).
@@ -31,10 +31,19 @@ def free_port() -> int:
 
 def _tiny_series(directory: Path, steps: tuple[int, ...] = (0, 10, 20)) -> None:
     """Random attention-only 2-layer checkpoints: the toy size's model (no training)."""
-    from phasescope.checkpoints import write_random_series
+    from phasescope.models.series import write_random_series
 
-    config = dict(n_layers=2, d_model=32, n_heads=4, d_head=8, d_vocab=40, n_ctx=24, attn_only=True,
-                  normalization_type=None, act_fn=None)
+    config = dict(
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        d_head=8,
+        d_vocab=40,
+        n_ctx=24,
+        attn_only=True,
+        normalization_type=None,
+        act_fn=None,
+    )
     write_random_series(directory, config, list(steps))
 
 
@@ -74,9 +83,9 @@ def running_stack(
     worker (0: the launcher's choice, the cores shared out); ``env``: settings for the stack's
     processes (environment variables, restored afterwards).
     """
-    from phasescope.client import Client
     from phasescope.config import Settings
-    from phasescope.launcher import Launcher, default_worker_count
+    from phasescope.service.client import Client
+    from phasescope.service.launcher import Launcher, default_worker_count
 
     workers = workers or default_worker_count()
     saved = {name: os.environ.get(name) for name in env or {}}

@@ -49,11 +49,21 @@ def _models(size: str, device: str) -> tuple[Any, Any]:
 
     n_layer, d, heads, vocab, ctx = SIZES[size]
     torch.manual_seed(0)
-    hf = GPT2LMHeadModel(GPT2Config(n_layer=n_layer, n_embd=d, n_head=heads, vocab_size=vocab, n_positions=ctx))
+    hf = GPT2LMHeadModel(
+        GPT2Config(n_layer=n_layer, n_embd=d, n_head=heads, vocab_size=vocab, n_positions=ctx)
+    )
     hf.eval()
     cfg = HookedTransformerConfig(
-        n_layers=n_layer, d_model=d, n_heads=heads, d_head=d // heads, d_mlp=4 * d, d_vocab=vocab, n_ctx=ctx,
-        act_fn="gelu_new", normalization_type="LN", positional_embedding_type="standard",
+        n_layers=n_layer,
+        d_model=d,
+        n_heads=heads,
+        d_head=d // heads,
+        d_mlp=4 * d,
+        d_vocab=vocab,
+        n_ctx=ctx,
+        act_fn="gelu_new",
+        normalization_type="LN",
+        positional_embedding_type="standard",
     )
     tl = HookedTransformer(cfg)
     tl.load_state_dict(convert_gpt2_weights(hf, cfg), strict=False)
@@ -88,7 +98,7 @@ def _alpha_agreement(ours: Any, theirs: Any) -> dict[str, float]:
 
 def run(size: str = "full", device: str = "cpu") -> list[Row]:
     """Time both tools on the GPT-2-shaped model of ``size`` and compare their α."""
-    from phasescope.analysis import model_weights
+    from phasescope.analysis.run import model_weights
     from phasescope.measures.spectra import spectra_table
 
     hf, tl = _models(size, device)
@@ -97,9 +107,20 @@ def run(size: str = "full", device: str = "cpu") -> list[Row]:
     weights = model_weights(tl)
     ours = time_it(lambda: spectra_table(None, weights, 0), 1, device)
     n_mats = int((ours.result["quantity"] == "mp_lambda_plus").sum())
-    rows = [Row(BENCHMARK, case, "phasescope `spectra_table(None, model_weights(model), step)`", ours.seconds,
-                ours.cpu_seconds, 1, 1.0, "phasescope", 1.0,
-                f"{n_mats} matrices (W_Q/K/V/O, W_in/out per layer; W_E, W_pos, W_U), + factored QK/OV per head")]
+    rows = [
+        Row(
+            BENCHMARK,
+            case,
+            "phasescope `spectra_table(None, model_weights(model), step)`",
+            ours.seconds,
+            ours.cpu_seconds,
+            1,
+            1.0,
+            "phasescope",
+            1.0,
+            f"{n_mats} matrices (W_Q/K/V/O, W_in/out per layer; W_E, W_pos, W_U), + factored QK/OV per head",
+        )
+    ]
     try:
         import weightwatcher
     except ImportError:
@@ -112,10 +133,20 @@ def run(size: str = "full", device: str = "cpu") -> list[Row]:
         theirs = time_it(lambda: weightwatcher.WeightWatcher(model=hf).analyze(), 1, "cpu")
     details = theirs.result
     agree = _alpha_agreement(ours.result, details)
-    rows.append(Row(BENCHMARK, case, f"WeightWatcher {weightwatcher.__version__} `analyze()`", theirs.seconds,
-                    theirs.cpu_seconds, 1, theirs.seconds / ours.seconds, "phasescope",
-                    theirs.cpu_seconds / ours.cpu_seconds,
-                    f"{len(details)} layers analysed (fused c_attn), on the CPU; α on the {agree['n']} "
-                    f"matrices both fit: median |Δα|/α = {agree['median']:.3g}, max {agree['max']:.3g}",
-                    extra={"alpha_agreement": agree}))
+    rows.append(
+        Row(
+            BENCHMARK,
+            case,
+            f"WeightWatcher {weightwatcher.__version__} `analyze()`",
+            theirs.seconds,
+            theirs.cpu_seconds,
+            1,
+            theirs.seconds / ours.seconds,
+            "phasescope",
+            theirs.cpu_seconds / ours.cpu_seconds,
+            f"{len(details)} layers analysed (fused c_attn), on the CPU; α on the {agree['n']} "
+            f"matrices both fit: median |Δα|/α = {agree['median']:.3g}, max {agree['max']:.3g}",
+            extra={"alpha_agreement": agree},
+        )
+    )
     return rows

@@ -36,9 +36,13 @@ def _warm_up() -> None:
 
     from frontend import figures
 
-    order = pd.DataFrame({"checkpoint": [1, 2, 3], "layer": [0, 0, 0], "head": [0, 0, 0], "value": [0.1, 0.5, 0.9]})
+    order = pd.DataFrame(
+        {"checkpoint": [1, 2, 3], "layer": [0, 0, 0], "head": [0, 0, 0], "value": [0.1, 0.5, 0.9]}
+    )
     loss = pd.DataFrame({"checkpoint": [1, 2, 3], "quantity": "loss", "value": [3.0, 2.0, 1.0]})
-    figures.overview_figure(order, loss, "heads.induction_score", transition={"step": 2}, cursor=3).to_plotly_json()
+    figures.overview_figure(
+        order, loss, "heads.induction_score", transition={"step": 2}, cursor=3
+    ).to_plotly_json()
     figures.pattern_figure([[1.0, 0.0], [0.5, 0.5]], ["a", "b"], "warm-up").to_plotly_json()
 
 

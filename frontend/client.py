@@ -1,4 +1,4 @@
-"""How the dashboard reaches the API: one ``phasescope.client.Client``, plus a server-side cache.
+"""How the dashboard reaches the API: one ``phasescope.service.client.Client``, plus a server-side cache.
 
 The API is the one in this process (an in-process transport: no socket, no address to get wrong), or
 the one at ``Settings.dashboard_api_url``. It is never derived from a request (its ``Host`` header is
@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from phasescope.client import ApiError, Client
+from phasescope.service.client import ApiError, Client
 
 __all__ = [
     "ApiError",
@@ -83,7 +83,9 @@ class InProcessTransport(httpx.BaseTransport):
                 code, headers, body = future.result(self.timeout)
             except TimeoutError:
                 future.cancel()  # do not leave the request running on the server's loop
-                raise httpx.ReadTimeout(f"the API did not answer within {self.timeout:.0f} s", request=request) from None
+                raise httpx.ReadTimeout(
+                    f"the API did not answer within {self.timeout:.0f} s", request=request
+                ) from None
         else:
             code, headers, body = asyncio.run(call())
         return httpx.Response(code, headers=headers, content=body, request=request)

@@ -26,12 +26,24 @@ def csv_href(aid: str, **filters: Any) -> str:
 def figure_card(name: str, figure: go.Figure, csv: str | None = None, wide: bool = False) -> html.Div:
     """A graph with its own PNG / SVG download (Plotly's renderer) and a CSV link to its data."""
     tools = [
-        html.Button("PNG", id={"type": "fig-png", "name": name}, className="secondary", title="Download as PNG"),
-        html.Button("SVG", id={"type": "fig-svg", "name": name}, className="secondary", title="Download as SVG"),
+        html.Button(
+            "PNG", id={"type": "fig-png", "name": name}, className="secondary", title="Download as PNG"
+        ),
+        html.Button(
+            "SVG", id={"type": "fig-svg", "name": name}, className="secondary", title="Download as SVG"
+        ),
     ]
     if csv:
-        tools.append(html.A("CSV", href=csv, className="button secondary", title="This figure's data as CSV",
-                            id={"type": "fig-csv", "name": name}, target="_blank"))  # fmt: skip
+        tools.append(
+            html.A(
+                "CSV",
+                href=csv,
+                className="button secondary",
+                title="This figure's data as CSV",
+                id={"type": "fig-csv", "name": name},
+                target="_blank",
+            )
+        )
     config = {**GRAPH_CONFIG, "toImageButtonOptions": {"scale": 2, "filename": f"phasescope-{name}"}}
     return html.Div(
         className="card" + (" wide" if wide else ""),

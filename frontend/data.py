@@ -1,6 +1,6 @@
 """What the analysis view needs from the API, shaped for the figures (all through ``frontend.client``).
 
-Also where the overview's transition marker comes from: ``phasescope.phases`` (pure pandas) when it
+Also where the overview's transition marker comes from: ``phasescope.phases.detect`` (pure pandas) when it
 is installed, else the steepest change of the loss in log(step).
 """
 
@@ -103,16 +103,21 @@ def steepest_change(loss: pd.DataFrame) -> dict[str, Any] | None:
 
 
 def _from_phases(table: pd.DataFrame) -> dict[str, Any] | None:
-    """The loss transition by ``phasescope.phases`` (None when that module is not installed)."""
+    """The loss transition by ``phasescope.phases.detect`` (None when that module is not installed)."""
     try:
-        from phasescope.phase_summary import summarise
-        from phasescope.phases import detect_transitions
+        from phasescope.phases.describe import summarise
+        from phasescope.phases.detect import detect_transitions
     except ImportError:
         return None
     found = detect_transitions(table, n_boot=50)
-    method = "phasescope.phases (sigmoid/peak fit in ln step)"
+    method = "phasescope.phases.detect (sigmoid/peak fit in ln step)"
     if not found:
-        return {"step": None, "label": "no transition detected", "summary": summarise(found), "method": method}
+        return {
+            "step": None,
+            "label": "no transition detected",
+            "summary": summarise(found),
+            "method": method,
+        }
     on_loss = [t for t in found if t.quantity == "loss"]
     t = (on_loss or found)[0]
     unc = t.uncertainty if math.isfinite(t.uncertainty) else None
@@ -141,7 +146,9 @@ def transition(aid: str, meta: dict[str, Any]) -> dict[str, Any] | None:
     table = client.slice_table(aid, "loss", "loss", finished=meta["finished"])
     if "heads" in meta["measures"] and meta["n_layers"] * meta["n_heads"] <= 64:
         # Per-head induction scores say which heads moved with the loss (small models only: one fit each).
-        table = pd.concat([table, client.slice_table(aid, "heads", "induction_score", finished=meta["finished"])])
+        table = pd.concat(
+            [table, client.slice_table(aid, "heads", "induction_score", finished=meta["finished"])]
+        )
     try:
         found = _from_phases(table)
     except Exception:  # a detector that cannot read this table must not blank the overview

@@ -96,8 +96,15 @@ def _style(fig: go.Figure, title: str | None = None, height: int = 360) -> go.Fi
 def empty_figure(message: str, height: int = 240) -> go.Figure:
     """A blank figure that says why it is blank."""
     fig = go.Figure()
-    fig.add_annotation(text=message, showarrow=False, font={"size": 14, "color": "#667"}, x=0.5, y=0.5,
-                       xref="paper", yref="paper")  # fmt: skip
+    fig.add_annotation(
+        text=message,
+        showarrow=False,
+        font={"size": 14, "color": "#667"},
+        x=0.5,
+        y=0.5,
+        xref="paper",
+        yref="paper",
+    )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return _style(fig, height=height)
@@ -107,8 +114,14 @@ def _scatter(n_points: int) -> type:
     return go.Scattergl if n_points > WEBGL_POINTS else go.Scatter
 
 
-def _mark_steps(fig: go.Figure, xscale: str, steps: Sequence[int], transition: dict[str, Any] | None,
-                cursor: int | None, row: Any = None) -> None:  # fmt: skip
+def _mark_steps(
+    fig: go.Figure,
+    xscale: str,
+    steps: Sequence[int],
+    transition: dict[str, Any] | None,
+    cursor: int | None,
+    row: Any = None,
+) -> None:
     """The detected transition (line, band) and the checkpoint cursor on a checkpoint axis."""
     kw = {"row": row, "col": 1} if row is not None else {}
     if transition and transition.get("step") is not None:
@@ -119,7 +132,9 @@ def _mark_steps(fig: go.Figure, xscale: str, steps: Sequence[int], transition: d
             fig.add_vrect(x0=x0, x1=x1, fillcolor="#d62728", opacity=0.08, line_width=0, **kw)
         fig.add_vline(x=at, line={"color": "#d62728", "dash": "dash", "width": 2}, **kw)
     if cursor is not None and len(steps):
-        fig.add_vline(x=float(step_axis([cursor], xscale)[0]), line={"color": "#444", "width": 1, "dash": "dot"}, **kw)
+        fig.add_vline(
+            x=float(step_axis([cursor], xscale)[0]), line={"color": "#444", "width": 1, "dash": "dot"}, **kw
+        )
 
 
 def log_ticks(steps: Sequence[int] | np.ndarray) -> tuple[list[float], list[str]]:
@@ -134,8 +149,12 @@ def log_ticks(steps: Sequence[int] | np.ndarray) -> tuple[list[float], list[str]
     if not len(positive):
         return [], []
     lo, hi = positive.min(), positive.max()
-    vals = [m * 10.0**k for k in range(int(math.floor(math.log10(lo))), int(math.ceil(math.log10(hi))) + 1)
-            for m in (1, 2, 5) if lo / 1.01 <= m * 10.0**k <= hi * 1.01]  # fmt: skip
+    vals = [
+        m * 10.0**k
+        for k in range(int(math.floor(math.log10(lo))), int(math.ceil(math.log10(hi))) + 1)
+        for m in (1, 2, 5)
+        if lo / 1.01 <= m * 10.0**k <= hi * 1.01
+    ]
     texts = [f"{v:g}" for v in vals]
     if (raw <= 0).any():
         vals, texts = [float(x[raw <= 0][0]), *vals], ["0", *texts]
@@ -178,39 +197,91 @@ def overview_figure(
                 continue
             rows = rows.sort_values("checkpoint")
             x = step_axis(rows["checkpoint"], xscale)
-            se = loss[loss["quantity"] == "loss_se"].set_index("checkpoint")["value"] if name == "loss" else None
+            se = (
+                loss[loss["quantity"] == "loss_se"].set_index("checkpoint")["value"]
+                if name == "loss"
+                else None
+            )
             if se is not None and len(se):
                 band = rows["checkpoint"].map(se).fillna(0).to_numpy()
-                fig.add_trace(go.Scatter(x=np.r_[x, x[::-1]], y=np.r_[rows["value"] + band, (rows["value"] - band)[::-1]],
-                                         fill="toself", fillcolor="rgba(40,40,40,0.15)", line={"width": 0},
-                                         hoverinfo="skip", showlegend=False), row=1, col=1)  # fmt: skip
-            fig.add_trace(go.Scatter(x=x, y=rows["value"], name=str(name), mode="lines+markers", marker={"size": 4},
-                                     customdata=rows["checkpoint"],
-                                     hovertemplate="step %{customdata}<br>%{y:.4f} nats<extra>" + str(name) + "</extra>"),
-                          row=1, col=1)  # fmt: skip
+                fig.add_trace(
+                    go.Scatter(
+                        x=np.r_[x, x[::-1]],
+                        y=np.r_[rows["value"] + band, (rows["value"] - band)[::-1]],
+                        fill="toself",
+                        fillcolor="rgba(40,40,40,0.15)",
+                        line={"width": 0},
+                        hoverinfo="skip",
+                        showlegend=False,
+                    ),
+                    row=1,
+                    col=1,
+                )
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=rows["value"],
+                    name=str(name),
+                    mode="lines+markers",
+                    marker={"size": 4},
+                    customdata=rows["checkpoint"],
+                    hovertemplate="step %{customdata}<br>%{y:.4f} nats<extra>" + str(name) + "</extra>",
+                ),
+                row=1,
+                col=1,
+            )
         steps = steps or sorted(loss["checkpoint"].unique().tolist())
     else:
-        fig.add_annotation(text="loss not measured in this analysis", x=0.5, y=0.5, xref="x domain", yref="y domain",
-                           showarrow=False, font={"color": "#888"})  # fmt: skip
+        fig.add_annotation(
+            text="loss not measured in this analysis",
+            x=0.5,
+            y=0.5,
+            xref="x domain",
+            yref="y domain",
+            showarrow=False,
+            font={"color": "#888"},
+        )
     if len(order):
         order = order.dropna(subset=["layer", "head"])
-        grid = order.pivot_table(index=["layer", "head"], columns="checkpoint", values="value", aggfunc="mean")
+        grid = order.pivot_table(
+            index=["layer", "head"], columns="checkpoint", values="value", aggfunc="mean"
+        )
         labels = [head_label(layer, head) for layer, head in grid.index]
         cols = grid.columns.to_numpy()
-        fig.add_trace(go.Heatmap(z=grid.to_numpy(), x=step_axis(cols, xscale), y=labels, colorscale="Viridis",
-                                 customdata=np.broadcast_to(cols, grid.shape),
-                                 colorbar={"title": {"text": LABELS.get(quantity, quantity), "side": "right"},
-                                           "len": 0.7, "y": 0.35},
-                                 hovertemplate="%{y} · step %{customdata}<br>%{z:.4g}<extra></extra>"),
-                      row=2, col=1)  # fmt: skip
+        fig.add_trace(
+            go.Heatmap(
+                z=grid.to_numpy(),
+                x=step_axis(cols, xscale),
+                y=labels,
+                colorscale="Viridis",
+                customdata=np.broadcast_to(cols, grid.shape),
+                colorbar={
+                    "title": {"text": LABELS.get(quantity, quantity), "side": "right"},
+                    "len": 0.7,
+                    "y": 0.35,
+                },
+                hovertemplate="%{y} · step %{customdata}<br>%{z:.4g}<extra></extra>",
+            ),
+            row=2,
+            col=1,
+        )
         fig.update_yaxes(autorange="reversed", title_text="layer · head", row=2, col=1)
     for row in (1, 2):
         _mark_steps(fig, xscale, steps, transition, cursor, row=row)
     if transition and transition.get("step") is not None:
         at = float(step_axis([transition["step"]], xscale)[0])
-        fig.add_annotation(x=math.log10(at) if xscale == "log" else at, y=1, yref="y domain", xref="x",
-                           text=transition.get("label") or f"transition ≈ step {transition['step']}", showarrow=False,
-                           yanchor="bottom", font={"color": "#d62728"}, row=1, col=1)  # fmt: skip
+        fig.add_annotation(
+            x=math.log10(at) if xscale == "log" else at,
+            y=1,
+            yref="y domain",
+            xref="x",
+            text=transition.get("label") or f"transition ≈ step {transition['step']}",
+            showarrow=False,
+            yanchor="bottom",
+            font={"color": "#d62728"},
+            row=1,
+            col=1,
+        )
     fig.update_yaxes(title_text="loss (nats)", row=1, col=1)
     _checkpoint_axis(fig, xscale, steps, row=2, col=1)
     _checkpoint_axis(fig, xscale, steps, row=1, col=1)
@@ -250,10 +321,24 @@ def curves_figure(
         name = head_label(layer, head) if has_head else ("all" if pd.isna(layer) else f"L{int(layer)}")
         color = head_color(int(layer), int(head), *shape) if has_head else None
         xs = step_axis(rows[x], xscale) if x == "checkpoint" else rows[x].to_numpy(dtype=float)
-        err = None if error is None else {"type": "data", "array": error.loc[rows.index].to_numpy(), "visible": True}
-        fig.add_trace(kind(x=xs, y=rows["value"], name=name, mode="lines+markers", marker={"size": 4, "color": color},
-                           line={"color": color, "width": 1.5}, error_y=err, customdata=rows[x],
-                           hovertemplate=f"{name} · {x} %{{customdata}}<br>%{{y:.4g}}<extra></extra>"))  # fmt: skip
+        err = (
+            None
+            if error is None
+            else {"type": "data", "array": error.loc[rows.index].to_numpy(), "visible": True}
+        )
+        fig.add_trace(
+            kind(
+                x=xs,
+                y=rows["value"],
+                name=name,
+                mode="lines+markers",
+                marker={"size": 4, "color": color},
+                line={"color": color, "width": 1.5},
+                error_y=err,
+                customdata=rows[x],
+                hovertemplate=f"{name} · {x} %{{customdata}}<br>%{{y:.4g}}<extra></extra>",
+            )
+        )
     if x == "checkpoint":
         _mark_steps(fig, xscale, frame["checkpoint"].unique().tolist(), transition, cursor)
         _checkpoint_axis(fig, xscale, frame["checkpoint"].unique())
@@ -262,11 +347,20 @@ def curves_figure(
     return _style(fig, title)
 
 
-def profile_figure(frame: pd.DataFrame, checkpoint: int, shape: tuple[int, int], yscale: str = "linear") -> go.Figure:
+def profile_figure(
+    frame: pd.DataFrame, checkpoint: int, shape: tuple[int, int], yscale: str = "linear"
+) -> go.Figure:
     """Entropy per query position at one checkpoint, one line per head."""
-    return curves_figure(frame, x="position", title=f"Entropy by position at step {checkpoint}",
-                         ytitle="attention entropy S (nats)", xtitle="query position (token index)",
-                         xscale="linear", yscale=yscale, shape=shape)  # fmt: skip
+    return curves_figure(
+        frame,
+        x="position",
+        title=f"Entropy by position at step {checkpoint}",
+        ytitle="attention entropy S (nats)",
+        xtitle="query position (token index)",
+        xscale="linear",
+        yscale=yscale,
+        shape=shape,
+    )
 
 
 def pattern_figure(pattern: Sequence[Sequence[float]], tokens: Sequence[str], title: str) -> go.Figure:
@@ -274,29 +368,66 @@ def pattern_figure(pattern: Sequence[Sequence[float]], tokens: Sequence[str], ti
     z = np.asarray(pattern, dtype=float)
     n = z.shape[0]
     ticks = [f"{i}:{t!s}"[:14] for i, t in enumerate(tokens[:n])]
-    text = [[f"query {q} {tokens[q]!r} → key {k} {tokens[k]!r}" for k in range(n)] for q in range(n)] if n <= 128 else None
-    fig = go.Figure(go.Heatmap(z=z, x=list(range(n)), y=list(range(n)), colorscale="Blues", zmin=0, zmax=1,
-                               text=text, colorbar={"title": {"text": "attention p"}},
-                               hovertemplate="%{text}<br>p = %{z:.3f}<extra></extra>"))  # fmt: skip
+    text = (
+        [[f"query {q} {tokens[q]!r} → key {k} {tokens[k]!r}" for k in range(n)] for q in range(n)]
+        if n <= 128
+        else None
+    )
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(range(n)),
+            y=list(range(n)),
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            text=text,
+            colorbar={"title": {"text": "attention p"}},
+            hovertemplate="%{text}<br>p = %{z:.3f}<extra></extra>",
+        )
+    )
     step = max(1, n // 32)
-    fig.update_xaxes(title_text="key (token)", tickvals=list(range(0, n, step)), ticktext=ticks[::step], tickangle=-60,
-                     side="bottom", constrain="domain")  # fmt: skip
-    fig.update_yaxes(title_text="query (token)", tickvals=list(range(0, n, step)), ticktext=ticks[::step],
-                     autorange="reversed", scaleanchor="x")  # fmt: skip
+    fig.update_xaxes(
+        title_text="key (token)",
+        tickvals=list(range(0, n, step)),
+        ticktext=ticks[::step],
+        tickangle=-60,
+        side="bottom",
+        constrain="domain",
+    )
+    fig.update_yaxes(
+        title_text="query (token)",
+        tickvals=list(range(0, n, step)),
+        ticktext=ticks[::step],
+        autorange="reversed",
+        scaleanchor="x",
+    )
     return _style(fig, title, height=620)
 
 
-def compare_figure(series: dict[str, pd.DataFrame], ytitle: str, *, xscale: str = "log", yscale: str = "linear") -> go.Figure:
+def compare_figure(
+    series: dict[str, pd.DataFrame], ytitle: str, *, xscale: str = "log", yscale: str = "linear"
+) -> go.Figure:
     """Two (or more) analyses' curves on one checkpoint axis; each frame has ``checkpoint, value``."""
     fig = go.Figure()
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
     for i, (label, frame) in enumerate(series.items()):
         rows = frame.sort_values("checkpoint")
-        fig.add_trace(go.Scatter(x=step_axis(rows["checkpoint"], xscale), y=rows["value"], name=label,
-                                 mode="lines+markers", line={"color": palette[i % 4]}, customdata=rows["checkpoint"],
-                                 hovertemplate=f"{label}<br>step %{{customdata}}: %{{y:.4g}}<extra></extra>"))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=step_axis(rows["checkpoint"], xscale),
+                y=rows["value"],
+                name=label,
+                mode="lines+markers",
+                line={"color": palette[i % 4]},
+                customdata=rows["checkpoint"],
+                hovertemplate=f"{label}<br>step %{{customdata}}: %{{y:.4g}}<extra></extra>",
+            )
+        )
     if not series:
         return empty_figure("choose two analyses to compare")
-    _checkpoint_axis(fig, xscale, np.unique(np.concatenate([f["checkpoint"].to_numpy() for f in series.values()])))
+    _checkpoint_axis(
+        fig, xscale, np.unique(np.concatenate([f["checkpoint"].to_numpy() for f in series.values()]))
+    )
     fig.update_yaxes(title_text=ytitle, type="log" if yscale == "log" else "linear")
     return _style(fig, None, height=460)

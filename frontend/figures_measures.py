@@ -26,21 +26,34 @@ from frontend.figures import (
 __all__ = ["alpha_figure", "beta_star_figure", "esd_figure", "surface_figure", "thermo_figure"]
 
 
-def thermo_figure(sweep: pd.DataFrame, stars: pd.DataFrame, shape: tuple[int, int], checkpoint: int,
-                  beta: float = 1.0, yscale: str = "linear") -> go.Figure:  # fmt: skip
+def thermo_figure(
+    sweep: pd.DataFrame,
+    stars: pd.DataFrame,
+    shape: tuple[int, int],
+    checkpoint: int,
+    beta: float = 1.0,
+    yscale: str = "linear",
+) -> go.Figure:
     """S(β), C(β), U(β), βF(β) per head at one checkpoint; β = 1 and the chosen β marked, β* on C.
 
     Args:
         sweep: rows ``layer, head, beta, quantity, value`` for entropy, heat_capacity, internal_energy, beta_f.
         stars: rows ``layer, head, quantity, value`` for beta_star, beta_star_censored, beta_star_bound.
     """
-    panels = [("entropy", "S(β) (nats)"), ("heat_capacity", "C(β) (nats)"),
-              ("internal_energy", "U(β) (score units)"), ("beta_f", "βF(β) = −ln Z")]  # fmt: skip
-    fig = make_subplots(rows=2, cols=2, subplot_titles=[t for _, t in panels], horizontal_spacing=0.09,
-                        vertical_spacing=0.14)  # fmt: skip
+    panels = [
+        ("entropy", "S(β) (nats)"),
+        ("heat_capacity", "C(β) (nats)"),
+        ("internal_energy", "U(β) (score units)"),
+        ("beta_f", "βF(β) = −ln Z"),
+    ]
+    fig = make_subplots(
+        rows=2, cols=2, subplot_titles=[t for _, t in panels], horizontal_spacing=0.09, vertical_spacing=0.14
+    )
     if not len(sweep):
         return empty_figure("thermodynamics not measured in this analysis")
-    star = stars.pivot_table(index=["layer", "head"], columns="quantity", values="value") if len(stars) else None
+    star = (
+        stars.pivot_table(index=["layer", "head"], columns="quantity", values="value") if len(stars) else None
+    )
     for i, (quantity, _) in enumerate(panels):
         row, col = divmod(i, 2)
         rows_q = sweep[sweep["quantity"] == quantity]
@@ -48,21 +61,42 @@ def thermo_figure(sweep: pd.DataFrame, stars: pd.DataFrame, shape: tuple[int, in
             rows = rows.sort_values("beta")
             color = head_color(int(layer), int(head), *shape)
             name = head_label(layer, head)
-            fig.add_trace(go.Scatter(x=rows["beta"], y=rows["value"], name=name, legendgroup=name, showlegend=i == 0,
-                                     mode="lines", line={"color": color, "width": 1.5},
-                                     hovertemplate=f"{name} · β %{{x:.3g}}<br>%{{y:.4g}}<extra></extra>"),
-                          row=row + 1, col=col + 1)  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=rows["beta"],
+                    y=rows["value"],
+                    name=name,
+                    legendgroup=name,
+                    showlegend=i == 0,
+                    mode="lines",
+                    line={"color": color, "width": 1.5},
+                    hovertemplate=f"{name} · β %{{x:.3g}}<br>%{{y:.4g}}<extra></extra>",
+                ),
+                row=row + 1,
+                col=col + 1,
+            )
             if quantity == "heat_capacity" and star is not None and (layer, head) in star.index:
                 _star_marker(fig, star.loc[(layer, head)], rows, name, color)
         fig.add_vline(x=1.0, line={"color": "#222", "dash": "dash", "width": 1}, row=row + 1, col=col + 1)
         if abs(beta - 1.0) > 1e-9:
-            fig.add_vline(x=beta, line={"color": "#9467bd", "dash": "dot", "width": 1.5}, row=row + 1, col=col + 1)
-    ticks = [v for v in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
-             if sweep["beta"].min() / 1.01 <= v <= sweep["beta"].max() * 1.01]  # fmt: skip
-    fig.update_xaxes(type="log", title_text="inverse temperature β (β = 1: the model)", tickvals=ticks,
-                     ticktext=[f"{v:g}" for v in ticks])  # fmt: skip
+            fig.add_vline(
+                x=beta, line={"color": "#9467bd", "dash": "dot", "width": 1.5}, row=row + 1, col=col + 1
+            )
+    ticks = [
+        v
+        for v in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+        if sweep["beta"].min() / 1.01 <= v <= sweep["beta"].max() * 1.01
+    ]
+    fig.update_xaxes(
+        type="log",
+        title_text="inverse temperature β (β = 1: the model)",
+        tickvals=ticks,
+        ticktext=[f"{v:g}" for v in ticks],
+    )
     fig.update_yaxes(type="log" if yscale == "log" else "linear")
-    return _style(fig, f"Attention thermodynamics at step {checkpoint} (averaged over rows with ≥ 2 keys)", height=620)
+    return _style(
+        fig, f"Attention thermodynamics at step {checkpoint} (averaged over rows with ≥ 2 keys)", height=620
+    )
 
 
 def _star_marker(fig: go.Figure, star: pd.Series, rows: pd.DataFrame, name: str, color: str) -> None:
@@ -70,48 +104,103 @@ def _star_marker(fig: go.Figure, star: pd.Series, rows: pd.DataFrame, name: str,
     if censored == 0 and pd.notna(star.get("beta_star")):
         b = float(star["beta_star"])
         c = float(np.interp(math.log(b), np.log(rows["beta"].to_numpy()), rows["value"].to_numpy()))
-        fig.add_trace(go.Scatter(x=[b], y=[c], mode="markers", legendgroup=name, showlegend=False,
-                                 marker={"symbol": "star", "size": 11, "color": color, "line": {"width": 1, "color": "#222"}},
-                                 hovertemplate=f"{name}: β* = {b:.3g}<extra></extra>"), row=1, col=2)  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[b],
+                y=[c],
+                mode="markers",
+                legendgroup=name,
+                showlegend=False,
+                marker={"symbol": "star", "size": 11, "color": color, "line": {"width": 1, "color": "#222"}},
+                hovertemplate=f"{name}: β* = {b:.3g}<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
     elif pd.notna(star.get("beta_star_bound")):
         b = float(star["beta_star_bound"])
         sign = "≥" if censored > 0 else "≤"
         c = float(rows["value"].iloc[-1] if censored > 0 else rows["value"].iloc[0])
-        fig.add_trace(go.Scatter(x=[b], y=[c], mode="markers", legendgroup=name, showlegend=False,
-                                 marker={"symbol": "triangle-right-open" if censored > 0 else "triangle-left-open",
-                                         "size": 11, "color": color},
-                                 hovertemplate=f"{name}: β* {sign} {b:.3g} (censored: peak on the grid's edge)<extra></extra>"),
-                      row=1, col=2)  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=[b],
+                y=[c],
+                mode="markers",
+                legendgroup=name,
+                showlegend=False,
+                marker={
+                    "symbol": "triangle-right-open" if censored > 0 else "triangle-left-open",
+                    "size": 11,
+                    "color": color,
+                },
+                hovertemplate=f"{name}: β* {sign} {b:.3g} (censored: peak on the grid's edge)<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
 
 
-def beta_star_figure(stars: pd.DataFrame, shape: tuple[int, int], *, xscale: str = "log",
-                     transition: dict[str, Any] | None = None, cursor: int | None = None) -> go.Figure:  # fmt: skip
+def beta_star_figure(
+    stars: pd.DataFrame,
+    shape: tuple[int, int],
+    *,
+    xscale: str = "log",
+    transition: dict[str, Any] | None = None,
+    cursor: int | None = None,
+) -> go.Figure:
     """β* per head over checkpoints; censored peaks drawn as open triangles at the grid edge."""
     if not len(stars):
         return empty_figure("thermodynamics not measured in this analysis")
-    wide = stars.pivot_table(index=["layer", "head", "checkpoint"], columns="quantity", values="value").reset_index()
+    wide = stars.pivot_table(
+        index=["layer", "head", "checkpoint"], columns="quantity", values="value"
+    ).reset_index()
     fig = go.Figure()
     for (layer, head), rows in wide.groupby(["layer", "head"], sort=True):
         rows = rows.sort_values("checkpoint")
         name, color = head_label(layer, head), head_color(int(layer), int(head), *shape)
         x = step_axis(rows["checkpoint"], xscale)
-        fig.add_trace(go.Scatter(x=x, y=rows.get("beta_star"), name=name, legendgroup=name, mode="lines+markers",
-                                 line={"color": color, "width": 1.5}, marker={"size": 5}, customdata=rows["checkpoint"],
-                                 hovertemplate=f"{name} · step %{{customdata}}<br>β* = %{{y:.3g}}<extra></extra>"))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=rows.get("beta_star"),
+                name=name,
+                legendgroup=name,
+                mode="lines+markers",
+                line={"color": color, "width": 1.5},
+                marker={"size": 5},
+                customdata=rows["checkpoint"],
+                hovertemplate=f"{name} · step %{{customdata}}<br>β* = %{{y:.3g}}<extra></extra>",
+            )
+        )
         cens = rows[rows.get("beta_star_censored", pd.Series(0, index=rows.index)).fillna(0) != 0]
         if len(cens):
             up = cens["beta_star_censored"] > 0
-            fig.add_trace(go.Scatter(
-                x=step_axis(cens["checkpoint"], xscale), y=cens["beta_star_bound"], mode="markers", legendgroup=name,
-                showlegend=False, customdata=np.c_[cens["checkpoint"], np.where(up, "≥", "≤")],
-                marker={"symbol": np.where(up, "triangle-up-open", "triangle-down-open"), "size": 9, "color": color},
-                hovertemplate=f"{name} · step %{{customdata[0]}}<br>β* %{{customdata[1]}} %{{y:.3g}} (censored)<extra></extra>"))  # fmt: skip
+            fig.add_trace(
+                go.Scatter(
+                    x=step_axis(cens["checkpoint"], xscale),
+                    y=cens["beta_star_bound"],
+                    mode="markers",
+                    legendgroup=name,
+                    showlegend=False,
+                    customdata=np.c_[cens["checkpoint"], np.where(up, "≥", "≤")],
+                    marker={
+                        "symbol": np.where(up, "triangle-up-open", "triangle-down-open"),
+                        "size": 9,
+                        "color": color,
+                    },
+                    hovertemplate=f"{name} · step %{{customdata[0]}}<br>β* %{{customdata[1]}} %{{y:.3g}} (censored)<extra></extra>",
+                )
+            )
     fig.add_hline(y=1.0, line={"color": "#222", "dash": "dash", "width": 1})
     _mark_steps(fig, xscale, wide["checkpoint"].unique().tolist(), transition, cursor)
     _checkpoint_axis(fig, xscale, wide["checkpoint"].unique())
     ticks = [0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
-    fig.update_yaxes(type="log", title_text="β* (open triangles: censored)", tickvals=ticks,
-                     ticktext=[f"{v:g}" for v in ticks])  # fmt: skip
+    fig.update_yaxes(
+        type="log",
+        title_text="β* (open triangles: censored)",
+        tickvals=ticks,
+        ticktext=[f"{v:g}" for v in ticks],
+    )
     return _style(fig, "Critical inverse temperature β* over training")
 
 
@@ -124,16 +213,29 @@ def esd_figure(eigs: np.ndarray, scalars: dict[str, float], title: str) -> go.Fi
     fig = go.Figure()
     counts, edges = np.histogram(eigs, bins=min(80, max(10, len(eigs) // 3)))
     centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
-    fig.add_trace(go.Bar(x=centres, y=counts / (width * len(eigs)), width=width, name="ESD", marker_color="#4c78a8",
-                         opacity=0.75, hovertemplate="λ ≈ %{x:.3g}<br>density %{y:.3g}<extra></extra>"))  # fmt: skip
+    fig.add_trace(
+        go.Bar(
+            x=centres,
+            y=counts / (width * len(eigs)),
+            width=width,
+            name="ESD",
+            marker_color="#4c78a8",
+            opacity=0.75,
+            hovertemplate="λ ≈ %{x:.3g}<br>density %{y:.3g}<extra></extra>",
+        )
+    )
     lo, hi = scalars.get("mp_lambda_minus"), scalars.get("mp_lambda_plus")
     if lo is not None and hi is not None and hi > lo >= 0:
         r = math.sqrt(hi / lo) if lo > 0 else float("inf")
         sq = (r - 1) / (r + 1) if math.isfinite(r) else 1.0  # √q from the two edges
         var = hi / (1 + sq) ** 2
         lam = np.linspace(lo, hi, 300)[1:-1]
-        density = np.sqrt(np.clip((hi - lam) * (lam - lo), 0, None)) / (2 * math.pi * var * max(sq**2, 1e-12) * lam)
-        fig.add_trace(go.Scatter(x=lam, y=density, name="Marchenko–Pastur", line={"color": "#e45756", "width": 2}))
+        density = np.sqrt(np.clip((hi - lam) * (lam - lo), 0, None)) / (
+            2 * math.pi * var * max(sq**2, 1e-12) * lam
+        )
+        fig.add_trace(
+            go.Scatter(x=lam, y=density, name="Marchenko–Pastur", line={"color": "#e45756", "width": 2})
+        )
         for edge, label in ((lo, "λ−"), (hi, "λ+")):
             fig.add_vline(x=edge, line={"color": "#e45756", "dash": "dot", "width": 1}, annotation_text=label)
     alpha, se = scalars.get("esd_alpha"), scalars.get("esd_alpha_se")
@@ -148,16 +250,28 @@ def alpha_figure(frame: pd.DataFrame, *, xscale: str = "log", cursor: int | None
     """Power-law exponent α of each weight matrix's ESD over checkpoints, ± its standard error."""
     if not len(frame):
         return empty_figure("no power-law fits (spectra not measured, or matrices too small)")
-    wide = frame.pivot_table(index=["matrix", "layer", "checkpoint"], columns="quantity", values="value",
-                             dropna=False).reset_index().dropna(subset=["esd_alpha"])  # fmt: skip
+    wide = (
+        frame.pivot_table(
+            index=["matrix", "layer", "checkpoint"], columns="quantity", values="value", dropna=False
+        )
+        .reset_index()
+        .dropna(subset=["esd_alpha"])
+    )
     fig = go.Figure()
     for (matrix, layer), rows in wide.groupby(["matrix", "layer"], sort=True, dropna=False):
         name = f"{matrix}" + ("" if pd.isna(layer) else f" L{int(layer)}")
         rows = rows.sort_values("checkpoint")
-        fig.add_trace(go.Scatter(x=step_axis(rows["checkpoint"], xscale), y=rows["esd_alpha"], name=name,
-                                 mode="lines+markers", customdata=rows["checkpoint"],
-                                 error_y={"type": "data", "array": rows.get("esd_alpha_se"), "visible": True, "thickness": 1},
-                                 hovertemplate=f"{name} · step %{{customdata}}<br>α = %{{y:.3g}}<extra></extra>"))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=step_axis(rows["checkpoint"], xscale),
+                y=rows["esd_alpha"],
+                name=name,
+                mode="lines+markers",
+                customdata=rows["checkpoint"],
+                error_y={"type": "data", "array": rows.get("esd_alpha_se"), "visible": True, "thickness": 1},
+                hovertemplate=f"{name} · step %{{customdata}}<br>α = %{{y:.3g}}<extra></extra>",
+            )
+        )
     fig.add_hrect(y0=2, y1=6, fillcolor="#59a14f", opacity=0.06, line_width=0)
     _mark_steps(fig, xscale, wide["checkpoint"].unique().tolist(), None, cursor)
     _checkpoint_axis(fig, xscale, wide["checkpoint"].unique())
@@ -169,11 +283,25 @@ def surface_figure(frame: pd.DataFrame, checkpoint: int) -> go.Figure:
     """Loss surface around a checkpoint: contours over (x, y), or a line over x for a 1-d slice."""
     if frame["y"].notna().any() if "y" in frame else False:
         grid = frame.pivot_table(index="y", columns="x", values="value")
-        fig = go.Figure(go.Contour(z=grid.to_numpy(), x=grid.columns, y=grid.index, colorscale="Viridis",
-                                   colorbar={"title": {"text": "loss (nats)"}},
-                                   hovertemplate="a %{x:.2f}, b %{y:.2f}<br>loss %{z:.4f}<extra></extra>"))  # fmt: skip
-        fig.add_trace(go.Scatter(x=[0], y=[0], mode="markers", marker={"symbol": "x", "size": 10, "color": "white"},
-                                 name=f"step {checkpoint}"))  # fmt: skip
+        fig = go.Figure(
+            go.Contour(
+                z=grid.to_numpy(),
+                x=grid.columns,
+                y=grid.index,
+                colorscale="Viridis",
+                colorbar={"title": {"text": "loss (nats)"}},
+                hovertemplate="a %{x:.2f}, b %{y:.2f}<br>loss %{z:.4f}<extra></extra>",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[0],
+                y=[0],
+                mode="markers",
+                marker={"symbol": "x", "size": 10, "color": "white"},
+                name=f"step {checkpoint}",
+            )
+        )
         fig.update_yaxes(title_text="direction 2 (filter-normalised units)")
     else:
         rows = frame.sort_values("x")

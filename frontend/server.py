@@ -64,9 +64,17 @@ def create_combined_app(settings: Settings | None = None, api_url: str | None = 
     app = create_app(settings)
 
     # Unknown API paths answer JSON 404 instead of falling through to the dashboard's HTML.
-    @app.api_route(API_PREFIX + "/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+    @app.api_route(
+        API_PREFIX + "/{path:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        include_in_schema=False,
+    )
     def _unknown_api_path(path: str, request: Request) -> JSONResponse:
-        body = {"error": "not_found", "detail": f"no API endpoint {request.method} {request.url.path}", "field": None}
+        body = {
+            "error": "not_found",
+            "detail": f"no API endpoint {request.method} {request.url.path}",
+            "field": None,
+        }
         return JSONResponse(body, status_code=404)
 
     mount = create_dashboard_asgi(api_url or settings.dashboard_api_url, app=app)

@@ -21,11 +21,15 @@ __all__ = ["RENDERERS", "pick_layer_heads"]
 MAX_LINES = 64  # more (layer, head) lines than this and "all layers" shows the last layer only
 
 
-def _slice(aid: str, meta: dict[str, Any], measure: str, quantity: str | None = None, checkpoint: int | None = None) -> pd.DataFrame:  # fmt: skip
+def _slice(
+    aid: str, meta: dict[str, Any], measure: str, quantity: str | None = None, checkpoint: int | None = None
+) -> pd.DataFrame:
     return client.slice_table(aid, measure, quantity, checkpoint, finished=meta["finished"])
 
 
-def pick_layer_heads(frame: pd.DataFrame, meta: dict[str, Any], state: dict[str, Any]) -> tuple[pd.DataFrame, str]:
+def pick_layer_heads(
+    frame: pd.DataFrame, meta: dict[str, Any], state: dict[str, Any]
+) -> tuple[pd.DataFrame, str]:
     """Rows of the chosen layer/head ("all" = every one), and a note when the selection was narrowed."""
     note = ""
     layer, head = state["layer"], state["head"]
@@ -50,8 +54,10 @@ def _note(text: str) -> Any:
 def _absent(meta: dict[str, Any], measure: str, what: str) -> Any:
     if measure in meta["measures"]:
         return None
-    return empty_state(f"{what} not measured in this analysis (it ran: {', '.join(meta['measures'])}). "
-                       f"Start a new analysis with “{measure}” to see it.")  # fmt: skip
+    return empty_state(
+        f"{what} not measured in this analysis (it ran: {', '.join(meta['measures'])}). "
+        f"Start a new analysis with “{measure}” to see it."
+    )
 
 
 def render_overview(aid: str, meta: dict[str, Any], state: dict[str, Any], step: int) -> list[Any]:
@@ -64,8 +70,12 @@ def render_overview(aid: str, meta: dict[str, Any], state: dict[str, Any], step:
         measure, q = quantity.split(".")
         order, note = pick_layer_heads(_slice(aid, meta, measure, q), meta, state)
     transition = data.transition(aid, meta)
-    fig = F.overview_figure(order, loss, quantity or "", transition=transition, cursor=step, xscale=state["xscale"])
-    fig.update_layout(title={"text": f"Phase diagram: {F.LABELS.get(quantity or '', quantity or 'no per-head measure')}"})
+    fig = F.overview_figure(
+        order, loss, quantity or "", transition=transition, cursor=step, xscale=state["xscale"]
+    )
+    fig.update_layout(
+        title={"text": f"Phase diagram: {F.LABELS.get(quantity or '', quantity or 'no per-head measure')}"}
+    )
     if transition and transition.get("step") is not None:
         said = f"{transition['label']}, marked in red ({transition['method']})."
     elif transition:
@@ -74,12 +84,30 @@ def render_overview(aid: str, meta: dict[str, Any], state: dict[str, Any], step:
         said = "No transition marked: it needs the loss measure and three or more checkpoints."
     if transition and transition.get("summary"):
         said += f" Summary: {transition['summary']}."
-    children: list[Any] = [html.Div(said, id="transition-note", className="kv"), _note(note),
-                           figure_card("overview", fig, csv_href(aid, measure=quantity.split(".")[0] if quantity else "loss",
-                                                                 quantity=quantity.split(".")[1] if quantity else None))]  # fmt: skip
+    children: list[Any] = [
+        html.Div(said, id="transition-note", className="kv"),
+        _note(note),
+        figure_card(
+            "overview",
+            fig,
+            csv_href(
+                aid,
+                measure=quantity.split(".")[0] if quantity else "loss",
+                quantity=quantity.split(".")[1] if quantity else None,
+            ),
+        ),
+    ]
     if quantity and len(order):
-        curves = F.curves_figure(order, title=f"{F.LABELS.get(quantity, quantity)} per head", ytitle=F.LABELS.get(quantity, quantity),
-                                 xscale=state["xscale"], yscale=state["yscale"], shape=_shape(meta), transition=transition, cursor=step)  # fmt: skip
+        curves = F.curves_figure(
+            order,
+            title=f"{F.LABELS.get(quantity, quantity)} per head",
+            ytitle=F.LABELS.get(quantity, quantity),
+            xscale=state["xscale"],
+            yscale=state["yscale"],
+            shape=_shape(meta),
+            transition=transition,
+            cursor=step,
+        )
         children.append(figure_card("order-curves", curves))
     return children
 
@@ -90,15 +118,29 @@ def render_entropy(aid: str, meta: dict[str, Any], state: dict[str, Any], step: 
         return [absent]
     shape, kw = _shape(meta), {"xscale": state["xscale"], "yscale": state["yscale"], "cursor": step}
     cards, note = [], ""
-    for quantity, title in (("entropy_mean", "Entropy per head"), ("entropy_norm_mean", "Normalised entropy per head"),
-                            ("k90_mean", "k90 per head")):  # fmt: skip
+    for quantity, title in (
+        ("entropy_mean", "Entropy per head"),
+        ("entropy_norm_mean", "Normalised entropy per head"),
+        ("k90_mean", "k90 per head"),
+    ):
         frame, note = pick_layer_heads(_slice(aid, meta, "entropy", quantity), meta, state)
         label = F.LABELS[f"entropy.{quantity}"]
-        cards.append(figure_card(f"entropy-{quantity}", F.curves_figure(frame, title=title, ytitle=label, shape=shape, **kw),
-                                 csv_href(aid, measure="entropy", quantity=quantity, layer=state["layer"], head=state["head"])))  # fmt: skip
+        cards.append(
+            figure_card(
+                f"entropy-{quantity}",
+                F.curves_figure(frame, title=title, ytitle=label, shape=shape, **kw),
+                csv_href(aid, measure="entropy", quantity=quantity, layer=state["layer"], head=state["head"]),
+            )
+        )
     profile, _ = pick_layer_heads(_slice(aid, meta, "entropy", "entropy", step), meta, state)
-    cards.insert(2, figure_card("entropy-profile", F.profile_figure(profile, step, shape, state["yscale"]),
-                                csv_href(aid, measure="entropy", quantity="entropy", checkpoint=step)))  # fmt: skip
+    cards.insert(
+        2,
+        figure_card(
+            "entropy-profile",
+            F.profile_figure(profile, step, shape, state["yscale"]),
+            csv_href(aid, measure="entropy", quantity="entropy", checkpoint=step),
+        ),
+    )
     return [_note(note), html.Div(cards, className="grid2")]
 
 
@@ -109,17 +151,26 @@ def render_thermo(aid: str, meta: dict[str, Any], state: dict[str, Any], step: i
     at_step, note = pick_layer_heads(_slice(aid, meta, "thermo", checkpoint=step), meta, state)
     sweep = at_step[at_step["beta"].notna()] if "beta" in at_step else at_step.iloc[0:0]
     stars_now = at_step[at_step["quantity"].str.startswith("beta_star")]
-    stars = pd.concat([_slice(aid, meta, "thermo", q) for q in ("beta_star", "beta_star_censored", "beta_star_bound")])
+    stars = pd.concat(
+        [_slice(aid, meta, "thermo", q) for q in ("beta_star", "beta_star_censored", "beta_star_bound")]
+    )
     stars, _ = pick_layer_heads(stars, meta, state)
     shape = _shape(meta)
     return [
         _note(note),
-        figure_card("thermo-sweep", M.thermo_figure(sweep, stars_now, shape, step, state["beta"], state["yscale"]),
-                    csv_href(aid, measure="thermo", checkpoint=step, layer=state["layer"], head=state["head"])),
-        figure_card("thermo-beta-star", M.beta_star_figure(stars, shape, xscale=state["xscale"], cursor=step,
-                                                           transition=data.transition(aid, meta)),
-                    csv_href(aid, measure="thermo", quantity="beta_star")),
-    ]  # fmt: skip
+        figure_card(
+            "thermo-sweep",
+            M.thermo_figure(sweep, stars_now, shape, step, state["beta"], state["yscale"]),
+            csv_href(aid, measure="thermo", checkpoint=step, layer=state["layer"], head=state["head"]),
+        ),
+        figure_card(
+            "thermo-beta-star",
+            M.beta_star_figure(
+                stars, shape, xscale=state["xscale"], cursor=step, transition=data.transition(aid, meta)
+            ),
+            csv_href(aid, measure="thermo", quantity="beta_star"),
+        ),
+    ]
 
 
 def render_spectra(aid: str, meta: dict[str, Any], state: dict[str, Any], step: int) -> list[Any]:
@@ -130,12 +181,21 @@ def render_spectra(aid: str, meta: dict[str, Any], state: dict[str, Any], step: 
     at_step = _slice(aid, meta, "spectra", checkpoint=step)
     heads, note = pick_layer_heads(at_step[at_step["head"].notna()], meta, state)
     cards = []
-    for quantity, title in (("sigma", "Singular values of attention matrices A"),
-                            ("qk_sigma", "Singular values of W_QK"), ("ov_sigma", "Singular values of W_OV")):  # fmt: skip
+    for quantity, title in (
+        ("sigma", "Singular values of attention matrices A"),
+        ("qk_sigma", "Singular values of W_QK"),
+        ("ov_sigma", "Singular values of W_OV"),
+    ):
         frame = heads[heads["quantity"] == quantity]
-        cards.append(figure_card(f"spectra-{quantity}", F.curves_figure(frame, x="index", title=f"{title} at step {step}",
-                                                                        xtitle="index k", ytitle="σ_k", **kw),
-                                 csv_href(aid, measure="spectra", quantity=quantity, checkpoint=step)))  # fmt: skip
+        cards.append(
+            figure_card(
+                f"spectra-{quantity}",
+                F.curves_figure(
+                    frame, x="index", title=f"{title} at step {step}", xtitle="index k", ytitle="σ_k", **kw
+                ),
+                csv_href(aid, measure="spectra", quantity=quantity, checkpoint=step),
+            )
+        )
     weights = at_step[at_step["matrix"].notna()] if "matrix" in at_step else at_step.iloc[0:0]
     matrices = sorted(weights["matrix"].unique()) if len(weights) else []
     matrix = state["matrix"] if state["matrix"] in matrices else (matrices[0] if matrices else None)
@@ -148,14 +208,26 @@ def render_spectra(aid: str, meta: dict[str, Any], state: dict[str, Any], step: 
         else:
             where = matrix
         eigs = rows[rows["quantity"] == "esd_eigenvalue"].sort_values("index")["value"].to_numpy()
-        scalars = {q: float(v) for q, v in rows[rows["index"].isna()].groupby("quantity")["value"].first().items()}
-        cards.append(figure_card("spectra-esd", M.esd_figure(eigs, scalars, f"ESD of {where} at step {step}"),
-                                 csv_href(aid, measure="spectra", quantity="esd_eigenvalue", checkpoint=step)))  # fmt: skip
+        scalars = {
+            q: float(v) for q, v in rows[rows["index"].isna()].groupby("quantity")["value"].first().items()
+        }
+        cards.append(
+            figure_card(
+                "spectra-esd",
+                M.esd_figure(eigs, scalars, f"ESD of {where} at step {step}"),
+                csv_href(aid, measure="spectra", quantity="esd_eigenvalue", checkpoint=step),
+            )
+        )
     alpha = pd.concat([_slice(aid, meta, "spectra", q) for q in ("esd_alpha", "esd_alpha_se")])
     if matrix and len(alpha):
         alpha = alpha[alpha["matrix"] == matrix] if state["matrix"] else alpha
-    cards.append(figure_card("spectra-alpha", M.alpha_figure(alpha, xscale=state["xscale"], cursor=step),
-                             csv_href(aid, measure="spectra", quantity="esd_alpha")))  # fmt: skip
+    cards.append(
+        figure_card(
+            "spectra-alpha",
+            M.alpha_figure(alpha, xscale=state["xscale"], cursor=step),
+            csv_href(aid, measure="spectra", quantity="esd_alpha"),
+        )
+    )
     return [_note(note), html.Div(cards, className="grid2")]
 
 
@@ -165,34 +237,76 @@ LANDSCAPE = ("landscape", "sharpness", "llc", "energies")
 def render_landscape(aid: str, meta: dict[str, Any], state: dict[str, Any], step: int) -> list[Any]:
     present = [m for m in LANDSCAPE if m in meta["measures"]]
     if not present:
-        return [empty_state("Energy landscape not measured in this analysis: loss surfaces (landscape), sharpness, "
-                            "the local learning coefficient (llc) and attention-energy histograms (energies) appear "
-                            "here for analyses that ran those measures.", id="landscape-empty")]  # fmt: skip
+        return [
+            empty_state(
+                "Energy landscape not measured in this analysis: loss surfaces (landscape), sharpness, "
+                "the local learning coefficient (llc) and attention-energy histograms (energies) appear "
+                "here for analyses that ran those measures.",
+                id="landscape-empty",
+            )
+        ]
     kw = {"xscale": state["xscale"], "yscale": state["yscale"], "cursor": step}
     cards: list[Any] = []
     if "landscape" in present:
         surface = _slice(aid, meta, "landscape", "loss_surface", step)
-        cards.append(figure_card("landscape-surface", M.surface_figure(surface, step) if len(surface)
-                                 else F.empty_figure(f"no loss surface at step {step}"),
-                                 csv_href(aid, quantity="loss_surface", checkpoint=step)))  # fmt: skip
+        cards.append(
+            figure_card(
+                "landscape-surface",
+                M.surface_figure(surface, step)
+                if len(surface)
+                else F.empty_figure(f"no loss surface at step {step}"),
+                csv_href(aid, quantity="loss_surface", checkpoint=step),
+            )
+        )
     if "sharpness" in present:
         eig = _slice(aid, meta, "sharpness", "hessian_eigenvalue")
         top = eig.groupby("checkpoint", as_index=False)["value"].max().assign(layer=pd.NA, head=pd.NA)
-        cards.append(figure_card("landscape-sharpness", F.curves_figure(
-            top, title="Sharpness: top Hessian eigenvalue", ytitle="λ_max of the Hessian (nats / unit²)", **kw),
-            csv_href(aid, quantity="hessian_eigenvalue")))  # fmt: skip
+        cards.append(
+            figure_card(
+                "landscape-sharpness",
+                F.curves_figure(
+                    top,
+                    title="Sharpness: top Hessian eigenvalue",
+                    ytitle="λ_max of the Hessian (nats / unit²)",
+                    **kw,
+                ),
+                csv_href(aid, quantity="hessian_eigenvalue"),
+            )
+        )
     if "llc" in present:
         llc = _slice(aid, meta, "llc", "llc_mean")
         std = _slice(aid, meta, "llc", "llc_std").set_index("checkpoint")["value"]
-        cards.append(figure_card("landscape-llc", F.curves_figure(
-            llc, title="Local learning coefficient (± chain spread)", ytitle="LLC λ̂", error=llc["checkpoint"].map(std), **kw),
-            csv_href(aid, quantity="llc_mean")))  # fmt: skip
+        cards.append(
+            figure_card(
+                "landscape-llc",
+                F.curves_figure(
+                    llc,
+                    title="Local learning coefficient (± chain spread)",
+                    ytitle="LLC λ̂",
+                    error=llc["checkpoint"].map(std),
+                    **kw,
+                ),
+                csv_href(aid, quantity="llc_mean"),
+            )
+        )
     if "energies" in present:
         hist, note = pick_layer_heads(_slice(aid, meta, "energies", "energy_hist", step), meta, state)
-        cards.append(figure_card("landscape-energies", F.curves_figure(
-            hist, x="x", title=f"Attention energies E = −s per head at step {step}", xtitle="energy E (score units)",
-            ytitle="count of (query, key) entries", xscale="linear", yscale=state["yscale"], shape=_shape(meta)),
-            csv_href(aid, quantity="energy_hist", checkpoint=step)))  # fmt: skip
+        cards.append(
+            figure_card(
+                "landscape-energies",
+                F.curves_figure(
+                    hist,
+                    x="x",
+                    title=f"Attention energies E = −s per head at step {step}",
+                    xtitle="energy E (score units)",
+                    ytitle="count of (query, key) entries",
+                    xscale="linear",
+                    yscale=state["yscale"],
+                    shape=_shape(meta),
+                ),
+                csv_href(aid, quantity="energy_hist", checkpoint=step),
+            )
+        )
     return [html.Div(cards, className="grid2")]
 
 
@@ -203,7 +317,11 @@ def render_patterns(aid: str, meta: dict[str, Any], state: dict[str, Any], step:
         return [error_state(exc.message)]
     kept = index.get("checkpoints", [])
     if not kept:
-        return [empty_state("No attention patterns were kept for this analysis (it ran before workers stored them).")]
+        return [
+            empty_state(
+                "No attention patterns were kept for this analysis (it ran before workers stored them)."
+            )
+        ]
     at = min(kept, key=lambda s: abs(s - step))
     layer = state["layer"] if state["layer"] != "all" else index["n_layers"] - 1
     head = state["head"] if state["head"] != "all" else 0
@@ -213,7 +331,9 @@ def render_patterns(aid: str, meta: dict[str, Any], state: dict[str, Any], step:
     except client.ApiError as exc:
         return [error_state(exc.message)]
     title = f"Attention pattern L{layer}H{head}, prompt {prompt}, step {at}"
-    note = "" if at == step else f"Patterns are kept at {len(kept)} checkpoints; showing the nearest, step {at}."
+    note = (
+        "" if at == step else f"Patterns are kept at {len(kept)} checkpoints; showing the nearest, step {at}."
+    )
     return [_note(note), figure_card("pattern", F.pattern_figure(body["pattern"], body["tokens"], title))]
 
 

@@ -23,7 +23,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-zoo_app = typer.Typer(help="Small models we train ourselves, with real phase transitions.", no_args_is_help=True)
+zoo_app = typer.Typer(
+    help="Small models we train ourselves, with real phase transitions.", no_args_is_help=True
+)
 app.add_typer(zoo_app, name="zoo")
 
 
@@ -89,14 +91,16 @@ def models(
     model: Annotated[str | None, typer.Argument(help="A model string; omit to list the catalogue.")] = None,
 ) -> None:
     """List analysable models, or the checkpoints (training steps) of one model."""
-    from phasescope.models import list_checkpoints, list_models
+    from phasescope.models.loading import list_checkpoints, list_models
 
     if model is None:
         for info in list_models():
             n = "" if info.n_checkpoints is None else f"{info.n_checkpoints} checkpoints"
             state = "" if info.available else "(not trained: phasescope zoo train)"
             typer.echo(f"{info.model:<40} {info.kind:<10} {n:<18} {state} {info.description}")
-        typer.echo("tl:<name>                                any TransformerLens pretrained name (needs internet)")
+        typer.echo(
+            "tl:<name>                                any TransformerLens pretrained name (needs internet)"
+        )
         return
     steps = list_checkpoints(model)
     typer.echo(f"{model}: {len(steps)} checkpoints")
@@ -105,14 +109,18 @@ def models(
 
 @app.command("analyze")
 def analyze(
-    model: Annotated[str, typer.Argument(help="zoo:<name>, tl:<name> or a local path under the model roots.")],
+    model: Annotated[
+        str, typer.Argument(help="zoo:<name>, tl:<name> or a local path under the model roots.")
+    ],
     measure: Annotated[
         str, typer.Option("--measure", "-m", help="Comma-separated: entropy,thermo,spectra,heads,loss.")
     ] = "entropy,thermo,spectra,heads,loss",
     checkpoints: Annotated[
         str, typer.Option(help="all | last | 0,25,50 | START:STOP[:EVERY] | log:N | linear:N")
     ] = "all",
-    out: Annotated[Path | None, typer.Option(help="Output directory (default ./phasescope-out/<id>).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default ./phasescope-out/<id>).")
+    ] = None,
     texts: Annotated[
         Path | None, typer.Option(help="A text file, one prompt text per blank-line-separated paragraph.")
     ] = None,
@@ -131,12 +139,12 @@ def analyze(
     """Run measures on a model's checkpoints locally; write Parquet tables and a JSON summary."""
     from tqdm import tqdm
 
-    from phasescope.analysis import pick_device, run_local
+    from phasescope.analysis.run import pick_device, run_local
     from phasescope.config import get_settings
-    from phasescope.identity import resolve_request
+    from phasescope.models.identity import resolve_request
+    from phasescope.phases.digest import checkpoint_digest
     from phasescope.schemas import AnalysisRequest, InputSpec
-    from phasescope.store import write_local_result
-    from phasescope.summary import checkpoint_digest
+    from phasescope.service.store import write_local_result
 
     text_list = None
     if texts is not None:
@@ -152,7 +160,7 @@ def analyze(
         ),
         dtype=dtype,
     )
-    # The id names the weights read too, as the service's does (phasescope.identity).
+    # The id names the weights read too, as the service's does (phasescope.models.identity).
     resolved = resolve_request(request)
     steps = resolved.steps
     settings = get_settings()
@@ -168,20 +176,28 @@ def analyze(
 
     t0 = time.perf_counter()
     table, timings = run_local(
-        model, steps, request.measures, request.inputs, request.params, pick_device(device), progress,
+        model,
+        steps,
+        request.measures,
+        request.inputs,
+        request.params,
+        pick_device(device),
+        progress,
         dtype=request.dtype,
     )
     bar.close()
     aid = resolved.aid
     out = out or Path("phasescope-out") / aid
     digest = checkpoint_digest(table)
-    from phasescope.findings import find_transitions
+    from phasescope.phases.findings import find_transitions
 
     findings = find_transitions(table)
     write_local_result(out, aid, request, table, digest, timings, time.perf_counter() - t0, findings)
     typer.echo(digest.to_string(float_format=lambda v: f"{v:.3f}"))
     typer.echo(f"\nfindings: {findings['summary']}")
-    typer.echo(f"\n{len(table)} rows for {len(steps)} checkpoints in {time.perf_counter() - t0:.1f} s -> {out}")
+    typer.echo(
+        f"\n{len(table)} rows for {len(steps)} checkpoints in {time.perf_counter() - t0:.1f} s -> {out}"
+    )
 
 
 @app.command("api")
@@ -200,16 +216,24 @@ def api(
 
 @app.command("up")
 def up(
-    demo: Annotated[bool, typer.Option(help="Train the zoo if missing and submit its standard analyses.")] = False,
-    workers: Annotated[int, typer.Option(help="Worker processes (0: one per GPU, or one per CPU core up to 8).")] = 0,
+    demo: Annotated[
+        bool, typer.Option(help="Train the zoo if missing and submit its standard analyses.")
+    ] = False,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes (0: one per GPU, or one per CPU core up to 8).")
+    ] = 0,
     port: Annotated[int, typer.Option(help="Port of the API and dashboard.")] = 8000,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     redis_url: Annotated[str | None, typer.Option(help="Use this Redis instead of the embedded one.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Data directory (default PHASESCOPE_DATA_DIR).")] = None,
-    open_browser: Annotated[bool, typer.Option(help="Open the dashboard in a browser when there is a display.")] = True,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory (default PHASESCOPE_DATA_DIR).")
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option(help="Open the dashboard in a browser when there is a display.")
+    ] = True,
 ) -> None:
     """Run everything on this machine: Redis, workers, the API and the dashboard; Ctrl-C stops it all."""
-    from phasescope.launcher import run_up, settings_with
+    from phasescope.service.launcher import run_up, settings_with
 
     settings = settings_with(data_dir, redis_url)
     run_up(settings, workers, host, port, demo, open_browser, say=typer.echo)
@@ -242,7 +266,7 @@ def redis_server(
     import signal
 
     from phasescope.config import get_settings
-    from phasescope.redis_conn import EmbeddedRedis
+    from phasescope.service.redis_conn import EmbeddedRedis
 
     settings = get_settings()
     if settings.redis_url:
@@ -270,16 +294,18 @@ def redis_server(
 
 @app.command("gc")
 def gc(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+    ] = False,
     days: Annotated[
         float | None, typer.Option(min=0, help="Retention in days (default PHASESCOPE_RETENTION_DAYS).")
     ] = None,
 ) -> None:
     """Delete finished analyses older than the retention, stale and orphaned records, and unused cache files."""
     from phasescope.config import get_settings
-    from phasescope.gc import collect, delete
-    from phasescope.redis_conn import connect
-    from phasescope.store import ResultStore
+    from phasescope.service.gc import collect, delete
+    from phasescope.service.redis_conn import connect
+    from phasescope.service.store import ResultStore
 
     settings = get_settings()
     if days is not None:
@@ -325,5 +351,7 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+
+
 if __name__ == "__main__":
     main()

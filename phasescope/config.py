@@ -59,50 +59,65 @@ class Settings(BaseSettings):
         "CPU, load in float32.",
     )
 
-    # The job system (phasescope.jobs, workers/).
+    # The job system (phasescope.service.queue, workers/).
     queue_name: str = Field(default="phasescope", description="RQ queue the analyses' jobs go on.")
     job_retries: int = Field(default=3, ge=0, le=20, description="Retries of a job whose worker died.")
     job_timeout_base_s: int = Field(default=120, ge=1, description="Seconds every job may take (model load).")
     job_timeout_per_unit_s: float = Field(
-        default=10.0, ge=0, description="Extra seconds a job may take per work unit (one forward pass of "
-        "16 × 64 tokens; phasescope.cost): the time of a unit on the slowest hardware expected."
+        default=10.0,
+        ge=0,
+        description="Extra seconds a job may take per work unit (one forward pass of "
+        "16 × 64 tokens; phasescope.service.cost): the time of a unit on the slowest hardware expected.",
     )
     job_timeout_max_s: int = Field(
         default=6 * 3600, ge=1, description="Most seconds any job may run, whatever its estimated work."
     )
     worker_heartbeat_s: int = Field(
-        default=5, ge=1, le=300, description="Seconds between heartbeats of a busy worker; a job whose "
-        "worker misses about three is taken as abandoned and retried."
+        default=5,
+        ge=1,
+        le=300,
+        description="Seconds between heartbeats of a busy worker; a job whose "
+        "worker misses about three is taken as abandoned and retried.",
     )
     worker_maintenance_s: int = Field(
         default=30, ge=1, description="Seconds between a worker's clean-ups of RQ's registries."
     )
 
-    # The supervisor of `phasescope up` (phasescope.supervisor): restarts a dead Redis, worker or API.
+    # The supervisor of `phasescope up` (phasescope.service.supervisor): restarts a dead Redis, worker or API.
     restart_backoff_initial_s: float = Field(
-        default=1.0, gt=0, description="Seconds before the first restart of a child that exited; "
-        "doubled for each further exit within restart_window_s."
+        default=1.0,
+        gt=0,
+        description="Seconds before the first restart of a child that exited; "
+        "doubled for each further exit within restart_window_s.",
     )
     restart_backoff_max_s: float = Field(
         default=30.0, gt=0, description="Most seconds the supervisor waits before restarting a child."
     )
     restart_give_up_exits: int = Field(
-        default=5, ge=1, description="Exits of one child within restart_window_s after which the "
-        "supervisor gives up and stops everything."
+        default=5,
+        ge=1,
+        description="Exits of one child within restart_window_s after which the "
+        "supervisor gives up and stops everything.",
     )
     restart_window_s: float = Field(
-        default=60.0, gt=0, description="Seconds over which a child's exits are counted (for the "
-        "backoff and the give-up rule); exits older than this are forgotten."
+        default=60.0,
+        gt=0,
+        description="Seconds over which a child's exits are counted (for the "
+        "backoff and the give-up rule); exits older than this are forgotten.",
     )
     api_ready_timeout_s: float = Field(
-        default=120.0, gt=0, description="Seconds `phasescope up` waits for the API to answer its "
-        "readiness check before it stops and reports why."
+        default=120.0,
+        gt=0,
+        description="Seconds `phasescope up` waits for the API to answer its "
+        "readiness check before it stops and reports why.",
     )
     result_ttl_s: int = Field(default=7 * 86400, ge=1, description="Seconds RQ keeps finished jobs' records.")
     max_page_size: int = Field(default=200, ge=1, description="Analyses per page of GET /analyses.")
     min_free_disk_mb: float = Field(
-        default=100.0, ge=0, description="MiB that must stay free on the disk of the data directory: "
-        "below it POST /analyses answers 507 and /health reports 'degraded'. 0 disables the check."
+        default=100.0,
+        ge=0,
+        description="MiB that must stay free on the disk of the data directory: "
+        "below it POST /analyses answers 507 and /health reports 'degraded'. 0 disables the check.",
     )
 
     # Limits on what one analysis may ask for (each is checked by phasescope.schemas).
@@ -113,61 +128,83 @@ class Settings(BaseSettings):
     max_seq_len: int = Field(default=1024, ge=2, description="Tokens per prompt.")
     max_beta_points: int = Field(default=400, ge=3, description="Points on the thermodynamic beta grid.")
 
-    # Bounds on the work and the state the service takes on (phasescope.cost, phasescope.ratelimit,
-    # phasescope.gc, phasescope.redis_conn); docs/deployment.md explains each.
+    # Bounds on the work and the state the service takes on (phasescope.service.cost, phasescope.service.ratelimit,
+    # phasescope.service.gc, phasescope.service.redis_conn); docs/deployment.md explains each.
     max_job_units: float = Field(
-        default=20_000, gt=0, description="Work units one checkpoint (job) of an analysis may cost "
-        "(a unit is one forward pass of 16 × 64 tokens; phasescope.cost gives the formulas)."
+        default=20_000,
+        gt=0,
+        description="Work units one checkpoint (job) of an analysis may cost "
+        "(a unit is one forward pass of 16 × 64 tokens; phasescope.service.cost gives the formulas).",
     )
     max_analysis_units: float = Field(
         default=2_000_000, gt=0, description="Work units a whole analysis (all its checkpoints) may cost."
     )
     write_rate_per_min: float = Field(
-        default=60.0, gt=0, description="Writes (POST, DELETE) per minute one client may make, on average "
-        "(the refill rate of its token bucket); a client is its API token, else its IP address."
+        default=60.0,
+        gt=0,
+        description="Writes (POST, DELETE) per minute one client may make, on average "
+        "(the refill rate of its token bucket); a client is its API token, else its IP address.",
     )
     write_burst: int = Field(
-        default=30, ge=1, description="Writes one client may make at once before the rate applies "
-        "(the bucket's size, in requests)."
+        default=30,
+        ge=1,
+        description="Writes one client may make at once before the rate applies "
+        "(the bucket's size, in requests).",
     )
     max_queued_jobs: int = Field(
-        default=10_000, ge=1, description="Jobs waiting on the queue at most; a POST that would go over "
-        "is answered 503 until workers catch up."
+        default=10_000,
+        ge=1,
+        description="Jobs waiting on the queue at most; a POST that would go over "
+        "is answered 503 until workers catch up.",
     )
     retention_days: float = Field(
-        default=30.0, gt=0, description="Days a finished analysis is kept after it finished; "
-        "`phasescope gc` deletes older ones (and stale unfinished ones with no live job)."
+        default=30.0,
+        gt=0,
+        description="Days a finished analysis is kept after it finished; "
+        "`phasescope gc` deletes older ones (and stale unfinished ones with no live job).",
     )
     redis_maxmemory_mib: int = Field(
-        default=1024, ge=16, description="Memory cap of the embedded Redis, in MiB (maxmemory, with the "
-        "noeviction policy: writes fail loudly when it is full, queue state is never evicted)."
+        default=1024,
+        ge=16,
+        description="Memory cap of the embedded Redis, in MiB (maxmemory, with the "
+        "noeviction policy: writes fail loudly when it is full, queue state is never evicted).",
     )
 
-    # The Hugging Face hub (phasescope.hub): tl: and hub: models. The hub address is huggingface_hub's
+    # The Hugging Face hub (phasescope.models.hub): tl: and hub: models. The hub address is huggingface_hub's
     # own HF_ENDPOINT, the cache its HF_HUB_CACHE / HF_HOME, the credential its HF_TOKEN.
     hub_timeout_s: float = Field(
-        default=10.0, gt=0, le=300, description="Seconds one hub metadata call (branch or file list) may take."
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds one hub metadata call (branch or file list) may take.",
     )
     hub_refs_ttl_s: float = Field(
-        default=600.0, ge=0, description="Seconds a repository's branch list (steps and commits) is reused "
-        "in a process before the hub is asked again."
+        default=600.0,
+        ge=0,
+        description="Seconds a repository's branch list (steps and commits) is reused "
+        "in a process before the hub is asked again.",
     )
     hub_failure_ttl_s: float = Field(
-        default=60.0, ge=0, description="Seconds a failed hub call is remembered, so repeated requests for "
-        "an unreachable or missing repository do not call the hub again."
+        default=60.0,
+        ge=0,
+        description="Seconds a failed hub call is remembered, so repeated requests for "
+        "an unreachable or missing repository do not call the hub again.",
     )
     hub_keep_revisions: bool = Field(
-        default=False, description="Keep a hub revision's files in the Hugging Face cache after its "
+        default=False,
+        description="Keep a hub revision's files in the Hugging Face cache after its "
         "checkpoint is measured (true/false). False: a worker deletes them, so a sweep holds about one "
-        "revision on disk at a time."
+        "revision on disk at a time.",
     )
     allow_pickled_checkpoints: bool = Field(
-        default=False, description="Allow TransformerLens models whose weights are Python pickles "
-        "(NeelNanda's .pth checkpoints; true/false). Unpickling runs code from the file."
+        default=False,
+        description="Allow TransformerLens models whose weights are Python pickles "
+        "(NeelNanda's .pth checkpoints; true/false). Unpickling runs code from the file.",
     )
     allow_remote_code: bool = Field(
-        default=False, description="Allow TransformerLens models it loads with trust_remote_code=True "
-        "(Qwen 1/Qwen3, phi-2, phi-4, ... on the hub; true/false), which can run code from the repository."
+        default=False,
+        description="Allow TransformerLens models it loads with trust_remote_code=True "
+        "(Qwen 1/Qwen3, phi-2, phi-4, ... on the hub; true/false), which can run code from the repository.",
     )
 
     @field_validator("model_roots", mode="before")

@@ -2,7 +2,7 @@
 
 An *analysis* is a model + checkpoints + measures + inputs + parameters. Its id is a hash of the
 canonical request (sorted keys, defaults filled in, ``MEASURES_VERSION`` included) and of the identity
-of the weights it reads (``phasescope.identity``), so the same request on the same weights always gets
+of the weights it reads (``phasescope.models.identity``), so the same request on the same weights always gets
 the same id, and new weights a new one. Importing this module never imports torch.
 """
 
@@ -85,7 +85,9 @@ class InputSpec(_Strict):
         None, description="Texts for language models; None = the built-in set (zoo: the task's own data)."
     )
     n_prompts: int | None = Field(
-        None, ge=1, description="Prompts per checkpoint; None = 16 for texts, 64 for zoo induction tasks, every pair for grokking."
+        None,
+        ge=1,
+        description="Prompts per checkpoint; None = 16 for texts, 64 for zoo induction tasks, every pair for grokking.",
     )
     seq_len: int = Field(64, ge=4, description="Tokens per prompt for text inputs (zoo tasks fix their own).")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for prompt sampling and random probes.")
@@ -108,7 +110,9 @@ class InputSpec(_Strict):
             raise ValueError(f"{len(texts)} texts is over the limit of {s.max_texts} (max_texts)")
         long = [i for i, t in enumerate(texts) if len(t) > s.max_text_chars]
         if long:
-            raise ValueError(f"text {long[0]} is over the limit of {s.max_text_chars} characters (max_text_chars)")
+            raise ValueError(
+                f"text {long[0]} is over the limit of {s.max_text_chars} characters (max_text_chars)"
+            )
         if not any(t.strip() for t in texts):
             raise ValueError("every text is blank")
         return texts
@@ -131,16 +135,31 @@ class MeasureParams(_Strict):
     n_beta: int = Field(61, ge=3, description="Points on the log-spaced β grid (odd: β = 1 lies on it).")
     energy_bins: int = Field(50, ge=5, le=500, description="Histogram bins of attention energies.")
     heavy_prompts: int = Field(
-        64, ge=1, le=4096, description="Prompts the landscape, sharpness and llc measures use (the first ones)."
+        64,
+        ge=1,
+        le=4096,
+        description="Prompts the landscape, sharpness and llc measures use (the first ones).",
     )
-    landscape_dims: Literal[1, 2] = Field(2, description="1: a line, 2: a plane of filter-normalised directions.")
-    landscape_points: int = Field(11, ge=3, le=41, description="Grid points per direction (11 → 11×11 = 121 losses).")
-    landscape_radius: float = Field(1.0, gt=0, le=10, description="Half-width of the grid, in direction units.")
-    landscape_seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the random directions (same seed, same plane).")
+    landscape_dims: Literal[1, 2] = Field(
+        2, description="1: a line, 2: a plane of filter-normalised directions."
+    )
+    landscape_points: int = Field(
+        11, ge=3, le=41, description="Grid points per direction (11 → 11×11 = 121 losses)."
+    )
+    landscape_radius: float = Field(
+        1.0, gt=0, le=10, description="Half-width of the grid, in direction units."
+    )
+    landscape_seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="Seed of the random directions (same seed, same plane)."
+    )
     sharpness_k: int = Field(3, ge=1, le=20, description="Top Hessian eigenvalues to compute.")
     sharpness_method: Literal["lanczos", "power"] = Field("lanczos", description="Eigen solver.")
-    hutchinson_samples: int = Field(16, ge=0, le=256, description="Probes of the Hutchinson trace (0: no trace).")
-    llc_chains: int = Field(4, ge=1, le=16, description="SGLD chains (their spread is the LLC's uncertainty).")
+    hutchinson_samples: int = Field(
+        16, ge=0, le=256, description="Probes of the Hutchinson trace (0: no trace)."
+    )
+    llc_chains: int = Field(
+        4, ge=1, le=16, description="SGLD chains (their spread is the LLC's uncertainty)."
+    )
     llc_draws: int = Field(100, ge=10, le=2000, description="SGLD steps per chain.")
     llc_lr: float = Field(1e-4, gt=0, le=0.1, description="SGLD step size ε.")
     llc_localization: float = Field(100.0, ge=0, le=1e6, description="SGLD pull γ towards the checkpoint.")
@@ -156,7 +175,9 @@ class MeasureParams(_Strict):
 class AnalysisRequest(_Strict):
     """One analysis: what to measure, on which model, checkpoints and inputs."""
 
-    model: str = Field(..., min_length=1, max_length=300, description="zoo:<name>, tl:<name> or a local path.")
+    model: str = Field(
+        ..., min_length=1, max_length=300, description="zoo:<name>, tl:<name> or a local path."
+    )
     checkpoints: CheckpointSelection = "all"
     measures: list[MeasureName] = Field(
         default_factory=lambda: sorted(DEFAULT_MEASURES), min_length=1, description="Measures to run."
@@ -212,7 +233,9 @@ class AnalysisRequest(_Strict):
         return {"request": self.model_dump(mode="json"), "measures_version": MEASURES_VERSION}
 
 
-_SELECTION_FORMS = "'all', 'last', a list of steps, a range {start, stop, every} or a spacing {count, spacing}"
+_SELECTION_FORMS = (
+    "'all', 'last', a list of steps, a range {start, stop, every} or a spacing {count, spacing}"
+)
 
 
 def _short(value: Any) -> str:
@@ -232,7 +255,9 @@ def _check_selection_shape(value: Any) -> Any:
         for i, step in enumerate(value):
             whole = isinstance(step, int) or (isinstance(step, float) and step.is_integer())
             if isinstance(step, bool) or not whole:
-                raise ValueError(f"checkpoints[{i}] is {_short(step)}: a step is a whole number (0, 1000, ...)")
+                raise ValueError(
+                    f"checkpoints[{i}] is {_short(step)}: a step is a whole number (0, 1000, ...)"
+                )
             if step < 0:
                 raise ValueError(f"checkpoints[{i}] is {step!r}: steps start at 0")
         return value
@@ -248,7 +273,9 @@ def _check_selection_shape(value: Any) -> Any:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
             msg = err["msg"][:1].lower() + err["msg"][1:]
-            raise ValueError(f"checkpoints is read as {word}; its {where} is {_short(err.get('input'))}: {msg}") from None
+            raise ValueError(
+                f"checkpoints is read as {word}; its {where} is {_short(err.get('input'))}: {msg}"
+            ) from None
     raise ValueError(f"checkpoints is {type(value).__name__} {_short(value)}: use {_SELECTION_FORMS}")
 
 
@@ -257,7 +284,7 @@ def analysis_id(request: AnalysisRequest, weights: dict[int, str] | None = None)
 
     Args:
         request: the validated request.
-        weights: identity per selected step (``phasescope.identity.weights_identity``): new weights
+        weights: identity per selected step (``phasescope.models.identity.weights_identity``): new weights
             under the same request give a new id. None or empty: the request alone (as before
             weights were named, so older ids stay valid).
     """

@@ -11,7 +11,9 @@ from phasescope.config import get_settings
 
 
 @pytest.fixture(autouse=True)
-def isolated_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def isolated_data_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """Point PHASESCOPE_DATA_DIR at a fresh temporary directory (unless a test sets its own)."""
     data = tmp_path_factory.mktemp("data")
     monkeypatch.setenv("PHASESCOPE_DATA_DIR", str(data))
@@ -21,13 +23,22 @@ def isolated_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     get_settings.cache_clear()
 
 
-def tiny_series(directory: Path, n_layers: int = 2, steps: tuple[int, ...] = (0, 10, 20), seed: int = 0) -> Path:
+def tiny_series(
+    directory: Path, n_layers: int = 2, steps: tuple[int, ...] = (0, 10, 20), seed: int = 0
+) -> Path:
     """Write a tiny attention-only series in our checkpoint format (random weights per step)."""
-    from phasescope.checkpoints import write_random_series
+    from phasescope.models.series import write_random_series
 
     config = dict(
-        n_layers=n_layers, d_model=32, n_heads=4, d_head=8, d_vocab=40, n_ctx=24,
-        attn_only=True, normalization_type=None, act_fn=None,
+        n_layers=n_layers,
+        d_model=32,
+        n_heads=4,
+        d_head=8,
+        d_vocab=40,
+        n_ctx=24,
+        attn_only=True,
+        normalization_type=None,
+        act_fn=None,
     )
     return write_random_series(directory, config, list(steps), seed)
 

@@ -255,10 +255,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}", head=head)
             return
         info = {
-            "_id": repo_id, "id": repo_id, "modelId": repo_id, "sha": branch.commit, "private": False,
-            "gated": False, "disabled": False, "tags": [], "downloads": 0, "likes": 0,
+            "_id": repo_id,
+            "id": repo_id,
+            "modelId": repo_id,
+            "sha": branch.commit,
+            "private": False,
+            "gated": False,
+            "disabled": False,
+            "tags": [],
+            "downloads": 0,
+            "likes": 0,
             "siblings": [{"rfilename": n} for n in branch.files],
-        }  # fmt: skip
+        }
         self._json(info, head=head)
 
     def _resolve(self, repo_id: str, revision: str, name: str, head: bool) -> None:

@@ -1,6 +1,6 @@
 """The job function RQ workers run: one analysis's measures on one checkpoint.
 
-Enqueued by dotted name (``workers.jobs.run_job``) from ``phasescope.jobs``. The worker process runs
+Enqueued by dotted name (``workers.jobs.run_job``) from ``phasescope.service.queue``. The worker process runs
 jobs in itself (no fork per job), so the module-level model cache keeps the architecture of a series
 between its checkpoints and only swaps weights.
 """
@@ -20,22 +20,33 @@ from rq.timeouts import JobTimeoutException
 
 from phasescope.config import get_settings
 from phasescope.errors import PhasescopeError, ServiceUnavailable
-from phasescope.store import ResultStore
+from phasescope.service.store import ResultStore
 from workers import stop
 
 __all__ = ["model_cache", "run_job"]
 
-log = logging.getLogger("phasescope.jobs")
+log = logging.getLogger("phasescope.service.queue")
 # OSErrors that a later attempt may not meet (a busy or briefly unreachable resource). Everything
 # else (no space, quota, read-only, permissions, missing files) fails at once: retrying wastes a run.
 _TRANSIENT_ERRNOS = frozenset(
     getattr(errno, name)
     for name in (
-        "EAGAIN", "EBUSY", "EINTR", "ETIMEDOUT", "ECONNRESET", "ECONNREFUSED", "ECONNABORTED",
-        "EPIPE", "ENETDOWN", "ENETUNREACH", "EHOSTUNREACH", "ESTALE", "ENOMEM",
+        "EAGAIN",
+        "EBUSY",
+        "EINTR",
+        "ETIMEDOUT",
+        "ECONNRESET",
+        "ECONNREFUSED",
+        "ECONNABORTED",
+        "EPIPE",
+        "ENETDOWN",
+        "ENETUNREACH",
+        "EHOSTUNREACH",
+        "ESTALE",
+        "ENOMEM",
     )
     if hasattr(errno, name)
-)  # fmt: skip
+)
 _CACHE: Any = None
 _BATCHES: dict[str, Any] = {}
 # model string -> (step, weights identity, series manifest digest) of what this process last loaded.
@@ -46,8 +57,8 @@ def model_cache() -> Any:
     """This process's ModelCache (created on first use, on the configured device)."""
     global _CACHE
     if _CACHE is None:
-        from phasescope.analysis import pick_device
-        from phasescope.models import ModelCache
+        from phasescope.analysis.run import pick_device
+        from phasescope.models.loading import ModelCache
 
         _CACHE = ModelCache(device=pick_device(get_settings().device))
     return _CACHE
@@ -94,8 +105,8 @@ def _load_checked(
     Returns:
         The loaded model and a scope for the prompt cache (changes when the series' manifest does).
     """
-    from phasescope.identity import series_digest, verify_step_identity
-    from phasescope.models import parse_model_spec
+    from phasescope.models.identity import series_digest, verify_step_identity
+    from phasescope.models.loading import parse_model_spec
 
     ref = parse_model_spec(model, settings)
     if weights:
@@ -112,9 +123,14 @@ def _load_checked(
 
 
 def _reuse_plan(
-    store: ResultStore, aid: str, step: int, measures: list[str], weights: str | None, compute: list[str] | None
+    store: ResultStore,
+    aid: str,
+    step: int,
+    measures: list[str],
+    weights: str | None,
+    compute: list[str] | None,
 ) -> tuple[list[str], dict[str, Any], dict[str, str], str | None]:
-    """Which measures to compute here and which come from the reuse cache (phasescope.reuse).
+    """Which measures to compute here and which come from the reuse cache (phasescope.service.reuse).
 
     Returns:
         ``(to compute, cached tables by measure, cache key by measure, patterns key)``; no keys when
@@ -122,7 +138,7 @@ def _reuse_plan(
     """
     if not weights:
         return list(measures), {}, {}, None
-    from phasescope.reuse import MeasureCache, measure_keys, patterns_key
+    from phasescope.service.reuse import MeasureCache, measure_keys, patterns_key
 
     request = store.load_request(aid)["request"]
     keys = measure_keys(request, step, weights)
@@ -154,17 +170,17 @@ def run_job(
         compute: the measures to compute (None: all); the others come from the reuse cache, and
             what is computed here is added to it.
         dtype: what the weights load in (``AnalysisRequest.dtype``; "auto" resolves on this worker's
-            device, ``phasescope.load_dtype``).
+            device, ``phasescope.models.dtype``).
 
     Returns:
         ``{"checkpoint", "rows", "seconds", "computed", "reused"}`` (kept by RQ as the job's result).
     """
-    from phasescope.analysis import build_batch, measure_checkpoint
-    from phasescope.hub import release_checkpoint
-    from phasescope.jobs import finalize
-    from phasescope.patterns import save_patterns
+    from phasescope.analysis.run import build_batch, measure_checkpoint
+    from phasescope.measures.tables import concat_tables
+    from phasescope.models.hub import release_checkpoint
     from phasescope.schemas import InputSpec, MeasureParams
-    from phasescope.tables import concat_tables
+    from phasescope.service.patterns import save_patterns
+    from phasescope.service.queue import finalize
 
     job = get_current_job()
     settings = get_settings()
@@ -203,14 +219,20 @@ def run_job(
             seconds = round(time.perf_counter() - t0, 4)
             # The part first, then any report: a Redis outage here must not lose the computation.
             # The table and its record share one file, so they appear together or not at all.
-            record = {"seconds": seconds, "worker": worker, "rows": rows, "finished_at": time.time(),
-                      "computed": todo, "reused": sorted(cached)}  # fmt: skip
+            record = {
+                "seconds": seconds,
+                "worker": worker,
+                "rows": rows,
+                "finished_at": time.time(),
+                "computed": todo,
+                "reused": sorted(cached),
+            }
             stop.commit(cancelled=store.is_cancelled(aid))  # stopped now, or the whole part is written
             store.write_part(aid, step, table, record)
-            # Measured and stored: a hub revision's files leave the HF cache unless kept (phasescope.hub).
+            # Measured and stored: a hub revision's files leave the HF cache unless kept (phasescope.models.hub).
             release_checkpoint(model, step, settings)
     except BaseException as exc:
-        # RQ retries a failed job while retries are left (Retry in phasescope.jobs); only a failure
+        # RQ retries a failed job while retries are left (Retry in phasescope.service.queue); only a failure
         # that may not happen again earns one. A full disk, a bad model or a timeout would waste them.
         if job is not None and not _worth_retrying(exc):
             job.retries_left = 0
@@ -220,16 +242,25 @@ def run_job(
     _stage(job, "done")
     finalize(store, aid, job.connection if job is not None else None)
     return {
-        "checkpoint": step, "rows": rows, "seconds": round(time.perf_counter() - t0, 4),
-        "computed": todo, "reused": sorted(cached),
-    }  # fmt: skip
+        "checkpoint": step,
+        "rows": rows,
+        "seconds": round(time.perf_counter() - t0, 4),
+        "computed": todo,
+        "reused": sorted(cached),
+    }
 
 
 def _keep_for_reuse(
-    store: ResultStore, aid: str, step: int, keys: dict[str, str], computed: list[str], table: Any, pattern_key: Any
+    store: ResultStore,
+    aid: str,
+    step: int,
+    keys: dict[str, str],
+    computed: list[str],
+    table: Any,
+    pattern_key: Any,
 ) -> None:
     """Add what this job computed (and its pattern artefact) to the reuse cache."""
-    from phasescope.reuse import MeasureCache
+    from phasescope.service.reuse import MeasureCache
 
     cache = MeasureCache(store.root)
     cache.write({m: keys[m] for m in computed}, table)

@@ -25,7 +25,7 @@ from rq.job import Job
 from rq.worker import SimpleWorker, WorkerStatus
 
 from phasescope.config import Settings, get_settings
-from phasescope.storage import remove_orphan_temp_files
+from phasescope.service.storage import remove_orphan_temp_files
 
 __all__ = ["PhasescopeWorker", "run_worker", "setup_torch"]
 
@@ -81,8 +81,8 @@ def setup_torch(threads: int, settings: Settings) -> str:
     import torch
     import transformer_lens  # noqa: F401  (seconds of imports: done here, not in the first job)
 
-    import phasescope.analysis  # noqa: F401  (the measures)
-    from phasescope.analysis import pick_device
+    import phasescope.analysis.run  # noqa: F401  (the measures)
+    from phasescope.analysis.run import pick_device
 
     threads = threads or settings.torch_threads
     if threads:
@@ -102,7 +102,7 @@ def run_worker(
         threads: torch CPU threads (0: ``Settings.torch_threads``, or torch's default).
         name: worker name (default: host and pid).
     """
-    from phasescope.redis_conn import connect
+    from phasescope.service.redis_conn import connect
 
     settings = settings or get_settings()
     # Temporary files of writers killed mid-write (old enough that no live writer owns them).

@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse
 
 from backend.deps import RedisDep, SettingsDep, StoreDep, get_redis, require_token
 from backend.ratelimit import limit_writes
-from phasescope import jobs
 from phasescope.errors import InvalidRequest, NotFound, ServiceUnavailable
 from phasescope.schemas import MEASURE_NAMES, AnalysisRequest
+from phasescope.service import queue as jobs
 
 __all__ = ["router"]
 
@@ -33,9 +33,9 @@ def create_analysis(
     body: AnalysisRequest, store: StoreDep, settings: SettingsDep, conn: RedisDep
 ) -> JSONResponse:
     """Queue an analysis (202), or return it at once when the same request on the same weights has finished (200)."""
-    from phasescope.cost import check_request
-    from phasescope.identity import resolve_request
-    from phasescope.ratelimit import check_queue_room
+    from phasescope.models.identity import resolve_request
+    from phasescope.service.cost import check_request
+    from phasescope.service.ratelimit import check_queue_room
 
     # Validate model and checkpoints before needing the queue, so bad input is a 4xx even without Redis.
     # The id names the weights too: new weights under the same request are a new analysis.
@@ -160,7 +160,11 @@ def get_results(
     filters = {"layer": layer, "head": head, "checkpoint": checkpoint}
     headers = {"X-Phasescope-Complete": "true" if complete else "false"}
     path = store.results_path(analysis_id) if complete else None
-    if format == "parquet" and path is not None and all(v is None for v in (measure, quantity, *filters.values())):
+    if (
+        format == "parquet"
+        and path is not None
+        and all(v is None for v in (measure, quantity, *filters.values()))
+    ):
         # The whole finished table: the stored file is already this response.
         headers["Content-Disposition"] = f'attachment; filename="{analysis_id}.parquet"'
         return Response(path.read_bytes(), media_type="application/vnd.apache.parquet", headers=headers)
@@ -168,7 +172,7 @@ def get_results(
     if format == "csv":
         return Response(frame.to_csv(index=False), media_type="text/csv", headers=headers)
     if format == "parquet":
-        from phasescope.store import table_to_parquet_bytes
+        from phasescope.service.store import table_to_parquet_bytes
 
         data = table_to_parquet_bytes(frame) if len(frame) else _empty_parquet(frame)
         headers["Content-Disposition"] = f'attachment; filename="{analysis_id}.parquet"'

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from backend.deps import optional_redis
-from phasescope.jobs import get_queue
+from phasescope.service.queue import get_queue
 
 __all__ = ["router"]
 
@@ -37,7 +37,7 @@ def _workers(conn: Any, settings: Any) -> list[dict[str, Any]]:
 
 def _redis_mode(settings: Any) -> str:
     """``embedded`` also when REDIS_URL names our own embedded server (``phasescope up`` passes it on)."""
-    from phasescope.redis_conn import EmbeddedRedis
+    from phasescope.service.redis_conn import EmbeddedRedis
 
     if not settings.redis_url or settings.redis_url == EmbeddedRedis(settings.redis_dir).url:
         return "embedded"
@@ -46,7 +46,7 @@ def _redis_mode(settings: Any) -> str:
 
 def _supervisor(settings: Any) -> dict[str, Any] | None:
     """The children of ``phasescope up`` as its supervisor last wrote them (None when not under it)."""
-    from phasescope.supervisor import read_state, state_path
+    from phasescope.service.supervisor import read_state, state_path
 
     state = read_state(state_path(settings))
     if state is None:
@@ -65,7 +65,7 @@ def _supervisor(settings: Any) -> dict[str, Any] | None:
 
 def _store(settings: Any) -> dict[str, Any]:
     """Whether the results store can be used, and the room left on its disk (MiB)."""
-    from phasescope.storage import free_space_mib
+    from phasescope.service.storage import free_space_mib
 
     try:
         settings.store_dir.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/models", tags=["models"])
 
 def tl_model_names() -> list[str]:
     """TransformerLens's official model names, from phasescope's catalog (the API never imports torch)."""
-    from phasescope.tl_catalog import official_names
+    from phasescope.models.tl_catalog import official_names
 
     return official_names()
 
@@ -27,7 +27,7 @@ def list_models(
     include_tl: Annotated[bool, Query(description="Also list TransformerLens pretrained names.")] = True,
 ) -> dict[str, Any]:
     """The zoo, series and Hugging Face directories under the model roots, and TransformerLens names."""
-    from phasescope.models import list_models as catalogue
+    from phasescope.models.loading import list_models as catalogue
 
     models = [asdict(info) for info in catalogue(settings)]
     body: dict[str, Any] = {"models": models}
@@ -44,7 +44,7 @@ def list_model_checkpoints(
     settings: SettingsDep,
 ) -> dict[str, Any]:
     """The training steps of one model (404 with the valid choices for an unknown model)."""
-    from phasescope.models import list_checkpoints, parse_model_spec
+    from phasescope.models.loading import list_checkpoints, parse_model_spec
 
     ref = parse_model_spec(model, settings)
     steps = list_checkpoints(ref, settings)

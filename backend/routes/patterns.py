@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from backend.deps import StoreDep
-from phasescope.patterns import pattern_index, read_pattern
+from phasescope.service.patterns import pattern_index, read_pattern
 
 __all__ = ["router"]
 

@@ -19,10 +19,18 @@ from frontend.figures import LABELS
 from frontend.tabs import RENDERERS
 from frontend.urlstate import KEYS, parse_state
 
-dash.register_page(__name__, path_template="/analyses/<analysis_id>", name="Analysis", title="Analysis · phasescope")
+dash.register_page(
+    __name__, path_template="/analyses/<analysis_id>", name="Analysis", title="Analysis · phasescope"
+)
 
-TAB_LABELS = {"overview": "Overview", "entropy": "Entropy", "thermo": "Thermodynamics", "spectra": "Spectra",
-              "landscape": "Energy landscape", "patterns": "Attention patterns"}  # fmt: skip
+TAB_LABELS = {
+    "overview": "Overview",
+    "entropy": "Entropy",
+    "thermo": "Thermodynamics",
+    "spectra": "Spectra",
+    "landscape": "Energy landscape",
+    "patterns": "Attention patterns",
+}
 # Which controls each tab uses (the others are hidden on that tab; their values stay in the URL).
 USES = {
     "overview": {"quantity", "layer", "head", "xscale", "yscale"},
@@ -36,11 +44,15 @@ CONTROLS = ("quantity", "layer", "head", "beta", "matrix", "prompt", "xscale", "
 
 
 def _control(name: str, label: str, component: Any, wide: bool = False) -> html.Div:
-    return html.Div([html.Label(label), component], id=f"ctl-{name}", className="control" + (" wide" if wide else ""))
+    return html.Div(
+        [html.Label(label), component], id=f"ctl-{name}", className="control" + (" wide" if wide else "")
+    )
 
 
 def _index_options(n: int, prefix: str) -> list[dict[str, Any]]:
-    return [{"label": f"all {prefix}s", "value": "all"}] + [{"label": f"{prefix} {i}", "value": i} for i in range(n)]
+    return [{"label": f"all {prefix}s", "value": "all"}] + [
+        {"label": f"{prefix} {i}", "value": i} for i in range(n)
+    ]
 
 
 def layout(analysis_id: str | None = None, **query: Any) -> html.Div:
@@ -50,76 +62,210 @@ def layout(analysis_id: str | None = None, **query: Any) -> html.Div:
     except client.ApiError as exc:
         return html.Div([html.H1(f"Analysis {analysis_id}"), error_state(exc.message)])
     steps = meta.get("done_checkpoints") or meta["checkpoints"]
-    head = html.Div(className="header", children=[
-        html.Div([html.H1([f"{meta['model']} ", html.Span(meta["id"], className="muted", style={"fontSize": "13px"})]),
-                  html.Div([status_badge(meta["status"]), f" · {len(meta['checkpoints'])} checkpoints · measures: ",
-                            ", ".join(meta["measures"])], className="kv", id="analysis-status")]),
-        html.Div(className="share", children=[
-            dcc.Input(id="share-url", readOnly=True, value="", debounce=True, style={"width": "460px"}),
-            html.Div([dcc.Clipboard(target_id="share-url", id="copy-link", title="Copy link",
-                                    style={"display": "inline-block", "fontSize": "18px", "cursor": "pointer"}),
-                      html.Span(" copy link", className="muted")]),
-        ]),
-    ])  # fmt: skip
+    head = html.Div(
+        className="header",
+        children=[
+            html.Div(
+                [
+                    html.H1(
+                        [
+                            f"{meta['model']} ",
+                            html.Span(meta["id"], className="muted", style={"fontSize": "13px"}),
+                        ]
+                    ),
+                    html.Div(
+                        [
+                            status_badge(meta["status"]),
+                            f" · {len(meta['checkpoints'])} checkpoints · measures: ",
+                            ", ".join(meta["measures"]),
+                        ],
+                        className="kv",
+                        id="analysis-status",
+                    ),
+                ]
+            ),
+            html.Div(
+                className="share",
+                children=[
+                    dcc.Input(
+                        id="share-url", readOnly=True, value="", debounce=True, style={"width": "460px"}
+                    ),
+                    html.Div(
+                        [
+                            dcc.Clipboard(
+                                target_id="share-url",
+                                id="copy-link",
+                                title="Copy link",
+                                style={"display": "inline-block", "fontSize": "18px", "cursor": "pointer"},
+                            ),
+                            html.Span(" copy link", className="muted"),
+                        ]
+                    ),
+                ],
+            ),
+        ],
+    )
     if not meta["finished"]:
         p = meta["progress"]
-        waiting = html.Div(className="card", children=[
-            html.Div(f"{meta['status']}: {p.get('done', 0)} of {p.get('total', 0)} checkpoints done; this page opens "
-                     "the results when the analysis finishes."),
-            html.Progress(value=str(p.get("done", 0)), max=str(max(1, p.get("total", 1))), style={"width": "100%"}),
-            *[error_state(f"step {e['checkpoint']}: {e.get('error')}") for e in meta["errors"]],
-        ])  # fmt: skip
+        waiting = html.Div(
+            className="card",
+            children=[
+                html.Div(
+                    f"{meta['status']}: {p.get('done', 0)} of {p.get('total', 0)} checkpoints done; this page opens "
+                    "the results when the analysis finishes."
+                ),
+                html.Progress(
+                    value=str(p.get("done", 0)), max=str(max(1, p.get("total", 1))), style={"width": "100%"}
+                ),
+                *[error_state(f"step {e['checkpoint']}: {e.get('error')}") for e in meta["errors"]],
+            ],
+        )
         done = meta["status"] in ("failed", "cancelled", "partial")
         poll = dcc.Interval(id="analysis-poll", interval=1000, disabled=done)
         if meta["status"] != "partial" or not steps:
-            return html.Div([head, waiting, poll, dcc.Location(id="analysis-reload", refresh=True) ])
+            return html.Div([head, waiting, poll, dcc.Location(id="analysis-reload", refresh=True)])
     if not steps:
         return html.Div([head, empty_state("This analysis has no finished checkpoint.")])
     step = state["checkpoint"] if state["checkpoint"] in steps else steps[-1]
     options = [{"label": LABELS.get(q, q), "value": q} for q in meta["options"]]
-    quantity = state["quantity"] if state["quantity"] in meta["options"] else (meta["options"][0] if meta["options"] else None)
+    quantity = (
+        state["quantity"]
+        if state["quantity"] in meta["options"]
+        else (meta["options"][0] if meta["options"] else None)
+    )
     every = max(1, len(steps) // 10)
-    controls = html.Div(className="controls", children=[
-        _control("quantity", "Order parameter", dcc.Dropdown(id="v-quantity", options=options, value=quantity,
-                                                             clearable=False), wide=True),
-        _control("layer", "Layer", dcc.Dropdown(id="v-layer", options=_index_options(meta["n_layers"], "layer"),
-                                                value=state["layer"], clearable=False)),
-        _control("head", "Head", dcc.Dropdown(id="v-head", options=_index_options(meta["n_heads"], "head"),
-                                              value=state["head"], clearable=False)),
-        _control("beta", "β cursor", dcc.Input(id="v-beta", type="number", min=0.01, max=1000, step="any",
-                                               value=state["beta"], debounce=True, style={"width": "90px"})),
-        _control("matrix", "Weight matrix", dcc.Dropdown(id="v-matrix", options=["W_Q", "W_K", "W_V", "W_O", "W_in", "W_out",
-                                                                                   "W_E", "W_pos", "W_U"],
-                                                         value=state["matrix"] or "W_Q", clearable=False)),
-        _control("prompt", "Prompt", dcc.Input(id="v-prompt", type="number", min=0, step=1, value=state["prompt"],
-                                               debounce=True, style={"width": "70px"})),
-        _control("xscale", "Step axis", dcc.RadioItems(id="v-xscale", options=["log", "linear"], value=state["xscale"], inline=True)),
-        _control("yscale", "Value axis", dcc.RadioItems(id="v-yscale", options=["linear", "log"], value=state["yscale"], inline=True)),
-    ])  # fmt: skip
-    slider = html.Div(className="slider-row", children=[
-        html.Button("▶ play", id="play", className="secondary", title="Step through the checkpoints"),
-        html.Div(dcc.Slider(id="v-checkpoint", min=0, max=len(steps) - 1, step=1, value=steps.index(step),
-                            marks={i: str(s) for i, s in enumerate(steps) if i % every == 0 or i == len(steps) - 1},
-                            updatemode="mouseup", allow_direct_input=False), className="slider"),
-        html.Span(f"step {step}", id="checkpoint-label", className="kv", style={"minWidth": "90px"}),
-        dcc.Interval(id="play-tick", interval=800, disabled=True),
-        dcc.Store(id="rendered-index", data=steps.index(step)),  # the checkpoint the plots show now
-    ])  # fmt: skip
-    tabs = dcc.Tabs(id="v-tab", value=state["tab"], children=[dcc.Tab(label=v, value=k, id=f"tab-{k}") for k, v in TAB_LABELS.items()])
-    return html.Div([
-        head, tabs, controls, slider,
-        dcc.Store(id="view-meta", data={"id": meta["id"], "steps": steps, "meta": meta}),
-        # The first tab is drawn here, in the page itself, so the first paint needs no further callback.
-        # (No dcc.Loading: it hides the old graphs while loading, and Plotly then lays them out at zero
-        # size. The content dims instead, by CSS on Dash's own data-dash-is-loading attribute.)
-        html.Div(_content(meta["id"], meta, {**state, "quantity": quantity, "checkpoint": step}), id="tab-content",
-                 className="tab-content"),
-    ])  # fmt: skip
+    controls = html.Div(
+        className="controls",
+        children=[
+            _control(
+                "quantity",
+                "Order parameter",
+                dcc.Dropdown(id="v-quantity", options=options, value=quantity, clearable=False),
+                wide=True,
+            ),
+            _control(
+                "layer",
+                "Layer",
+                dcc.Dropdown(
+                    id="v-layer",
+                    options=_index_options(meta["n_layers"], "layer"),
+                    value=state["layer"],
+                    clearable=False,
+                ),
+            ),
+            _control(
+                "head",
+                "Head",
+                dcc.Dropdown(
+                    id="v-head",
+                    options=_index_options(meta["n_heads"], "head"),
+                    value=state["head"],
+                    clearable=False,
+                ),
+            ),
+            _control(
+                "beta",
+                "β cursor",
+                dcc.Input(
+                    id="v-beta",
+                    type="number",
+                    min=0.01,
+                    max=1000,
+                    step="any",
+                    value=state["beta"],
+                    debounce=True,
+                    style={"width": "90px"},
+                ),
+            ),
+            _control(
+                "matrix",
+                "Weight matrix",
+                dcc.Dropdown(
+                    id="v-matrix",
+                    options=["W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_E", "W_pos", "W_U"],
+                    value=state["matrix"] or "W_Q",
+                    clearable=False,
+                ),
+            ),
+            _control(
+                "prompt",
+                "Prompt",
+                dcc.Input(
+                    id="v-prompt",
+                    type="number",
+                    min=0,
+                    step=1,
+                    value=state["prompt"],
+                    debounce=True,
+                    style={"width": "70px"},
+                ),
+            ),
+            _control(
+                "xscale",
+                "Step axis",
+                dcc.RadioItems(id="v-xscale", options=["log", "linear"], value=state["xscale"], inline=True),
+            ),
+            _control(
+                "yscale",
+                "Value axis",
+                dcc.RadioItems(id="v-yscale", options=["linear", "log"], value=state["yscale"], inline=True),
+            ),
+        ],
+    )
+    slider = html.Div(
+        className="slider-row",
+        children=[
+            html.Button("▶ play", id="play", className="secondary", title="Step through the checkpoints"),
+            html.Div(
+                dcc.Slider(
+                    id="v-checkpoint",
+                    min=0,
+                    max=len(steps) - 1,
+                    step=1,
+                    value=steps.index(step),
+                    marks={i: str(s) for i, s in enumerate(steps) if i % every == 0 or i == len(steps) - 1},
+                    updatemode="mouseup",
+                    allow_direct_input=False,
+                ),
+                className="slider",
+            ),
+            html.Span(f"step {step}", id="checkpoint-label", className="kv", style={"minWidth": "90px"}),
+            dcc.Interval(id="play-tick", interval=800, disabled=True),
+            dcc.Store(id="rendered-index", data=steps.index(step)),  # the checkpoint the plots show now
+        ],
+    )
+    tabs = dcc.Tabs(
+        id="v-tab",
+        value=state["tab"],
+        children=[dcc.Tab(label=v, value=k, id=f"tab-{k}") for k, v in TAB_LABELS.items()],
+    )
+    return html.Div(
+        [
+            head,
+            tabs,
+            controls,
+            slider,
+            dcc.Store(id="view-meta", data={"id": meta["id"], "steps": steps, "meta": meta}),
+            # The first tab is drawn here, in the page itself, so the first paint needs no further callback.
+            # (No dcc.Loading: it hides the old graphs while loading, and Plotly then lays them out at zero
+            # size. The content dims instead, by CSS on Dash's own data-dash-is-loading attribute.)
+            html.Div(
+                _content(meta["id"], meta, {**state, "quantity": quantity, "checkpoint": step}),
+                id="tab-content",
+                className="tab-content",
+            ),
+        ]
+    )
 
 
-@dash.callback(Output("analysis-reload", "href"), Output("analysis-poll", "disabled"),
-               Input("analysis-poll", "n_intervals"), State("_pages_location", "pathname"),
-               State("_pages_location", "search"), prevent_initial_call=True)  # fmt: skip
+@dash.callback(
+    Output("analysis-reload", "href"),
+    Output("analysis-poll", "disabled"),
+    Input("analysis-poll", "n_intervals"),
+    State("_pages_location", "pathname"),
+    State("_pages_location", "search"),
+    prevent_initial_call=True,
+)
 def _poll(_: int, pathname: str, search: str | None) -> tuple[Any, bool]:
     aid = pathname.rstrip("/").rsplit("/", 1)[-1]
     try:
@@ -131,14 +277,39 @@ def _poll(_: int, pathname: str, search: str | None) -> tuple[Any, bool]:
     return no_update, status in ("failed", "cancelled")
 
 
-_INPUTS = [Input("v-tab", "value"), Input("v-checkpoint", "value"), Input("v-quantity", "value"),
-           Input("v-layer", "value"), Input("v-head", "value"), Input("v-beta", "value"), Input("v-xscale", "value"),
-           Input("v-yscale", "value"), Input("v-matrix", "value"), Input("v-prompt", "value")]  # fmt: skip
+_INPUTS = [
+    Input("v-tab", "value"),
+    Input("v-checkpoint", "value"),
+    Input("v-quantity", "value"),
+    Input("v-layer", "value"),
+    Input("v-head", "value"),
+    Input("v-beta", "value"),
+    Input("v-xscale", "value"),
+    Input("v-yscale", "value"),
+    Input("v-matrix", "value"),
+    Input("v-prompt", "value"),
+]
 
 
 def _state(values: tuple[Any, ...], steps: list[int]) -> dict[str, Any]:
-    raw = dict(zip(("tab", "checkpoint", "quantity", "layer", "head", "beta", "xscale", "yscale", "matrix", "prompt"),
-                   values, strict=True))  # fmt: skip
+    raw = dict(
+        zip(
+            (
+                "tab",
+                "checkpoint",
+                "quantity",
+                "layer",
+                "head",
+                "beta",
+                "xscale",
+                "yscale",
+                "matrix",
+                "prompt",
+            ),
+            values,
+            strict=True,
+        )
+    )
     index = raw["checkpoint"] if isinstance(raw["checkpoint"], int) else len(steps) - 1
     raw["checkpoint"] = steps[max(0, min(index, len(steps) - 1))]
     return parse_state({k: v for k, v in raw.items() if v is not None})
@@ -152,16 +323,25 @@ def _content(aid: str, meta: dict[str, Any], state: dict[str, Any]) -> html.Div:
     return html.Div(content, id=f"content-{state['tab']}")
 
 
-@dash.callback(Output("tab-content", "children"), Output("rendered-index", "data"), *_INPUTS,
-               State("view-meta", "data"), prevent_initial_call=True)  # fmt: skip
+@dash.callback(
+    Output("tab-content", "children"),
+    Output("rendered-index", "data"),
+    *_INPUTS,
+    State("view-meta", "data"),
+    prevent_initial_call=True,
+)
 def _render(*args: Any) -> tuple[Any, int]:
     *values, store = args
     state = _state(tuple(values), store["steps"])
     return _content(store["id"], store["meta"], state), store["steps"].index(state["checkpoint"])
 
 
-@dash.callback(Output("checkpoint-label", "children"), Input("v-checkpoint", "value"), State("view-meta", "data"),
-               prevent_initial_call=True)  # fmt: skip
+@dash.callback(
+    Output("checkpoint-label", "children"),
+    Input("v-checkpoint", "value"),
+    State("view-meta", "data"),
+    prevent_initial_call=True,
+)
 def _label(index: int | None, store: dict[str, Any]) -> str:
     steps = store["steps"]
     return f"step {steps[max(0, min(index if index is not None else len(steps) - 1, len(steps) - 1))]}"
@@ -173,14 +353,25 @@ def _visible_controls(tab: str) -> list[dict[str, str]]:
     return [{} if name in uses else {"display": "none"} for name in CONTROLS]
 
 
-@dash.callback(Output("play-tick", "disabled"), Output("play", "children"), Input("play", "n_clicks"),
-               State("play-tick", "disabled"), prevent_initial_call=True)  # fmt: skip
+@dash.callback(
+    Output("play-tick", "disabled"),
+    Output("play", "children"),
+    Input("play", "n_clicks"),
+    State("play-tick", "disabled"),
+    prevent_initial_call=True,
+)
 def _play(_: int, stopped: bool) -> tuple[bool, str]:
     return (False, "❚❚ pause") if stopped else (True, "▶ play")
 
 
-@dash.callback(Output("v-checkpoint", "value"), Input("play-tick", "n_intervals"), State("v-checkpoint", "value"),
-               State("v-checkpoint", "max"), State("rendered-index", "data"), prevent_initial_call=True)  # fmt: skip
+@dash.callback(
+    Output("v-checkpoint", "value"),
+    Input("play-tick", "n_intervals"),
+    State("v-checkpoint", "value"),
+    State("v-checkpoint", "max"),
+    State("rendered-index", "data"),
+    prevent_initial_call=True,
+)
 def _advance(_: int, value: int, top: int, rendered: int | None) -> Any:
     # Wait for the plots to show this frame: ticks faster than a render would otherwise make Dash
     # drop every stale render and never draw one.

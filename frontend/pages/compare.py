@@ -24,8 +24,16 @@ def _analysis_options() -> list[dict[str, str]]:
     return [{"label": f"{a['model']} · {a['id'][:8]} · {a['status']}", "value": a["id"]} for a in items]
 
 
-def layout(a: str | None = None, b: str | None = None, quantity: str = "loss.loss", layer: str = "all",
-           agg: str = "max", xscale: str = "log", yscale: str = "linear", **_: Any) -> html.Div:  # fmt: skip
+def layout(
+    a: str | None = None,
+    b: str | None = None,
+    quantity: str = "loss.loss",
+    layer: str = "all",
+    agg: str = "max",
+    xscale: str = "log",
+    yscale: str = "linear",
+    **_: Any,
+) -> html.Div:
     try:
         options = _analysis_options()
     except client.ApiError as exc:
@@ -33,30 +41,83 @@ def layout(a: str | None = None, b: str | None = None, quantity: str = "loss.los
     ids = [o["value"] for o in options]
     a = a if a in ids else (ids[0] if ids else None)
     b = b if b in ids else (ids[1] if len(ids) > 1 else None)
-    return html.Div([
-        html.H1("Compare analyses"),
-        html.Div(className="controls", children=[
-            html.Div([html.Label("Analysis A"), dcc.Dropdown(id="cmp-a", options=options, value=a)], className="control wide"),
-            html.Div([html.Label("Analysis B"), dcc.Dropdown(id="cmp-b", options=options, value=b)], className="control wide"),
-            html.Div([html.Label("Quantity"), dcc.Dropdown(id="cmp-quantity", clearable=False,
-                                                           options=[{"label": F.LABELS.get(q, q), "value": q} for q in QUANTITIES],
-                                                           value=quantity if quantity in QUANTITIES else "loss.loss")],
-                     className="control wide"),
-            html.Div([html.Label("Layer"), dcc.Input(id="cmp-layer", value=str(layer), debounce=True, style={"width": "60px"})],
-                     className="control"),
-            html.Div([html.Label("Over heads"), dcc.RadioItems(id="cmp-agg", options=list(AGGREGATES),
-                                                               value=agg if agg in AGGREGATES else "max", inline=True)],
-                     className="control"),
-            html.Div([html.Label("Step axis"), dcc.RadioItems(id="cmp-xscale", options=["log", "linear"],
-                                                              value=xscale if xscale in ("log", "linear") else "log", inline=True)],
-                     className="control"),
-            html.Div([html.Label("Value axis"), dcc.RadioItems(id="cmp-yscale", options=["linear", "log"],
-                                                               value=yscale if yscale in ("log", "linear") else "linear", inline=True)],
-                     className="control"),
-        ]),
-        html.Div(id="cmp-content"),
-        dcc.Location(id="cmp-url", refresh=False),
-    ])  # fmt: skip
+    return html.Div(
+        [
+            html.H1("Compare analyses"),
+            html.Div(
+                className="controls",
+                children=[
+                    html.Div(
+                        [html.Label("Analysis A"), dcc.Dropdown(id="cmp-a", options=options, value=a)],
+                        className="control wide",
+                    ),
+                    html.Div(
+                        [html.Label("Analysis B"), dcc.Dropdown(id="cmp-b", options=options, value=b)],
+                        className="control wide",
+                    ),
+                    html.Div(
+                        [
+                            html.Label("Quantity"),
+                            dcc.Dropdown(
+                                id="cmp-quantity",
+                                clearable=False,
+                                options=[{"label": F.LABELS.get(q, q), "value": q} for q in QUANTITIES],
+                                value=quantity if quantity in QUANTITIES else "loss.loss",
+                            ),
+                        ],
+                        className="control wide",
+                    ),
+                    html.Div(
+                        [
+                            html.Label("Layer"),
+                            dcc.Input(
+                                id="cmp-layer", value=str(layer), debounce=True, style={"width": "60px"}
+                            ),
+                        ],
+                        className="control",
+                    ),
+                    html.Div(
+                        [
+                            html.Label("Over heads"),
+                            dcc.RadioItems(
+                                id="cmp-agg",
+                                options=list(AGGREGATES),
+                                value=agg if agg in AGGREGATES else "max",
+                                inline=True,
+                            ),
+                        ],
+                        className="control",
+                    ),
+                    html.Div(
+                        [
+                            html.Label("Step axis"),
+                            dcc.RadioItems(
+                                id="cmp-xscale",
+                                options=["log", "linear"],
+                                value=xscale if xscale in ("log", "linear") else "log",
+                                inline=True,
+                            ),
+                        ],
+                        className="control",
+                    ),
+                    html.Div(
+                        [
+                            html.Label("Value axis"),
+                            dcc.RadioItems(
+                                id="cmp-yscale",
+                                options=["linear", "log"],
+                                value=yscale if yscale in ("log", "linear") else "linear",
+                                inline=True,
+                            ),
+                        ],
+                        className="control",
+                    ),
+                ],
+            ),
+            html.Div(id="cmp-content"),
+            dcc.Location(id="cmp-url", refresh=False),
+        ]
+    )
 
 
 def _series(aid: str, quantity: str, layer: str, agg: str) -> tuple[str, pd.DataFrame] | str:
@@ -72,10 +133,19 @@ def _series(aid: str, quantity: str, layer: str, agg: str) -> tuple[str, pd.Data
     return label, frame
 
 
-@dash.callback(Output("cmp-content", "children"), Input("cmp-a", "value"), Input("cmp-b", "value"),
-               Input("cmp-quantity", "value"), Input("cmp-layer", "value"), Input("cmp-agg", "value"),
-               Input("cmp-xscale", "value"), Input("cmp-yscale", "value"))  # fmt: skip
-def _compare(a: str | None, b: str | None, quantity: str, layer: str, agg: str, xscale: str, yscale: str) -> Any:
+@dash.callback(
+    Output("cmp-content", "children"),
+    Input("cmp-a", "value"),
+    Input("cmp-b", "value"),
+    Input("cmp-quantity", "value"),
+    Input("cmp-layer", "value"),
+    Input("cmp-agg", "value"),
+    Input("cmp-xscale", "value"),
+    Input("cmp-yscale", "value"),
+)
+def _compare(
+    a: str | None, b: str | None, quantity: str, layer: str, agg: str, xscale: str, yscale: str
+) -> Any:
     series, problems = {}, []
     for aid in (a, b):
         if not aid:
@@ -107,6 +177,11 @@ dash.clientside_callback(
     }
     """,
     Output("cmp-url", "search"),
-    Input("cmp-a", "value"), Input("cmp-b", "value"), Input("cmp-quantity", "value"), Input("cmp-layer", "value"),
-    Input("cmp-agg", "value"), Input("cmp-xscale", "value"), Input("cmp-yscale", "value"),
+    Input("cmp-a", "value"),
+    Input("cmp-b", "value"),
+    Input("cmp-quantity", "value"),
+    Input("cmp-layer", "value"),
+    Input("cmp-agg", "value"),
+    Input("cmp-xscale", "value"),
+    Input("cmp-yscale", "value"),
 )

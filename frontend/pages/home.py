@@ -14,17 +14,22 @@ dash.register_page(__name__, path="/", name="Catalog", title="phasescope")
 
 
 def layout(**_: Any) -> html.Div:
-    return html.Div([
-        html.Div(className="header", children=[
-            html.H1("Models and analyses"),
-            dcc.Link("New analysis", href="/new", className="button"),
-        ]),
-        html.H2("Recent analyses"),
-        html.Div(id="home-analyses", children=_analyses()[0]),
-        dcc.Interval(id="home-tick", interval=2000),
-        html.H2("Models"),
-        html.Div(id="home-models", children=_models()),
-    ])  # fmt: skip
+    return html.Div(
+        [
+            html.Div(
+                className="header",
+                children=[
+                    html.H1("Models and analyses"),
+                    dcc.Link("New analysis", href="/new", className="button"),
+                ],
+            ),
+            html.H2("Recent analyses"),
+            html.Div(id="home-analyses", children=_analyses()[0]),
+            dcc.Interval(id="home-tick", interval=2000),
+            html.H2("Models"),
+            html.Div(id="home-models", children=_models()),
+        ]
+    )
 
 
 def _models() -> Any:
@@ -33,23 +38,42 @@ def _models() -> Any:
     except client.ApiError as exc:
         return error_state(f"The API could not list models: {exc.message}")
     rows = [
-        html.Tr([
-            html.Td(dcc.Link(m["model"], href=f"/new?model={m['model']}") if m["available"] else m["model"]),
-            html.Td(m["kind"]), html.Td("" if m["n_checkpoints"] is None else m["n_checkpoints"]),
-            html.Td(m.get("description") or ""),
-            html.Td("" if m["available"] else html.Span(f"not trained: phasescope zoo train {m['model']}", className="muted")),
-        ])
+        html.Tr(
+            [
+                html.Td(
+                    dcc.Link(m["model"], href=f"/new?model={m['model']}") if m["available"] else m["model"]
+                ),
+                html.Td(m["kind"]),
+                html.Td("" if m["n_checkpoints"] is None else m["n_checkpoints"]),
+                html.Td(m.get("description") or ""),
+                html.Td(
+                    ""
+                    if m["available"]
+                    else html.Span(f"not trained: phasescope zoo train {m['model']}", className="muted")
+                ),
+            ]
+        )
         for m in body.get("models", [])
-    ]  # fmt: skip
+    ]
     head = html.Tr([html.Th(t) for t in ("model", "kind", "checkpoints", "description", "")])
     tl = body.get("transformer_lens", [])
-    return html.Div([
-        html.Table([html.Thead(head), html.Tbody(rows)], className="simple card") if rows else empty_state("No local or zoo models yet."),
-        html.Details([
-            html.Summary(f"{len(tl)} TransformerLens pretrained names (downloaded on first use; need internet)"),
-            html.Div(", ".join(tl), className="muted", style={"fontSize": "12px"}),
-        ]) if tl else None,
-    ])  # fmt: skip
+    return html.Div(
+        [
+            html.Table([html.Thead(head), html.Tbody(rows)], className="simple card")
+            if rows
+            else empty_state("No local or zoo models yet."),
+            html.Details(
+                [
+                    html.Summary(
+                        f"{len(tl)} TransformerLens pretrained names (downloaded on first use; need internet)"
+                    ),
+                    html.Div(", ".join(tl), className="muted", style={"fontSize": "12px"}),
+                ]
+            )
+            if tl
+            else None,
+        ]
+    )
 
 
 def _analyses() -> tuple[Any, bool]:
@@ -64,19 +88,33 @@ def _analyses() -> tuple[Any, bool]:
     rows = []
     for a in items:
         p = a.get("progress", {})
-        rows.append(html.Tr([
-            html.Td(dcc.Link(a["id"], href=f"/analyses/{a['id']}", className="analysis-link")),
-            html.Td(a.get("model")), html.Td(", ".join(a.get("measures", []))), html.Td(status_badge(a["status"])),
-            html.Td([html.Progress(value=str(p.get("done", 0)), max=str(max(1, p.get("total", 1)))),
-                     f" {p.get('done', 0)}/{p.get('total', 0)}"]),
-        ]))  # fmt: skip
+        rows.append(
+            html.Tr(
+                [
+                    html.Td(dcc.Link(a["id"], href=f"/analyses/{a['id']}", className="analysis-link")),
+                    html.Td(a.get("model")),
+                    html.Td(", ".join(a.get("measures", []))),
+                    html.Td(status_badge(a["status"])),
+                    html.Td(
+                        [
+                            html.Progress(value=str(p.get("done", 0)), max=str(max(1, p.get("total", 1)))),
+                            f" {p.get('done', 0)}/{p.get('total', 0)}",
+                        ]
+                    ),
+                ]
+            )
+        )
     head = html.Tr([html.Th(t) for t in ("analysis", "model", "measures", "status", "progress")])
     busy = any(a["status"] in ("queued", "running") for a in items)
     return html.Table([html.Thead(head), html.Tbody(rows)], className="simple card"), busy
 
 
-@dash.callback(Output("home-analyses", "children"), Output("home-tick", "disabled"), Input("home-tick", "n_intervals"),
-               prevent_initial_call=True)  # fmt: skip
+@dash.callback(
+    Output("home-analyses", "children"),
+    Output("home-tick", "disabled"),
+    Input("home-tick", "n_intervals"),
+    prevent_initial_call=True,
+)
 def _refresh(_: int) -> tuple[Any, bool]:
     table, busy = _analyses()
     return table, not busy

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from phasescope.errors import MeasureError
 from phasescope.measures.entropy import HOPFIELD_REGIMES, entropy_table
-from phasescope.tables import concat_tables, tidy
+from phasescope.measures.tables import concat_tables, tidy
 
 __all__ = ["HOPFIELD_REGIMES", "energy_edges", "energy_histogram", "energy_table"]
 

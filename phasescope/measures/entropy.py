@@ -22,7 +22,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from phasescope.errors import MeasureError
-from phasescope.tables import concat_tables, tidy
+from phasescope.measures.tables import concat_tables, tidy
 
 __all__ = ["HOPFIELD_REGIMES", "K90_MASS", "entropy_table", "row_entropy"]
 
@@ -112,7 +112,7 @@ def entropy_table(scores: Float[Tensor, "layer batch head query key"], checkpoin
         checkpoint: training step of the checkpoint the scores come from.
 
     Returns:
-        A tidy table (``phasescope.tables``) with these quantities, none of them NaN:
+        A tidy table (``phasescope.measures.tables``) with these quantities, none of them NaN:
 
         Per ``(layer, head, position)``, averaged over the prompts of the batch:
 

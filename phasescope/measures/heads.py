@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from phasescope.tables import concat_tables, tidy
+from phasescope.measures.tables import concat_tables, tidy
 
 __all__ = ["heads_table", "induction_scores", "previous_token_scores"]
 
@@ -43,7 +43,9 @@ def induction_scores(
     return picked.mean(dim=(1, 3))
 
 
-def previous_token_scores(patterns: Float[Tensor, "layer batch head query key"]) -> Float[Tensor, "layer head"]:
+def previous_token_scores(
+    patterns: Float[Tensor, "layer batch head query key"],
+) -> Float[Tensor, "layer head"]:
     """Mean attention from query ``i`` to key ``i - 1`` over queries ``i >= 1`` and the batch."""
     seq = patterns.shape[-1]
     queries = torch.arange(1, seq, device=patterns.device)
@@ -70,9 +72,21 @@ def heads_table(
     coords = {"layer": layers}
     return concat_tables(
         [
-            tidy("heads", "induction_score", induction_scores(patterns, period, offset), ("layer", "head"),
-                 checkpoint=checkpoint, coords=coords),
-            tidy("heads", "prev_token_score", previous_token_scores(patterns), ("layer", "head"),
-                 checkpoint=checkpoint, coords=coords),
+            tidy(
+                "heads",
+                "induction_score",
+                induction_scores(patterns, period, offset),
+                ("layer", "head"),
+                checkpoint=checkpoint,
+                coords=coords,
+            ),
+            tidy(
+                "heads",
+                "prev_token_score",
+                previous_token_scores(patterns),
+                ("layer", "head"),
+                checkpoint=checkpoint,
+                coords=coords,
+            ),
         ]
     )

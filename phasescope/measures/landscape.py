@@ -36,9 +36,9 @@ from jaxtyping import Float
 from torch import Tensor
 from torch.func import functional_call, vmap
 
-from phasescope.inputs import Batch
+from phasescope.analysis.inputs import Batch
 from phasescope.measures.loss import token_losses
-from phasescope.tables import concat_tables, tidy
+from phasescope.measures.tables import concat_tables, tidy
 
 __all__ = [
     "batch_loss",

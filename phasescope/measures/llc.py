@@ -42,10 +42,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from phasescope.analysis.inputs import Batch
 from phasescope.errors import MeasureError
-from phasescope.inputs import Batch
 from phasescope.measures.loss import token_losses
-from phasescope.tables import concat_tables, tidy
+from phasescope.measures.tables import concat_tables, tidy
 
 __all__ = ["LLCResult", "batch_item_loss", "estimate_llc", "llc_table"]
 

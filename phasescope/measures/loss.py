@@ -7,7 +7,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from phasescope.tables import concat_tables, tidy
+from phasescope.measures.tables import concat_tables, tidy
 
 __all__ = ["loss_table", "token_losses"]
 
@@ -56,7 +56,11 @@ def loss_table(
         rows.append(tidy("loss", f"accuracy{suffix}", acc, checkpoint=checkpoint))
         if suffix == "":
             per_prompt = (nll[select] * m).sum(1) / m.sum(1).clamp_min(1)
-            se = per_prompt.std(unbiased=True) / per_prompt.numel() ** 0.5 if per_prompt.numel() > 1 else torch.tensor(float("nan"))
+            se = (
+                per_prompt.std(unbiased=True) / per_prompt.numel() ** 0.5
+                if per_prompt.numel() > 1
+                else torch.tensor(float("nan"))
+            )
             rows.append(tidy("loss", "loss_se", se, checkpoint=checkpoint))
 
     everything = torch.ones(tokens.shape[0], dtype=torch.bool, device=tokens.device)

@@ -30,9 +30,9 @@ from jaxtyping import Float
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor
 
-from phasescope.inputs import Batch
+from phasescope.analysis.inputs import Batch
 from phasescope.measures.landscape import batch_loss, model_params
-from phasescope.tables import concat_tables, tidy
+from phasescope.measures.tables import concat_tables, tidy
 
 __all__ = [
     "EigenResult",

@@ -18,7 +18,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from phasescope.measures.powerlaw import marchenko_pastur_edges, power_law_fit, weight_esd
-from phasescope.tables import concat_tables, tidy
+from phasescope.measures.tables import concat_tables, tidy
 
 __all__ = [
     "attention_singular_values",
@@ -203,7 +203,7 @@ def spectra_table(
             ``W_K``/``W_V``; the ``W_K``/``W_V`` ESDs count each key/value head once.
 
     Returns:
-        A tidy table (:mod:`phasescope.tables`) with quantities
+        A tidy table (:mod:`phasescope.measures.tables`) with quantities
 
         - per (layer, head), averaged over the batch: ``sigma`` (by ``index``, σ_k averaged over
           prompts), ``stable_rank``, ``effective_rank``, ``gap``, ``sigma_max``;

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from phasescope.errors import MeasureError
 from phasescope.measures.entropy import _prepare
-from phasescope.tables import concat_tables, tidy
+from phasescope.measures.tables import concat_tables, tidy
 
 __all__ = ["ROW_QUANTITIES", "beta_grid", "row_thermo", "thermo_table"]
 
@@ -295,7 +295,9 @@ def thermo_table(
     has_rows = count > 0
     e0, top = _shifted(s, allowed)
     del s
-    log_z, internal, entropy, var = _table_sums(e0, top, allowed, valid, betas) / count.clamp(min=1).unsqueeze(-1)
+    log_z, internal, entropy, var = _table_sums(e0, top, allowed, valid, betas) / count.clamp(
+        min=1
+    ).unsqueeze(-1)
     sweep = _quantities(log_z, betas, internal, entropy, var)  # each [layer, head, beta]
 
     heat = sweep["heat_capacity"]

@@ -13,9 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from phasescope.checkpoints import checkpoint_filename, is_series_dir, read_manifest
 from phasescope.config import Settings, get_settings
 from phasescope.errors import ModelLoadError, ModelNotFound
+from phasescope.models.series import checkpoint_filename, is_series_dir, read_manifest
 from phasescope.zoo.grokking import grokking_spec
 from phasescope.zoo.induction import induction_spec
 from phasescope.zoo.spec import ZooSpec

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from phasescope.checkpoints import SeriesManifest
+from phasescope.models.series import SeriesManifest
 from phasescope.zoo.training import DEFAULT_THREADS, Objective, run_training
 
 __all__ = ["ZooSpec"]

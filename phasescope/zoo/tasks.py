@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from phasescope.inputs import Batch
+    from phasescope.analysis.inputs import Batch
 
 __all__ = [
     "INDUCTION",
@@ -119,7 +119,7 @@ def eval_batch(manifest_task: dict[str, Any], n: int | None = None, seed: int | 
     """
     import torch
 
-    from phasescope.inputs import Batch, repeated_random_tokens
+    from phasescope.analysis.inputs import Batch, repeated_random_tokens
 
     kind = manifest_task.get("name")
     seed = int(manifest_task.get("eval_seed", 0)) if seed is None else int(seed)

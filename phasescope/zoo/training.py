@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from tqdm.auto import tqdm
 
-from phasescope.checkpoints import SeriesManifest, write_manifest, write_series_checkpoint
+from phasescope.models.series import SeriesManifest, write_manifest, write_series_checkpoint
 
 # torch loads lazily: the API imports the zoo's catalogue (ZOO, is_trained) and must not import torch.
 if TYPE_CHECKING:

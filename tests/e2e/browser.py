@@ -34,12 +34,23 @@ class Chromium:
 
         self.profile = tempfile.mkdtemp(prefix="phasescope-chromium-")
         options = Options()
-        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                     f"--user-data-dir={self.profile}", f"--window-size={width},{height}"):  # fmt: skip
+        for flag in (
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={self.profile}",
+            f"--window-size={width},{height}",
+        ):
             options.add_argument(flag)
         self.timeout = timeout
-        self.browser = Browser("chrome", headless=True, options=[options], percy_run=False, wait_timeout=int(timeout))
+        self.browser = Browser(
+            "chrome", headless=True, options=[options], percy_run=False, wait_timeout=int(timeout)
+        )
         self.driver = self.browser.driver
         self.driver.implicitly_wait(0)  # explicit waits only
 
@@ -53,10 +64,14 @@ class Chromium:
         self.driver.get(url)
 
     def wait(self, predicate: Callable[[Any], Any], what: str, timeout: float | None = None) -> Any:
-        return WebDriverWait(self.driver, timeout or self.timeout, poll_frequency=0.1).until(predicate, message=what)
+        return WebDriverWait(self.driver, timeout or self.timeout, poll_frequency=0.1).until(
+            predicate, message=what
+        )
 
     def find(self, css: str, timeout: float | None = None) -> WebElement:
-        return self.wait(lambda d: next(iter(d.find_elements(By.CSS_SELECTOR, css)), None), f"element {css}", timeout)
+        return self.wait(
+            lambda d: next(iter(d.find_elements(By.CSS_SELECTOR, css)), None), f"element {css}", timeout
+        )
 
     def all(self, css: str) -> list[WebElement]:
         return self.driver.find_elements(By.CSS_SELECTOR, css)
@@ -85,8 +100,11 @@ class Chromium:
 
     def severe_logs(self) -> list[str]:
         """Console errors since the last call (SEVERE only; Chromium's favicon 404 is not ours)."""
-        return [e["message"] for e in self.driver.get_log("browser")
-                if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]]  # fmt: skip
+        return [
+            e["message"]
+            for e in self.driver.get_log("browser")
+            if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]
+        ]
 
     def screenshot_full(self, path: str, width: int = 1440) -> None:
         """A screenshot of the whole page (the window grows to the page's height, then shrinks back)."""

@@ -41,13 +41,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory, trained_induction_2l: Path) 
     data_dir.mkdir()
     model = _train_demo(data_dir, trained_induction_2l)
     redis = RedisServer(root / "redis").start()
-    env = {"PHASESCOPE_DATA_DIR": str(data_dir), "REDIS_URL": redis.url,
-           "PHASESCOPE_WORKER_HEARTBEAT_S": "1", "PHASESCOPE_WORKER_MAINTENANCE_S": "5"}  # fmt: skip
+    env = {
+        "PHASESCOPE_DATA_DIR": str(data_dir),
+        "REDIS_URL": redis.url,
+        "PHASESCOPE_WORKER_HEARTBEAT_S": "1",
+        "PHASESCOPE_WORKER_MAINTENANCE_S": "5",
+    }
     logs = root / "logs"
     workers = [WorkerProcess(env, logs, f"w{i}").start() for i in (1, 2)]
     api = ApiServer(env, logs).start()
     try:
-        yield {"url": api.url, "api": api, "model": model, "data_dir": data_dir, "workers": workers, "logs": logs}
+        yield {
+            "url": api.url,
+            "api": api,
+            "model": model,
+            "data_dir": data_dir,
+            "workers": workers,
+            "logs": logs,
+        }
     finally:
         api.stop()
         for worker in workers:
@@ -58,7 +69,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, trained_induction_2l: Path) 
 @pytest.fixture(scope="session")
 def demo(stack: dict[str, Any]) -> dict[str, Any]:
     """The demo analysis (every measure, every checkpoint), submitted through the API and finished."""
-    from phasescope.client import Client
+    from phasescope.service.client import Client
 
     with Client(stack["url"]) as api:
         aid = api.submit(stack["model"])["id"]

@@ -34,8 +34,14 @@ def _choose(c: Chromium, dropdown: str, label: str) -> None:
     """Pick ``label`` in a dcc.Dropdown: open it, click the option."""
     c.find(f"#{dropdown}").click()
     option = c.wait(
-        lambda d: next((o for o in d.find_elements(By.CSS_SELECTOR, ".dash-dropdown-options [role='option']")
-                        if o.text.strip().lower() == label.lower()), None),  # fmt: skip
+        lambda d: next(
+            (
+                o
+                for o in d.find_elements(By.CSS_SELECTOR, ".dash-dropdown-options [role='option']")
+                if o.text.strip().lower() == label.lower()
+            ),
+            None,
+        ),
         f"option {label!r} of {dropdown}",
     )
     option.click()
@@ -56,7 +62,9 @@ def test_every_tab_renders_without_console_errors(demo: dict[str, Any], chromium
     assert cold < 60, f"the first view after the server started took {cold:.1f} s"
     warm = _open_view(chromium, f"{demo['url']}/analyses/{demo['id']}", "overview")
     load = os.getloadavg()[0] / (os.cpu_count() or 1)
-    print(f"first paint of the overview: {cold:.2f} s cold server, {warm:.2f} s warm (load {load:.1f} per core)")
+    print(
+        f"first paint of the overview: {cold:.2f} s cold server, {warm:.2f} s warm (load {load:.1f} per core)"
+    )
     if load < 1:  # the target is 2 s; on an oversubscribed machine a wall-clock bound says nothing about us
         assert warm < 2.5, f"first paint of the overview took {warm:.1f} s"
     for tab in TABS:
@@ -103,7 +111,9 @@ def test_share_link_restores_the_view_in_a_fresh_browser(demo: dict[str, Any], s
         slider.send_keys(Keys.HOME)  # the first checkpoint
         first = demo["checkpoints"][0]
         a.wait_text("#checkpoint-label", f"step {first}")
-        a.wait(lambda d: "xscale=linear" in d.current_url and "beta=0.5" in d.current_url, "the URL to follow")
+        a.wait(
+            lambda d: "xscale=linear" in d.current_url and "beta=0.5" in d.current_url, "the URL to follow"
+        )
         a.wait_idle()
         link = a.find("#share-url").get_attribute("value")
         assert link == a.driver.current_url
@@ -208,15 +218,25 @@ def test_patterns_endpoint_serves_tokens_and_rows(demo: dict[str, Any]) -> None:
 
 def test_energy_landscape_tab_draws_every_measure(demo: dict[str, Any], chromium: Chromium) -> None:
     """An analysis with the landscape measures: surface, sharpness, LLC and energy histograms drawn."""
-    from phasescope.client import Client
+    from phasescope.service.client import Client
 
     steps = demo["checkpoints"]
     chosen = [steps[0], steps[len(steps) // 2], steps[-1]]
-    params = {"landscape_points": 5, "sharpness_k": 1, "hutchinson_samples": 0, "llc_chains": 2, "llc_draws": 20,
-              "heavy_prompts": 8}  # fmt: skip
+    params = {
+        "landscape_points": 5,
+        "sharpness_k": 1,
+        "hutchinson_samples": 0,
+        "llc_chains": 2,
+        "llc_draws": 20,
+        "heavy_prompts": 8,
+    }
     with Client(demo["url"]) as api:
-        aid = api.submit(demo["model"], checkpoints=chosen, measures=["landscape", "sharpness", "llc", "energies"],
-                         params=params)["id"]  # fmt: skip
+        aid = api.submit(
+            demo["model"],
+            checkpoints=chosen,
+            measures=["landscape", "sharpness", "llc", "energies"],
+            params=params,
+        )["id"]
         state = api.wait(aid, timeout=600, poll=0.5, progress=False)
     assert state["status"] == "finished", state
     _open_view(chromium, f"{demo['url']}/analyses/{aid}?tab=landscape&checkpoint={chosen[-1]}", "landscape")

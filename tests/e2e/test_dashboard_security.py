@@ -51,7 +51,7 @@ def guarded(stack: dict[str, Any]) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def small(stack: dict[str, Any]) -> str:
     """A 3-checkpoint analysis with the default measures, finished: every tab has figures to draw."""
-    from phasescope.client import Client
+    from phasescope.service.client import Client
 
     with Client(stack["url"]) as api:
         aid = api.submit(stack["model"], checkpoints={"count": 3, "spacing": "linear"})["id"]

@@ -102,7 +102,7 @@ def start_stack(data_dir: Path, tmp_path: Path, redis_server: RedisServer) -> It
     for stack in stacks:
         stack.stop()
     # The embedded server (if the API started one) stops with the API; make sure nothing is left.
-    from phasescope.redis_conn import EmbeddedRedis
+    from phasescope.service.redis_conn import EmbeddedRedis
 
     embedded = EmbeddedRedis(data_dir / "redis")
     if embedded.ping():

@@ -72,7 +72,7 @@ class RedisServer:
     """A standalone redis-server on a free TCP port, with persistence, like an external Redis."""
 
     def __init__(self, directory: Path, port: int | None = None) -> None:
-        from phasescope.redis_conn import redis_executable
+        from phasescope.service.redis_conn import redis_executable
 
         self.directory = directory
         self.port = port or free_port()
@@ -89,14 +89,21 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
             self.exe,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.directory),
-            "--appendonly", "yes",
-            "--appendfsync", "always",
-            "--save", "",
-            "--daemonize", "no",
-        ]  # fmt: skip
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+        ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url)
         wait_for(client.ping, 15, f"redis-server on port {self.port}")
@@ -238,12 +245,21 @@ def make_tiny_series(directory: Path, n_checkpoints: int = 5, seed: int = 0, **o
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from phasescope.checkpoints import SeriesManifest, write_manifest, write_series_checkpoint
+    from phasescope.models.series import SeriesManifest, write_manifest, write_series_checkpoint
 
     config = dict(
-        n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=32, d_vocab=24, attn_only=True,
-        act_fn="relu", normalization_type="LN", seed=seed, positional_embedding_type="standard",
-    )  # fmt: skip
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        d_head=8,
+        n_ctx=32,
+        d_vocab=24,
+        attn_only=True,
+        act_fn="relu",
+        normalization_type="LN",
+        seed=seed,
+        positional_embedding_type="standard",
+    )
     config.update(overrides)
     torch.manual_seed(seed)
     model = HookedTransformer(HookedTransformerConfig(**config))
@@ -270,7 +286,7 @@ def sorted_table(frame: Any) -> Any:
 
 def local_table(model: str, steps: list[int], measures: list[str]) -> Any:
     """What ``phasescope analyze`` computes in this process for the same request (default inputs)."""
-    from phasescope.analysis import run_local
+    from phasescope.analysis.run import run_local
     from phasescope.schemas import InputSpec, MeasureParams
 
     table, _ = run_local(model, steps, measures, InputSpec(), MeasureParams())

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from phasescope.analysis import capture_attention, measure_checkpoint, run_local
-from phasescope.models import ModelCache, load_model
+from phasescope.analysis.run import capture_attention, measure_checkpoint, run_local
+from phasescope.models.loading import ModelCache, load_model
 from phasescope.schemas import InputSpec
 from tests.conftest import tiny_series
 
@@ -140,7 +140,7 @@ def test_landscape_measures_through_the_pipeline(series: str) -> None:
     assert len(surface) == 25
     # The grid centre is the checkpoint itself: its loss on the same (first 3) prompts.
     centre = surface[(surface["x"] == 0) & (surface["y"] == 0)]["value"].item()
-    from phasescope.analysis import build_batch
+    from phasescope.analysis.run import build_batch
     from phasescope.measures.landscape import batch_loss, model_params
 
     batch = build_batch(loaded, InputSpec(n_prompts=6, seed=1))

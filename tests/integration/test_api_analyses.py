@@ -8,8 +8,8 @@ import time
 import pandas as pd
 import pytest
 
-from phasescope.client import ApiError, Client
-from phasescope.tables import BASE_COLUMNS
+from phasescope.measures.tables import BASE_COLUMNS
+from phasescope.service.client import ApiError, Client
 from tests.integration.service import http, local_table, sorted_table
 
 PLUMBING = ["heads", "loss"]

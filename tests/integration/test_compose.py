@@ -78,9 +78,24 @@ def test_the_installed_package_carries_its_data_files(tmp_path: Path) -> None:
     import sys
     import zipfile
 
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT),
-                    "-w", str(tmp_path)], check=True, capture_output=True, cwd=tmp_path)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(ROOT),
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
     (wheel,) = tmp_path.glob("phasescope-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "phasescope/data/tl_catalog.json" in names
+    assert "phasescope/models/data/tl_catalog.json" in names
     assert "frontend/assets/style.css" in names

@@ -100,8 +100,11 @@ def _callback_body(
     Every input and state the callback declares is sent, with ``values[id]`` (None when not given), so
     the body matches the callback whatever states it has.
     """
-    (cb,) = [c for c in deps if any(f"{i['id']}.{i['property']}" == trigger for i in c["inputs"])
-             and output in c["output"]]  # fmt: skip
+    (cb,) = [
+        c
+        for c in deps
+        if any(f"{i['id']}.{i['property']}" == trigger for i in c["inputs"]) and output in c["output"]
+    ]
 
     def items(kind: str) -> list[dict[str, Any]]:
         return [{"id": i["id"], "property": i["property"], "value": values.get(i["id"])} for i in cb[kind]]
@@ -124,9 +127,17 @@ def _submit_body(
 ) -> dict[str, Any]:
     n = len(served["steps"])
     values = {
-        "new-submit": 1, "new-model": "tiny", "new-range": [0, n - 1], "new-spacing": "all", "new-count": 2,
-        "new-measures": ["loss"], "new-seq-len": 64, "new-seed": seed, "new-texts": texts, "new-token": token,
-    }  # fmt: skip
+        "new-submit": 1,
+        "new-model": "tiny",
+        "new-range": [0, n - 1],
+        "new-spacing": "all",
+        "new-count": 2,
+        "new-measures": ["loss"],
+        "new-seq-len": 64,
+        "new-seed": seed,
+        "new-texts": texts,
+        "new-token": token,
+    }
     return _callback_body(served["deps"], "new-submit.n_clicks", values)
 
 
@@ -247,7 +258,7 @@ def test_bodies_over_the_limit_are_refused_before_anything_reads_them(served: di
             content=iter([b'{"model": "tiny", "inputs": {"texts": ["', b"w" * (LIMIT + 10), b'"]}}']),
             headers={**headers, "content-type": "application/json"},
             timeout=60,
-        ),  # fmt: skip
+        ),
         _post_callback(served, _submit_body(served, TOKEN, seed=13, texts="word " * 16000)),
     ):
         assert response.status_code == 413, response.text[:300]

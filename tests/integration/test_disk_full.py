@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from phasescope.client import Client
+from phasescope.service.client import Client
 from tests.integration.service import ApiServer, http
 
 STORE_MIB = 2

@@ -18,11 +18,11 @@ import torch
 from rq.job import Job
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from phasescope.analysis import build_batch, capture_attention, measure_checkpoint
+from phasescope.analysis.run import build_batch, capture_attention, measure_checkpoint
 from phasescope.config import Settings
-from phasescope.load_dtype import count_parameters, resolve_load_dtype
 from phasescope.measures.thermo import beta_grid, row_thermo
-from phasescope.models import LoadedModel, ModelCache, load_model, parse_model_spec
+from phasescope.models.dtype import count_parameters, resolve_load_dtype
+from phasescope.models.loading import LoadedModel, ModelCache, load_model, parse_model_spec
 from phasescope.schemas import AnalysisRequest, InputSpec, MeasureParams
 from tests.conftest import tiny_series
 from tests.integration.service import WorkerProcess, wait_for
@@ -208,8 +208,8 @@ def test_a_worker_loads_the_requested_dtype(
     tmp_path: Path, redis_server: object, isolated_data_dir: Path
 ) -> None:
     from phasescope.config import get_settings
-    from phasescope.jobs import submit
-    from phasescope.store import ResultStore
+    from phasescope.service.queue import submit
+    from phasescope.service.store import ResultStore
     from tests.integration.conftest import FAST
 
     steps = (0, 10)

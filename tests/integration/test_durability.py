@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from phasescope.storage import ORPHAN_TEMP_AGE_S, remove_orphan_temp_files
-from phasescope.store import ResultStore, read_table
+from phasescope.service.storage import ORPHAN_TEMP_AGE_S, remove_orphan_temp_files
+from phasescope.service.store import ResultStore, read_table
 from tests.integration.service import REPO, ApiServer, WorkerProcess, wait_for
 
 AID = "00112233445566778899aabb"
@@ -68,7 +68,7 @@ WRITER = """
 import sys
 import numpy as np
 import pandas as pd
-from phasescope.store import ResultStore
+from phasescope.service.store import ResultStore
 
 store, aid, rows = ResultStore(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 rng = np.random.default_rng(0)
@@ -140,7 +140,7 @@ def test_a_writer_killed_mid_write_leaves_no_visible_partial_part(tmp_path: Path
 FSYNC_WRITER = """
 import sys
 import pandas as pd
-from phasescope.store import ResultStore
+from phasescope.service.store import ResultStore
 
 table = pd.DataFrame({"measure": ["loss"], "checkpoint": [10], "layer": [-1], "head": [-1],
                       "quantity": ["loss"], "value": [0.5]})
@@ -154,10 +154,25 @@ def test_a_part_is_flushed_before_its_rename_and_the_rename_after(tmp_path: Path
     root = (tmp_path / "store").resolve()
     log = tmp_path / "strace.log"
     subprocess.run(
-        [strace, "-f", "-y", "-qq", "-o", str(log), "-e", "trace=fsync,fdatasync,rename,renameat,renameat2",
-         sys.executable, "-c", FSYNC_WRITER, str(root), AID],
-        env=_env(), check=True, timeout=300,
-    )  # fmt: skip
+        [
+            strace,
+            "-f",
+            "-y",
+            "-qq",
+            "-o",
+            str(log),
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2",
+            sys.executable,
+            "-c",
+            FSYNC_WRITER,
+            str(root),
+            AID,
+        ],
+        env=_env(),
+        check=True,
+        timeout=300,
+    )
     calls = [re.sub(r"^\d+\s+", "", line) for line in log.read_text().splitlines()]  # drop the pid
     parts = re.escape(str(root / AID / "parts"))
 

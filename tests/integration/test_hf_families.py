@@ -3,7 +3,7 @@
 For each family a tiny random model is built with transformers (its own config class, 2 layers,
 grouped-query attention and rotary embeddings where the family has them, weights drawn wide enough
 that attention is far from uniform), saved once under a model root, loaded through
-``phasescope.models.load_model``, and compared with the transformers model on the same tokens:
+``phasescope.models.loading.load_model``, and compared with the transformers model on the same tokens:
 logits (the conversion, rotary included), the per-head attention probabilities transformers returns
 with eager attention, and the true pre-softmax scores (``softmax(scores) == pattern``, scores are not
 the pattern). The network is blocked: nothing may reach the hub.
@@ -22,69 +22,197 @@ import transformers as tf
 
 from phasescope.config import Settings
 from phasescope.errors import ModelLoadError
-from phasescope.hf_families import FAMILIES, REFUSED_MODEL_TYPES
-from phasescope.hf_models import attention_hook_names, load_hf_directory
-from phasescope.models import LoadedModel, load_model
+from phasescope.models.hf import attention_hook_names, load_hf_directory
+from phasescope.models.hf_families import FAMILIES, REFUSED_MODEL_TYPES
+from phasescope.models.loading import LoadedModel, load_model
 
 VOCAB, SEQ, WINDOW = 64, 10, 4  # WINDOW < SEQ: sliding-window layers really cut keys off
 WIDE = 0.3  # init std; transformers' 0.02 gives near-uniform attention that would hide score errors
 IDS = {"bos_token_id": 0, "eos_token_id": 1}
 SMALL = {
-    "num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64,
-    "vocab_size": VOCAB, "max_position_embeddings": 64, "initializer_range": WIDE, "pad_token_id": 2, **IDS,
-}  # fmt: skip
+    "num_hidden_layers": 2,
+    "hidden_size": 32,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "vocab_size": VOCAB,
+    "max_position_embeddings": 64,
+    "initializer_range": WIDE,
+    "pad_token_id": 2,
+    **IDS,
+}
 GQA = {**SMALL, "num_key_value_heads": 2}  # two query heads per key/value head
 
 # family -> (builder, key/value heads, rotary). head_dim 16 != hidden/heads where the family allows it,
 # and a rope base other than the default, so that both must be read from config.json.
 BUILDERS: dict[str, tuple[Callable[[], Any], int, bool]] = {
-    "opt": (lambda: tf.OPTForCausalLM(tf.OPTConfig(
-        num_hidden_layers=2, hidden_size=32, num_attention_heads=4, ffn_dim=64, vocab_size=VOCAB,
-        max_position_embeddings=64, word_embed_proj_dim=32, init_std=WIDE, pad_token_id=2, **IDS)), 4, False),
-    "gpt-j": (lambda: tf.GPTJForCausalLM(tf.GPTJConfig(
-        n_layer=2, n_embd=32, n_head=4, rotary_dim=4, vocab_size=VOCAB, n_positions=64,
-        initializer_range=WIDE, **IDS)), 4, True),
-    "gpt-neo": (lambda: tf.GPTNeoForCausalLM(tf.GPTNeoConfig(
-        num_layers=2, hidden_size=32, num_heads=4, attention_types=[[["global", "local"], 1]],
-        window_size=WINDOW, vocab_size=VOCAB, max_position_embeddings=64, initializer_range=WIDE, **IDS)), 4, False),
-    "mistral": (lambda: tf.MistralForCausalLM(tf.MistralConfig(
-        **GQA, head_dim=16, sliding_window=WINDOW, rope_theta=500.0)), 2, True),
-    "mixtral": (lambda: tf.MixtralForCausalLM(tf.MixtralConfig(
-        **GQA, num_local_experts=4, num_experts_per_tok=2)), 2, True),
+    "opt": (
+        lambda: tf.OPTForCausalLM(
+            tf.OPTConfig(
+                num_hidden_layers=2,
+                hidden_size=32,
+                num_attention_heads=4,
+                ffn_dim=64,
+                vocab_size=VOCAB,
+                max_position_embeddings=64,
+                word_embed_proj_dim=32,
+                init_std=WIDE,
+                pad_token_id=2,
+                **IDS,
+            )
+        ),
+        4,
+        False,
+    ),
+    "gpt-j": (
+        lambda: tf.GPTJForCausalLM(
+            tf.GPTJConfig(
+                n_layer=2,
+                n_embd=32,
+                n_head=4,
+                rotary_dim=4,
+                vocab_size=VOCAB,
+                n_positions=64,
+                initializer_range=WIDE,
+                **IDS,
+            )
+        ),
+        4,
+        True,
+    ),
+    "gpt-neo": (
+        lambda: tf.GPTNeoForCausalLM(
+            tf.GPTNeoConfig(
+                num_layers=2,
+                hidden_size=32,
+                num_heads=4,
+                attention_types=[[["global", "local"], 1]],
+                window_size=WINDOW,
+                vocab_size=VOCAB,
+                max_position_embeddings=64,
+                initializer_range=WIDE,
+                **IDS,
+            )
+        ),
+        4,
+        False,
+    ),
+    "mistral": (
+        lambda: tf.MistralForCausalLM(
+            tf.MistralConfig(**GQA, head_dim=16, sliding_window=WINDOW, rope_theta=500.0)
+        ),
+        2,
+        True,
+    ),
+    "mixtral": (
+        lambda: tf.MixtralForCausalLM(tf.MixtralConfig(**GQA, num_local_experts=4, num_experts_per_tok=2)),
+        2,
+        True,
+    ),
     "qwen2": (lambda: tf.Qwen2ForCausalLM(tf.Qwen2Config(**GQA, rope_theta=500.0)), 2, True),
     "qwen3": (lambda: tf.Qwen3ForCausalLM(tf.Qwen3Config(**GQA, head_dim=16)), 2, True),
     "gemma": (lambda: tf.GemmaForCausalLM(tf.GemmaConfig(**GQA, head_dim=16)), 2, True),
-    "gemma2": (lambda: tf.Gemma2ForCausalLM(tf.Gemma2Config(
-        **GQA, head_dim=16, query_pre_attn_scalar=12, sliding_window=WINDOW,
-        attn_logit_softcapping=5.0, final_logit_softcapping=3.0)), 2, True),
-    "gemma3": (lambda: tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(
-        **GQA, head_dim=16, query_pre_attn_scalar=12, sliding_window=WINDOW,
-        layer_types=["sliding_attention", "full_attention"])), 2, True),
+    "gemma2": (
+        lambda: tf.Gemma2ForCausalLM(
+            tf.Gemma2Config(
+                **GQA,
+                head_dim=16,
+                query_pre_attn_scalar=12,
+                sliding_window=WINDOW,
+                attn_logit_softcapping=5.0,
+                final_logit_softcapping=3.0,
+            )
+        ),
+        2,
+        True,
+    ),
+    "gemma3": (
+        lambda: tf.Gemma3ForCausalLM(
+            tf.Gemma3TextConfig(
+                **GQA,
+                head_dim=16,
+                query_pre_attn_scalar=12,
+                sliding_window=WINDOW,
+                layer_types=["sliding_attention", "full_attention"],
+            )
+        ),
+        2,
+        True,
+    ),
     # Rope scaling on the full-attention layers only (sliding layers keep plain rope, another base).
-    "gemma3-linear": (lambda: tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(
-        **GQA, head_dim=16, query_pre_attn_scalar=12, sliding_window=WINDOW,
-        layer_types=["sliding_attention", "full_attention"], rope_parameters={
-            "full_attention": {"rope_type": "linear", "rope_theta": 1000.0, "factor": 8.0},
-            "sliding_attention": {"rope_type": "default", "rope_theta": 100.0}})), 2, True),
+    "gemma3-linear": (
+        lambda: tf.Gemma3ForCausalLM(
+            tf.Gemma3TextConfig(
+                **GQA,
+                head_dim=16,
+                query_pre_attn_scalar=12,
+                sliding_window=WINDOW,
+                layer_types=["sliding_attention", "full_attention"],
+                rope_parameters={
+                    "full_attention": {"rope_type": "linear", "rope_theta": 1000.0, "factor": 8.0},
+                    "sliding_attention": {"rope_type": "default", "rope_theta": 100.0},
+                },
+            )
+        ),
+        2,
+        True,
+    ),
     "phi": (lambda: tf.PhiForCausalLM(tf.PhiConfig(**SMALL)), 4, True),  # partial rotary (0.5)
     "phi3": (lambda: tf.Phi3ForCausalLM(tf.Phi3Config(**GQA)), 2, True),
     "olmo": (lambda: tf.OlmoForCausalLM(tf.OlmoConfig(**SMALL, clip_qkv=2.0)), 4, True),
     "olmo2": (lambda: tf.Olmo2ForCausalLM(tf.Olmo2Config(**SMALL)), 4, True),
-    "olmo3": (lambda: tf.Olmo3ForCausalLM(tf.Olmo3Config(
-        **GQA, sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention"])), 2, True),
-    "olmo3-yarn": (lambda: tf.Olmo3ForCausalLM(tf.Olmo3Config(
-        **GQA, sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention"], rope_parameters={
-            "full_attention": {"rope_type": "yarn", "rope_theta": 500.0, "factor": 4.0,
-                               "original_max_position_embeddings": 16, "attention_factor": 1.2},
-            "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}})), 2, True),
-    "bloom": (lambda: tf.BloomForCausalLM(tf.BloomConfig(
-        n_layer=2, hidden_size=32, n_head=4, vocab_size=VOCAB, initializer_range=WIDE, pad_token_id=2, **IDS)),
-        4, False),
-}  # fmt: skip
+    "olmo3": (
+        lambda: tf.Olmo3ForCausalLM(
+            tf.Olmo3Config(**GQA, sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention"])
+        ),
+        2,
+        True,
+    ),
+    "olmo3-yarn": (
+        lambda: tf.Olmo3ForCausalLM(
+            tf.Olmo3Config(
+                **GQA,
+                sliding_window=WINDOW,
+                layer_types=["sliding_attention", "full_attention"],
+                rope_parameters={
+                    "full_attention": {
+                        "rope_type": "yarn",
+                        "rope_theta": 500.0,
+                        "factor": 4.0,
+                        "original_max_position_embeddings": 16,
+                        "attention_factor": 1.2,
+                    },
+                    "sliding_attention": {"rope_type": "default", "rope_theta": 50.0},
+                },
+            )
+        ),
+        2,
+        True,
+    ),
+    "bloom": (
+        lambda: tf.BloomForCausalLM(
+            tf.BloomConfig(
+                n_layer=2,
+                hidden_size=32,
+                n_head=4,
+                vocab_size=VOCAB,
+                initializer_range=WIDE,
+                pad_token_id=2,
+                **IDS,
+            )
+        ),
+        4,
+        False,
+    ),
+}
 SLIDING = {  # local layers
-    "gpt-neo": [1], "mistral": [0, 1], "gemma2": [0], "gemma3": [0], "gemma3-linear": [0], "olmo3": [0],
+    "gpt-neo": [1],
+    "mistral": [0, 1],
+    "gemma2": [0],
+    "gemma3": [0],
+    "gemma3-linear": [0],
+    "olmo3": [0],
     "olmo3-yarn": [0],
-}  # fmt: skip
+}
 
 
 @pytest.fixture(autouse=True)
@@ -204,17 +332,38 @@ def test_family_loads_with_the_models_own_logits_scores_and_attention(
 def test_variants_transformer_lens_would_compute_differently_are_refused(settings: Settings) -> None:
     cases = {
         "olmo-gqa": (tf.OlmoForCausalLM(tf.OlmoConfig(**GQA)), "grouped-query"),
-        "qwen2-window": (tf.Qwen2ForCausalLM(tf.Qwen2Config(**GQA, use_sliding_window=True, sliding_window=4)),
-                         "use_sliding_window"),
-        "opt-postln": (tf.OPTForCausalLM(tf.OPTConfig(
-            num_hidden_layers=2, hidden_size=32, num_attention_heads=4, ffn_dim=64, vocab_size=VOCAB,
-            word_embed_proj_dim=32, do_layer_norm_before=False)), "do_layer_norm_before"),
+        "qwen2-window": (
+            tf.Qwen2ForCausalLM(tf.Qwen2Config(**GQA, use_sliding_window=True, sliding_window=4)),
+            "use_sliding_window",
+        ),
+        "opt-postln": (
+            tf.OPTForCausalLM(
+                tf.OPTConfig(
+                    num_hidden_layers=2,
+                    hidden_size=32,
+                    num_attention_heads=4,
+                    ffn_dim=64,
+                    vocab_size=VOCAB,
+                    word_embed_proj_dim=32,
+                    do_layer_norm_before=False,
+                )
+            ),
+            "do_layer_norm_before",
+        ),
         "phi-qk-ln": (tf.PhiForCausalLM(tf.PhiConfig(**SMALL, qk_layernorm=True)), "qk_layernorm"),
-        "mistral-yarn": (tf.MistralForCausalLM(tf.MistralConfig(
-            **GQA, rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4})), "rope type"),
-        "olmoe": (tf.OlmoeForCausalLM(tf.OlmoeConfig(**GQA, num_experts=4, num_experts_per_tok=2)),
-                  "mixture-of-experts"),
-    }  # fmt: skip
+        "mistral-yarn": (
+            tf.MistralForCausalLM(
+                tf.MistralConfig(
+                    **GQA, rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}
+                )
+            ),
+            "rope type",
+        ),
+        "olmoe": (
+            tf.OlmoeForCausalLM(tf.OlmoeConfig(**GQA, num_experts=4, num_experts_per_tok=2)),
+            "mixture-of-experts",
+        ),
+    }
     for name, (model, reason) in cases.items():
         model.save_pretrained(settings.data_dir / "models" / name)
         with pytest.raises(ModelLoadError, match=reason) as info:

@@ -29,7 +29,7 @@ from transformers import (
 )
 
 from phasescope.errors import CheckpointNotFound, ModelLoadError, ModelNotFound
-from phasescope.hf_models import (
+from phasescope.models.hf import (
     FINAL_STEP,
     attention_hook_names,
     hf_trainer_checkpoint_dir,
@@ -226,20 +226,22 @@ def test_tl_checkpoints_are_listed_without_network() -> None:
 
 
 def test_the_tl_catalog_is_what_the_installed_transformer_lens_knows() -> None:
-    from phasescope import tl_catalog
+    from phasescope.models import tl_catalog
 
     live = tl_catalog.build_catalog()
     stored = tl_catalog.catalog()
-    assert stored == live, "phasescope/data/tl_catalog.json is stale: run python -m phasescope.tl_catalog --write"
+    assert stored == live, (
+        "phasescope/models/data/tl_catalog.json is stale: run python -m phasescope.models.tl_catalog --write"
+    )
     assert len(stored["official"]) > 100 and stored["checkpoints"]["EleutherAI/pythia-70m"]
 
 
 def test_models_transformer_lens_would_run_repository_code_for_are_refused() -> None:
     import transformer_lens.loading_from_pretrained as tl_loading
 
-    from phasescope import tl_catalog
     from phasescope.config import Settings
-    from phasescope.models import parse_model_spec
+    from phasescope.models import tl_catalog
+    from phasescope.models.loading import parse_model_spec
 
     # Our copy (read by the torch-free API) is TransformerLens's own list.
     assert tl_catalog.REMOTE_CODE_PREFIXES == tuple(tl_loading.NEED_REMOTE_CODE_MODELS)
@@ -308,7 +310,7 @@ def test_recognising_and_listing_directories_does_not_import_torch(tmp_path: Pat
     (tmp_path / "checkpoint-3" / "config.json").write_text("{}")
     (tmp_path / "checkpoint-3" / "model.safetensors").write_bytes(b"")
     code = (
-        "import sys; from phasescope import hf_models as h; "
+        "import sys; from phasescope.models import hf as h; "
         f"assert h.hf_trainer_steps({str(tmp_path)!r}) == [3]; "
         f"assert h.is_hf_model_dir({str(tmp_path / 'checkpoint-3')!r}); "
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'"

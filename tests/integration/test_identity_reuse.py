@@ -16,8 +16,8 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
 
-from phasescope.client import Client
-from phasescope.store import ResultStore
+from phasescope.service.client import Client
+from phasescope.service.store import ResultStore
 from tests.integration.service import http, local_table, make_tiny_series, sorted_table
 
 MEASURES = ["entropy", "heads"]
@@ -28,7 +28,7 @@ def _rewrite_step(series: Path, step: int) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from phasescope.checkpoints import checkpoint_filename, write_series_checkpoint
+    from phasescope.models.series import checkpoint_filename, write_series_checkpoint
 
     state = load_file(str(series / checkpoint_filename(step)))
     torch.manual_seed(123)
@@ -65,7 +65,7 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
 
 def test_identity_follows_the_files_and_refuses_links_out_of_the_roots(data_dir, tmp_path):
     from phasescope.errors import PathNotAllowed
-    from phasescope.identity import weights_identity
+    from phasescope.models.identity import weights_identity
 
     series = data_dir / "models" / "tiny"
     steps = make_tiny_series(series, 2)
@@ -88,8 +88,8 @@ def test_identity_follows_the_files_and_refuses_links_out_of_the_roots(data_dir,
 
 
 def test_every_measure_parameter_belongs_to_a_measure():
-    from phasescope.reuse import MEASURE_PARAMS
     from phasescope.schemas import MEASURE_NAMES, MeasureParams
+    from phasescope.service.reuse import MEASURE_PARAMS
 
     assert set(MEASURE_PARAMS) == set(MEASURE_NAMES)
     named = {p for params in MEASURE_PARAMS.values() for p in params}
@@ -145,7 +145,7 @@ def test_new_weights_give_a_new_analysis_and_the_old_one_stays(
         pd.testing.assert_frame_equal(sorted_table(api.results(old["id"])), sorted_table(old_table))
 
         # A zoo series retrained in place: its manifest changes, so every step is new.
-        from phasescope.checkpoints import read_manifest, write_manifest
+        from phasescope.models.series import read_manifest, write_manifest
 
         zoo_dir = data_dir / "zoo" / "induction-2l"
         make_tiny_series(zoo_dir, 2)
@@ -249,6 +249,7 @@ def test_a_hub_branch_moved_to_new_weights_is_a_new_analysis(start_stack, tmp_pa
         "vocab_size": 16,
         "n_positions": 16,
     }
+
     def push(branch: str, seed: int) -> None:
         """A whole tiny GPT-2 (random init, ``seed``) as the branch's files: loadable by workers."""
         import torch

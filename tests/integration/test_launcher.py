@@ -38,15 +38,32 @@ def _ours(data_dir: Path) -> list[psutil.Process]:
             continue
         if str(data_dir) in cmd or env.get("PHASESCOPE_DATA_DIR") == str(data_dir):
             found.append(proc)
-    return [p for p in found if p.pid != os.getpid() and p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    return [
+        p for p in found if p.pid != os.getpid() and p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    ]
 
 
 def _start(data_dir: Path, port: int) -> tuple[subprocess.Popen, str, list[str]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "phasescope", "up", "--demo", "--workers", "1", "--port", str(port),
-         "--data-dir", str(data_dir), "--no-open-browser"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "phasescope",
+            "up",
+            "--demo",
+            "--workers",
+            "1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--no-open-browser",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     lines = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -91,8 +108,11 @@ def test_up_demo_serves_the_view_and_stops_cleanly(tmp_path: Path, trained_induc
     try:
         assert again == url
         assert not any("training zoo:" in line for line in second), second
-        jobs = httpx.post(f"http://127.0.0.1:{port}/api/v1/analyses", timeout=60,
-                          json={"model": "zoo:induction-1l", "measures": ["entropy", "thermo", "spectra"]})  # fmt: skip
+        jobs = httpx.post(
+            f"http://127.0.0.1:{port}/api/v1/analyses",
+            timeout=60,
+            json={"model": "zoo:induction-1l", "measures": ["entropy", "thermo", "spectra"]},
+        )
         assert jobs.status_code in (200, 202), jobs.text  # the workers have work while they are stopped
     finally:
         tail = _stop(proc, presses=3)

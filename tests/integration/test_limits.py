@@ -70,11 +70,20 @@ def test_delete_stops_a_running_job_and_the_worker_takes_the_next(start_stack, t
     url = f"{stack.url}/api/v1/analyses"
     # Minutes of work on one thread: a 41 × 41 loss surface, then power-iteration sharpness and SGLD.
     long = {
-        "model": model, "checkpoints": steps[-1:], "measures": ["landscape", "sharpness", "llc"],
+        "model": model,
+        "checkpoints": steps[-1:],
+        "measures": ["landscape", "sharpness", "llc"],
         "inputs": {"n_prompts": 64, "seq_len": 32},
-        "params": {"heavy_prompts": 64, "landscape_points": 41, "sharpness_method": "power", "sharpness_k": 20,
-                   "hutchinson_samples": 256, "llc_chains": 16, "llc_draws": 2000},
-    }  # fmt: skip
+        "params": {
+            "heavy_prompts": 64,
+            "landscape_points": 41,
+            "sharpness_method": "power",
+            "sharpness_k": 20,
+            "hutchinson_samples": 256,
+            "llc_chains": 16,
+            "llc_draws": 2000,
+        },
+    }
     aid = http.post(url, json=long).json()["id"]
     running = wait_for(
         lambda: [
@@ -102,14 +111,19 @@ def test_delete_stops_a_running_job_and_the_worker_takes_the_next(start_stack, t
     worker = stack.workers[0]
     assert worker.process is not None and worker.process.poll() is None
     nxt = http.post(url, json={"model": model, "measures": LOOP, "checkpoints": steps[:1]}).json()["id"]
-    final = wait_for(lambda: (s := http.get(f"{url}/{nxt}").json())["status"] != "queued" and
-                     s["status"] != "running" and s, 120, "the next job")  # fmt: skip
+    final = wait_for(
+        lambda: (
+            (s := http.get(f"{url}/{nxt}").json())["status"] != "queued" and s["status"] != "running" and s
+        ),
+        120,
+        "the next job",
+    )
     assert final["status"] == "finished", (final, stack.logs())
     assert "stopped" in worker.tail(20000).lower()
 
 
 def test_embedded_redis_caps_memory_and_never_evicts(data_dir, monkeypatch):
-    from phasescope.redis_conn import EmbeddedRedis, connect
+    from phasescope.service.redis_conn import EmbeddedRedis, connect
 
     monkeypatch.setenv("PHASESCOPE_REDIS_MAXMEMORY_MIB", "16")
     get_settings.cache_clear()
@@ -130,9 +144,9 @@ def test_embedded_redis_caps_memory_and_never_evicts(data_dir, monkeypatch):
 
 
 def _analysis(store, aid_seed: int, *, finished_days_ago: float | None, created_days_ago: float) -> str:
-    """An analysis recorded the way phasescope.jobs records one, finished or not, with chosen ages."""
+    """An analysis recorded the way phasescope.service.queue records one, finished or not, with chosen ages."""
+    from phasescope.measures.tables import tidy
     from phasescope.schemas import AnalysisRequest, analysis_id
-    from phasescope.tables import tidy
 
     request = AnalysisRequest(model="tiny", measures=["loss"], checkpoints=[aid_seed])
     aid = analysis_id(request)
@@ -147,8 +161,8 @@ def _analysis(store, aid_seed: int, *, finished_days_ago: float | None, created_
 def test_gc_deletes_old_finished_and_stale_keeps_new_and_live(data_dir, redis_server):
     from rq import Queue
 
-    from phasescope.jobs import RUN_JOB, job_id
-    from phasescope.store import ResultStore
+    from phasescope.service.queue import RUN_JOB, job_id
+    from phasescope.service.store import ResultStore
 
     store = ResultStore(data_dir / "results")
     old = _analysis(store, 1, finished_days_ago=40, created_days_ago=41)
@@ -168,12 +182,23 @@ def test_gc_deletes_old_finished_and_stale_keeps_new_and_live(data_dir, redis_se
     (used := cache / f"{'b' * 24}.parquet").write_bytes(b"new")
     os.utime(unused, (time.time() - 40 * 86400, time.time() - 40 * 86400))
 
-    env = {**os.environ, "PHASESCOPE_DATA_DIR": str(data_dir), "REDIS_URL": redis_server.url,
-           "PHASESCOPE_RETENTION_DAYS": "30", "PYTHONPATH": str(REPO)}  # fmt: skip
+    env = {
+        **os.environ,
+        "PHASESCOPE_DATA_DIR": str(data_dir),
+        "REDIS_URL": redis_server.url,
+        "PHASESCOPE_RETENTION_DAYS": "30",
+        "PYTHONPATH": str(REPO),
+    }
 
     def gc(*args: str) -> str:
-        out = subprocess.run([sys.executable, "-m", "phasescope", "gc", *args], env=env, cwd=REPO,
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "phasescope", "gc", *args],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0, out.stderr
         return out.stdout
 
@@ -191,15 +216,15 @@ def test_gc_deletes_old_finished_and_stale_keeps_new_and_live(data_dir, redis_se
     assert not orphan.exists() and not unused.exists() and used.is_file()
     assert conn.exists(f"rq:job:{job_id(live, 3)}") and not conn.exists(f"rq:job:{gone.id}")
     assert queue.count == 1
-    from phasescope.gc import collect
+    from phasescope.service.gc import collect
 
     assert not collect(store, conn, get_settings()).lines()  # nothing left to collect
     conn.close()
 
 
 def test_gc_without_redis_keeps_every_unfinished_analysis(data_dir):
-    from phasescope.gc import collect, delete
-    from phasescope.store import ResultStore
+    from phasescope.service.gc import collect, delete
+    from phasescope.service.store import ResultStore
 
     store = ResultStore(data_dir / "results")
     old = _analysis(store, 1, finished_days_ago=40, created_days_ago=41)

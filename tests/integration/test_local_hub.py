@@ -28,8 +28,10 @@ CRFM = "stanford-crfm/alias-gpt2-small-x21"  # a name TransformerLens lists, wit
 OLMO_STYLE = "example-org/olmo-style-run"
 LLM360_STYLE = "example-org/amber-style-run"
 OLMO_BRANCHES = {
-    "stage1-step0-tokens0B": 0, "stage1-step1000-tokens4B": 1000, "stage1-step2000-tokens8B": 2000,
-}  # fmt: skip
+    "stage1-step0-tokens0B": 0,
+    "stage1-step1000-tokens4B": 1000,
+    "stage1-step2000-tokens8B": 2000,
+}
 
 
 def _tokenizer() -> Any:
@@ -92,23 +94,47 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
     tokenizer = _tokenizer()
     # Pythia-14m's own config (its config.json on the hub): only the weights are random.
     pythia = GPTNeoXConfig(
-        vocab_size=50304, hidden_size=128, num_hidden_layers=6, num_attention_heads=4, intermediate_size=512,
-        rotary_pct=0.25, rotary_emb_base=10000, use_parallel_residual=True, max_position_embeddings=2048,
-        layer_norm_eps=1e-5, hidden_act="gelu", bos_token_id=0, eos_token_id=0, tie_word_embeddings=False,
-    )  # fmt: skip
+        vocab_size=50304,
+        hidden_size=128,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        intermediate_size=512,
+        rotary_pct=0.25,
+        rotary_emb_base=10000,
+        use_parallel_residual=True,
+        max_position_embeddings=2048,
+        layer_norm_eps=1e-5,
+        hidden_act="gelu",
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=False,
+    )
     _write_revisions(
         root / PYTHIA, pythia, GPTNeoXForCausalLM, ["step0", "step1000", "main"], tokenizer, ("step1000",)
     )
     # CRFM's config.json keeps GPT-2's old n_ctx field, which TransformerLens reads.
     gpt2 = GPT2Config(
-        n_layer=2, n_embd=64, n_head=4, n_positions=128, n_ctx=128, vocab_size=len(tokenizer), bos_token_id=0,
+        n_layer=2,
+        n_embd=64,
+        n_head=4,
+        n_positions=128,
+        n_ctx=128,
+        vocab_size=len(tokenizer),
+        bos_token_id=0,
         eos_token_id=0,
-    )  # fmt: skip
+    )
     _write_revisions(root / CRFM, gpt2, GPT2LMHeadModel, ["checkpoint-0", "checkpoint-10", "main"], tokenizer)
     llama = LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-        vocab_size=len(tokenizer), max_position_embeddings=128, bos_token_id=0, eos_token_id=0,
-    )  # fmt: skip
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=128,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     # A stage-2 branch restarts its step count: the rule leaves it out.
     olmo_branches = [*OLMO_BRANCHES, "stage2-ingredient1-step1000-tokens5B", "main"]
     _write_revisions(root / OLMO_STYLE, llama, LlamaForCausalLM, olmo_branches, tokenizer)
@@ -145,8 +171,8 @@ def _run(script: str, env: dict[str, str], timeout: float = 600) -> Any:
 _LOAD_SCRIPT = """
 import json, sys, torch
 from safetensors.torch import load_file
-from phasescope.hub import revision_identity
-from phasescope.models import list_checkpoints, load_model
+from phasescope.models.hub import revision_identity
+from phasescope.models.loading import list_checkpoints, load_model
 
 root = {root!r}
 only_pythia = {only_pythia!r}
@@ -183,7 +209,7 @@ for spec, step, folder, embed, other in cases[:2] if only_pythia else cases:
     out["weights"][f"{{spec}}@{{step}}"]["other_steps_differ"] = not same(loaded.model.W_E, main[embed])
 # What a worker does once the step is measured: the revision leaves the cache.
 from huggingface_hub import scan_cache_dir
-from phasescope.hub import release_checkpoint
+from phasescope.models.hub import release_checkpoint
 
 def cached(repo):
     return sorted(r.commit_hash for c in scan_cache_dir().repos if c.repo_id == repo for r in c.revisions
@@ -333,8 +359,8 @@ def test_pickled_models_refused_in_worker_path(monkeypatch: pytest.MonkeyPatch, 
     """load_tl_pretrained (what a worker calls) refuses NeelNanda .pth models unless the setting allows them."""
     from phasescope.config import Settings, get_settings
     from phasescope.errors import ModelLoadError
-    from phasescope.hf_models import load_tl_pretrained
-    from phasescope.models import parse_model_spec
+    from phasescope.models.hf import load_tl_pretrained
+    from phasescope.models.loading import parse_model_spec
 
     monkeypatch.setenv("PHASESCOPE_DATA_DIR", str(tmp_path))
     monkeypatch.delenv("PHASESCOPE_ALLOW_PICKLED_CHECKPOINTS", raising=False)
@@ -356,7 +382,7 @@ def test_pickled_models_refused_in_worker_path(monkeypatch: pytest.MonkeyPatch, 
 _SILENT_SCRIPT = """
 import json, time
 from phasescope.errors import HubUnavailable
-from phasescope.hub import revision_identity
+from phasescope.models.hub import revision_identity
 t = time.monotonic()
 try:
     revision_identity("hub:example-org/silent", [0])
@@ -407,7 +433,7 @@ def test_hub_failures_are_bounded_and_remembered(
 
 _EVICTED_SCRIPT = """
 import json
-from phasescope.hub import checkpoint_revision, load_from_snapshot, release_checkpoint
+from phasescope.models.hub import checkpoint_revision, load_from_snapshot, release_checkpoint
 
 spec = "hub:{olmo}"
 repo, _, commit = checkpoint_revision(spec, 1000)

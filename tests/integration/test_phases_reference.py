@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from phasescope.checkpoints import read_manifest
 from phasescope.config import get_settings
 from phasescope.measures.loss import token_losses
 from phasescope.measures.sharpness import hessian_operator, lanczos_top
-from phasescope.models import ModelCache
-from phasescope.phases import detect_transitions
+from phasescope.models.loading import ModelCache
+from phasescope.models.series import read_manifest
+from phasescope.phases.detect import detect_transitions
 from phasescope.zoo import eval_batch, train_series
 
 pytestmark = pytest.mark.slow

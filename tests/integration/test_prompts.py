@@ -1,7 +1,7 @@
 """Text prompts framed the way each family expects, and the raw windows kept as an option.
 
 Tiny random-init Hugging Face models (the builders of test_hf_models.py), saved with a word-level
-tokenizer built in the test, loaded offline through ``phasescope.models.load_model``.
+tokenizer built in the test, loaded offline through ``phasescope.models.loading.load_model``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from phasescope.analysis import build_batch, measure_checkpoint
-from phasescope.models import LoadedModel, load_model
+from phasescope.analysis.run import build_batch, measure_checkpoint
+from phasescope.models.loading import LoadedModel, load_model
 from phasescope.schemas import AnalysisRequest, InputSpec, analysis_id
 from tests.conftest import tiny_series
 from tests.integration.test_hf_models import (

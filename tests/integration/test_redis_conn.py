@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from phasescope.config import get_settings
-from phasescope.redis_conn import EmbeddedRedis, connect, redis_url
+from phasescope.service.redis_conn import EmbeddedRedis, connect, redis_url
 
 
 def _alive(pid: int) -> bool:
@@ -26,7 +26,7 @@ def test_embedded_server_persists_and_stops_cleanly(data_dir):
     server = EmbeddedRedis(settings.redis_dir)
     pid = int((settings.redis_dir / "redis.pid").read_text())
     # Another process finds the same server through the data directory.
-    code = "from phasescope.redis_conn import connect; print(connect(start=False).get('k').decode())"
+    code = "from phasescope.service.redis_conn import connect; print(connect(start=False).get('k').decode())"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True
     )
@@ -45,6 +45,7 @@ def test_embedded_server_persists_and_stops_cleanly(data_dir):
 
 def test_process_that_started_it_stops_it_at_exit(data_dir):
     subprocess.run(
-        [sys.executable, "-c", "from phasescope.redis_conn import connect; connect().ping()"], check=True
+        [sys.executable, "-c", "from phasescope.service.redis_conn import connect; connect().ping()"],
+        check=True,
     )
     assert not EmbeddedRedis(get_settings().redis_dir).ping()

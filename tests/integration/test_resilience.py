@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import redis
 
-from phasescope.client import Client
+from phasescope.service.client import Client
 from tests.integration.service import http, make_tiny_series, wait_for
 
 MEASURES = ["entropy", "heads", "loss", "spectra"]
@@ -28,7 +28,7 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _assert_same_as_local(remote: pd.DataFrame, model: str, steps: list[int]) -> None:
-    from phasescope.analysis import run_local
+    from phasescope.analysis.run import run_local
     from phasescope.schemas import InputSpec, MeasureParams
 
     local, _ = run_local(model, steps, MEASURES, InputSpec(**INPUTS), MeasureParams())

@@ -17,11 +17,11 @@ import pandas as pd
 import psutil
 import pytest
 
-from phasescope.client import Client
 from phasescope.config import get_settings
 from phasescope.errors import ServiceUnavailable
-from phasescope.launcher import Launcher
-from phasescope.supervisor import Child, ChildGaveUp, RestartPolicy, Supervisor, read_state
+from phasescope.service.client import Client
+from phasescope.service.launcher import Launcher
+from phasescope.service.supervisor import Child, ChildGaveUp, RestartPolicy, Supervisor, read_state
 from tests.integration.conftest import FAST
 from tests.integration.service import REPO, free_port, http, make_tiny_series, wait_for
 
@@ -49,9 +49,9 @@ def _clean_run(tmp_path: Path, steps: list[int]) -> pd.DataFrame:
     """The same sweep with no service at all, as stored (float32 Parquet), on one thread like a worker."""
     import torch
 
-    from phasescope.analysis import run_local
+    from phasescope.analysis.run import run_local
     from phasescope.schemas import InputSpec
-    from phasescope.store import table_to_parquet_bytes
+    from phasescope.service.store import table_to_parquet_bytes
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -75,10 +75,24 @@ def test_sweep_survives_killed_worker_and_killed_redis_under_phasescope_up(
     out = tmp_path / "up.log"
     with open(out, "wb") as fh:
         up = subprocess.Popen(
-            [sys.executable, "-m", "phasescope", "up", "--workers", "2", "--port", str(port),
-             "--data-dir", str(data_dir), "--no-open-browser"],
-            stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "phasescope",
+                "up",
+                "--workers",
+                "2",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                "--no-open-browser",
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
     try:
         # Ready once the launcher supervises the API too (it does so after the API first answers).
         wait_for(lambda: "api" in _children(url), 240, "phasescope up")
@@ -164,8 +178,9 @@ def _crash(log: Path, code: int) -> subprocess.Popen:
     with open(log, "ab") as fh:
         return subprocess.Popen(
             [sys.executable, "-c", f"print('cannot start: bad setting'); raise SystemExit({code})"],
-            stdout=fh, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def test_a_child_that_keeps_dying_is_given_up_with_the_reason(tmp_path: Path) -> None:
@@ -215,9 +230,11 @@ def test_a_part_measured_while_redis_is_down_is_written_then_reported(start_stac
     stack = start_stack(workers=1)
     with Client(stack.url) as api:
         aid = api.submit(
-            "medium", measures=["entropy", "heads", "loss", "spectra"], inputs={"n_prompts": 24, "seq_len": 128},
+            "medium",
+            measures=["entropy", "heads", "loss", "spectra"],
+            inputs={"n_prompts": 24, "seq_len": 128},
             checkpoints=[steps[-1]],
-        )["id"]  # fmt: skip
+        )["id"]
         wait_for(
             lambda: [r for r in api.status(aid)["progress"]["running"] if r.get("stage") == "measuring"],
             120,
@@ -276,7 +293,7 @@ def test_launcher_gives_up_on_a_worker_that_keeps_dying_and_stops_everything(
     assert state["redis"]["state"] == "running" and state["redis"]["restarts"] == 0
     assert len(killed) == 3 and all(p.returncode == -signal.SIGKILL for p in killed)  # all reaped
     assert sum("restarting in" in line for line in said) == 2
-    from phasescope.redis_conn import EmbeddedRedis
+    from phasescope.service.redis_conn import EmbeddedRedis
 
     assert not EmbeddedRedis(data_dir / "redis").ping()  # stopped with everything else
     assert not state_file.exists()

@@ -16,8 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from phasescope.checkpoints import MANIFEST_NAME, SeriesManifest, checkpoint_filename, read_manifest
 from phasescope.config import Settings
+from phasescope.models.series import MANIFEST_NAME, SeriesManifest, checkpoint_filename, read_manifest
 from phasescope.zoo import ZOO, eval_batch, is_trained, train_series, zoo_series_dir
 from phasescope.zoo.grokking import answer_logits
 
@@ -209,11 +209,15 @@ def test_a_complete_series_is_not_retrained(induction_1l: tuple[Path, SeriesMani
 def test_same_seed_same_weights(tmp_path: Path) -> None:
     for name, steps in (("induction-2l", 30), ("grokking-p59", 5)):
         spec = ZOO[name]
-        runs = [spec.train(tmp_path / f"{name}-{i}-{seed}", seed=seed, progress=False, max_steps=steps)
-                for i, seed in ((0, 0), (1, 0), (2, 1))]  # fmt: skip
+        runs = [
+            spec.train(tmp_path / f"{name}-{i}-{seed}", seed=seed, progress=False, max_steps=steps)
+            for i, seed in ((0, 0), (1, 0), (2, 1))
+        ]
         assert runs[0].steps[-1] == steps and runs[0].history == runs[1].history
-        weights = [load_file(str(tmp_path / f"{name}-{i}-{seed}" / checkpoint_filename(steps)))
-                   for i, seed in ((0, 0), (1, 0), (2, 1))]  # fmt: skip
+        weights = [
+            load_file(str(tmp_path / f"{name}-{i}-{seed}" / checkpoint_filename(steps)))
+            for i, seed in ((0, 0), (1, 0), (2, 1))
+        ]
         assert weights[0].keys() == weights[1].keys()
         assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
         assert not torch.equal(weights[0]["embed.W_E"], weights[2]["embed.W_E"])
@@ -266,9 +270,9 @@ def test_grokking_findings_name_memorisation_then_generalisation(
     grokking: tuple[Path, SeriesManifest], zoo_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The whole chain on the real series: loss measure on every checkpoint, then the findings."""
-    from phasescope.analysis import run_local
+    from phasescope.analysis.run import run_local
     from phasescope.config import get_settings
-    from phasescope.findings import find_transitions
+    from phasescope.phases.findings import find_transitions
     from phasescope.schemas import InputSpec
 
     path, manifest = grokking

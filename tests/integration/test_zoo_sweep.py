@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from phasescope.client import Client
+from phasescope.service.client import Client
 
 pytestmark = pytest.mark.slow
 

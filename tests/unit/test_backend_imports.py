@@ -9,17 +9,17 @@ import sys
 
 def test_backend_and_client_do_not_import_torch() -> None:
     code = (
-        "import sys; from backend.main import create_app; import phasescope.client, phasescope.jobs;"
+        "import sys; from backend.main import create_app; import phasescope.service.client, phasescope.service.queue;"
         "create_app().openapi();"
         # tl: models are validated and their checkpoints listed from the catalog, without torch.
-        "from phasescope.models import list_checkpoints, parse_model_spec;"
+        "from phasescope.models.loading import list_checkpoints, parse_model_spec;"
         "from backend.routes.models import tl_model_names;"
         "assert parse_model_spec('tl:pythia-70m').name == 'pythia-70m';"
         "assert len(list_checkpoints('tl:pythia-70m')) == 154 and list_checkpoints('tl:gpt2') == [0];"
         "assert 'gpt2' in tl_model_names();"
         # hub: models too: parsing, and a (refused, here) hub call for their branches and commits.
         "assert parse_model_spec('hub:org/run').kind == 'hub';"
-        "import contextlib; from phasescope.errors import HubUnavailable; from phasescope.hub import revision_identity\n"
+        "import contextlib; from phasescope.errors import HubUnavailable; from phasescope.models.hub import revision_identity\n"
         "with contextlib.suppress(HubUnavailable):\n    revision_identity('hub:org/run', [0])\n"
         "print('torch' in sys.modules, 'transformer_lens' in sys.modules)"
     )

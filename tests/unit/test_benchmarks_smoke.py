@@ -79,8 +79,16 @@ def test_a_partial_run_replaces_only_its_own_sections() -> None:
         return [Row(name, "case", variant, 1.0, 1.0, 1, 1.0, "itself")]
 
     intro = "# Benchmarks\n\nHand-written introduction.\n"
-    first = merge(intro, render({"activations": rows("activations", "old A"), "landscape": rows("landscape", "old L")},
-                                {"cpu": "x"}, "cmd 1", {}, 1.0))
+    first = merge(
+        intro,
+        render(
+            {"activations": rows("activations", "old A"), "landscape": rows("landscape", "old L")},
+            {"cpu": "x"},
+            "cmd 1",
+            {},
+            1.0,
+        ),
+    )
     assert first.startswith(intro.rstrip()) and MARKER in first
     second = merge(first, render({"landscape": rows("landscape", "new L")}, {"cpu": "x"}, "cmd 2", {}, 1.0))
     assert "old A" in second and "new L" in second and "old L" not in second
@@ -90,5 +98,8 @@ def test_a_partial_run_replaces_only_its_own_sections() -> None:
     assert "old A" in third and "Not run" not in third
     fourth = merge(third, render({"activations": rows("activations", "gpu A")}, {}, "cmd 4", {}, 1.0, "cuda"))
     assert "old A" in fourth and "gpu A" in fourth
-    assert fourth.index(title("activations")) < fourth.index(title("activations", "cuda")) < fourth.index(
-        title("landscape"))
+    assert (
+        fourth.index(title("activations"))
+        < fourth.index(title("activations", "cuda"))
+        < fourth.index(title("landscape"))
+    )

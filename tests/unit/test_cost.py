@@ -7,9 +7,9 @@ import typing
 import pytest
 
 from phasescope.config import get_settings
-from phasescope.cost import DRIVERS, FREE, MEASURE_UNITS, check_request, estimate, job_timeout_s
 from phasescope.errors import InvalidRequest
 from phasescope.schemas import MEASURE_NAMES, AnalysisRequest, InputSpec, MeasureParams
+from phasescope.service.cost import DRIVERS, FREE, MEASURE_UNITS, check_request, estimate, job_timeout_s
 
 # Requests the fields are raised from: every measure, defaults; and one where every size binds
 # (more prompts than heavy_prompts, so that raising heavy_prompts changes what runs).
@@ -121,9 +121,11 @@ def test_formulas_at_the_documented_points():
     assert default.by_measure == {"forward": 1.0, "entropy": 0.5}
     # The landscape grid: points^dims forward passes on min(heavy_prompts, P) prompts.
     grid = AnalysisRequest(
-        model="tiny", measures=["landscape"], inputs={"n_prompts": 32, "seq_len": 128},
+        model="tiny",
+        measures=["landscape"],
+        inputs={"n_prompts": 32, "seq_len": 128},
         params={"landscape_points": 21, "landscape_dims": 2, "heavy_prompts": 8},
-    )  # fmt: skip
+    )
     assert estimate(grid).by_measure["landscape"] == pytest.approx(21**2 * 8 * 128 / 1024)
     # LLC: one initial loss plus chains × draws SGLD steps of three forward passes each.
     llc = AnalysisRequest(model="tiny", measures=["llc"], params={"llc_chains": 2, "llc_draws": 50})
@@ -149,15 +151,25 @@ def test_job_timeout_grows_with_the_work_and_is_capped(monkeypatch):
     ("body", "field"),
     [
         ({"measures": ["llc"], "params": {"llc_chains": 16, "llc_draws": 2000}}, "params.llc_draws"),
-        ({"measures": ["landscape"], "params": {"landscape_points": 41}, "inputs": {"n_prompts": 64}},
-         "params.landscape_points"),
-        ({"measures": ["thermo"], "inputs": {"n_prompts": 256}, "params": {"n_beta": 101}}, "inputs.n_prompts"),
+        (
+            {"measures": ["landscape"], "params": {"landscape_points": 41}, "inputs": {"n_prompts": 64}},
+            "params.landscape_points",
+        ),
+        (
+            {"measures": ["thermo"], "inputs": {"n_prompts": 256}, "params": {"n_beta": 101}},
+            "inputs.n_prompts",
+        ),
         ({"measures": ["spectra"], "inputs": {"n_prompts": 256, "seq_len": 1024}}, "inputs.seq_len"),
-        ({"measures": ["sharpness"], "params": {"sharpness_method": "power", "sharpness_k": 20,
-                                                "hutchinson_samples": 256}}, "params.sharpness_k"),
+        (
+            {
+                "measures": ["sharpness"],
+                "params": {"sharpness_method": "power", "sharpness_k": 20, "hutchinson_samples": 256},
+            },
+            "params.sharpness_k",
+        ),
         ({"measures": ["llc", "loss"]}, "measures"),
     ],
-)  # fmt: skip
+)
 def test_over_the_job_ceiling_names_the_dominant_parameter(monkeypatch, body, field):
     monkeypatch.setenv("PHASESCOPE_MAX_JOB_UNITS", "50")
     get_settings.cache_clear()

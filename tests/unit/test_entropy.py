@@ -9,7 +9,7 @@ import torch
 
 from phasescope.errors import MeasureError
 from phasescope.measures.entropy import HOPFIELD_REGIMES, entropy_table, row_entropy
-from phasescope.tables import BASE_COLUMNS
+from phasescope.measures.tables import BASE_COLUMNS
 
 
 def _gen(seed: int) -> torch.Generator:

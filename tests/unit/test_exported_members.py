@@ -34,8 +34,10 @@ def test_all_is_sorted_and_complete(name: str) -> None:
     for item in exported:
         assert hasattr(module, item), f"{name}.__all__ names missing {item}"
     public = {
-        n for n, obj in vars(module).items()
-        if not n.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
+        n
+        for n, obj in vars(module).items()
+        if not n.startswith("_")
+        and (inspect.isfunction(obj) or inspect.isclass(obj))
         and getattr(obj, "__module__", None) == name
     }
     if name == "phasescope.cli" or name.startswith("backend.routes."):

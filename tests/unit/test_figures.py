@@ -19,17 +19,23 @@ STEPS = [0, 25, 50, 100, 200, 400, 500, 600, 800, 1000]
 
 
 def _heads(steps: list[int] = STEPS, n_layers: int = 2, n_heads: int = 4) -> pd.DataFrame:
-    rows = [(s, layer, head, 0.05 + 0.7 * (s > 450) * (layer == 1)) for s in steps
-            for layer in range(n_layers) for head in range(n_heads)]  # fmt: skip
+    rows = [
+        (s, layer, head, 0.05 + 0.7 * (s > 450) * (layer == 1))
+        for s in steps
+        for layer in range(n_layers)
+        for head in range(n_heads)
+    ]
     return pd.DataFrame(rows, columns=["checkpoint", "layer", "head", "value"])
 
 
 def _loss(steps: list[int] = STEPS) -> pd.DataFrame:
     values = [4.1 if s < 450 else 0.7 for s in steps]
-    return pd.concat([
-        pd.DataFrame({"checkpoint": steps, "quantity": "loss", "value": values}),
-        pd.DataFrame({"checkpoint": steps, "quantity": "loss_se", "value": 0.05}),
-    ])  # fmt: skip
+    return pd.concat(
+        [
+            pd.DataFrame({"checkpoint": steps, "quantity": "loss", "value": values}),
+            pd.DataFrame({"checkpoint": steps, "quantity": "loss_se", "value": 0.05}),
+        ]
+    )
 
 
 def test_overview_has_loss_above_heatmap_and_marks_the_transition() -> None:
@@ -82,12 +88,21 @@ def test_thermo_marks_beta_one_and_censored_beta_star() -> None:
     for head in range(2):
         for q in ("entropy", "heat_capacity", "internal_energy", "beta_f"):
             for b in betas:
-                rows.append((0, head, b, q, float(np.exp(-np.log(b / 0.6) ** 2)) if q == "heat_capacity" else 1.0))
+                rows.append(
+                    (0, head, b, q, float(np.exp(-(np.log(b / 0.6) ** 2))) if q == "heat_capacity" else 1.0)
+                )
     sweep = pd.DataFrame(rows, columns=["layer", "head", "beta", "quantity", "value"])
-    stars = pd.DataFrame([
-        (0, 0, "beta_star", 0.6), (0, 0, "beta_star_censored", 0.0), (0, 0, "beta_star_bound", np.nan),
-        (0, 1, "beta_star", np.nan), (0, 1, "beta_star_censored", 1.0), (0, 1, "beta_star_bound", 20.0),
-    ], columns=["layer", "head", "quantity", "value"])  # fmt: skip
+    stars = pd.DataFrame(
+        [
+            (0, 0, "beta_star", 0.6),
+            (0, 0, "beta_star_censored", 0.0),
+            (0, 0, "beta_star_bound", np.nan),
+            (0, 1, "beta_star", np.nan),
+            (0, 1, "beta_star_censored", 1.0),
+            (0, 1, "beta_star_bound", 20.0),
+        ],
+        columns=["layer", "head", "quantity", "value"],
+    )
     fig = M.thermo_figure(sweep, stars, (1, 2), checkpoint=500, beta=0.5)
     hovers = " ".join(t.hovertemplate or "" for t in fig.data)
     assert "β* = 0.6" in hovers
@@ -104,15 +119,26 @@ def test_esd_has_marchenko_pastur_curve_and_alpha_error_bars() -> None:
     w = rng.normal(size=(400, 100))
     eigs = np.linalg.eigvalsh(w.T @ w / 400)
     q = 100 / 400
-    scalars = {"mp_lambda_minus": (1 - q**0.5) ** 2, "mp_lambda_plus": (1 + q**0.5) ** 2, "esd_alpha": 3.0,
-               "esd_alpha_se": 0.4}  # fmt: skip
+    scalars = {
+        "mp_lambda_minus": (1 - q**0.5) ** 2,
+        "mp_lambda_plus": (1 + q**0.5) ** 2,
+        "esd_alpha": 3.0,
+        "esd_alpha_se": 0.4,
+    }
     fig = M.esd_figure(eigs, scalars, "ESD of W")
     mp = next(t for t in fig.data if t.name == "Marchenko–Pastur")
     area = np.trapezoid(mp.y, mp.x)
     assert 0.9 < area <= 1.01  # the MP density of the matrix's own aspect ratio integrates to one
     assert "α = 3.00 ± 0.40" in fig.layout.title.text
-    alpha = pd.DataFrame({"matrix": "W_Q", "layer": 0, "checkpoint": [25, 25, 50, 50],
-                          "quantity": ["esd_alpha", "esd_alpha_se"] * 2, "value": [3, 0.4, 2.5, 0.3]})  # fmt: skip
+    alpha = pd.DataFrame(
+        {
+            "matrix": "W_Q",
+            "layer": 0,
+            "checkpoint": [25, 25, 50, 50],
+            "quantity": ["esd_alpha", "esd_alpha_se"] * 2,
+            "value": [3, 0.4, 2.5, 0.3],
+        }
+    )
     err = M.alpha_figure(alpha).data[0].error_y
     assert list(err.array) == pytest.approx([0.4, 0.3])
 

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from phasescope.inputs import repeated_random_tokens
+from phasescope.analysis.inputs import repeated_random_tokens
 from phasescope.measures.landscape import (
     batch_loss,
     filter_axis,
@@ -25,9 +25,17 @@ def tiny_model(dtype: torch.dtype = torch.float64, seed: int = 0, n_layers: int 
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     cfg = HookedTransformerConfig(
-        n_layers=n_layers, d_model=16, n_heads=2, d_head=4, n_ctx=8, d_vocab=12,
-        attn_only=True, normalization_type=None, seed=seed, dtype=dtype,
-    )  # fmt: skip
+        n_layers=n_layers,
+        d_model=16,
+        n_heads=2,
+        d_head=4,
+        n_ctx=8,
+        d_vocab=12,
+        attn_only=True,
+        normalization_type=None,
+        seed=seed,
+        dtype=dtype,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return HookedTransformer(cfg).eval()

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
+from phasescope.analysis.inputs import repeated_random_tokens
 from phasescope.errors import MeasureError
-from phasescope.inputs import repeated_random_tokens
 from phasescope.measures.landscape import batch_loss, model_params
 from phasescope.measures.llc import batch_item_loss, estimate_llc, llc_table
 from tests.unit.test_landscape import tiny_model

@@ -9,7 +9,7 @@ import pytest
 
 from phasescope.config import get_settings
 from phasescope.errors import ModelNotFound, PathNotAllowed
-from phasescope.models import list_checkpoints, parse_model_spec, resolve_local_path
+from phasescope.models.loading import list_checkpoints, parse_model_spec, resolve_local_path
 from tests.conftest import tiny_series
 
 

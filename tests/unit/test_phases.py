@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from phasescope.phase_summary import co_moving, summarise
-from phasescope.phases import Transition, detect_transitions
+from phasescope.phases.describe import co_moving, summarise
+from phasescope.phases.detect import Transition, detect_transitions
 
 STEPS = np.arange(0, 1001, 25)
 INTERVAL = 25
@@ -27,9 +27,16 @@ def frame(
     quantity: str, values: np.ndarray, layer: int | None = None, head: int | None = None, **extra
 ) -> pd.DataFrame:  # noqa: ANN003
     return pd.DataFrame(
-        {"measure": "synthetic", "checkpoint": STEPS, "layer": layer, "head": head, "quantity": quantity,
-         "value": values, **extra}
-    ).astype({"layer": "Int64", "head": "Int64"})  # fmt: skip
+        {
+            "measure": "synthetic",
+            "checkpoint": STEPS,
+            "layer": layer,
+            "head": head,
+            "quantity": quantity,
+            "value": values,
+            **extra,
+        }
+    ).astype({"layer": "Int64", "head": "Int64"})
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -117,9 +124,11 @@ def test_prompt_bootstrap_and_seed_spread() -> None:
         detect_transitions(table, per_prompt=per_prompt[:-1])
 
     seeds = pd.concat(
-        [frame("loss", sigmoid(mid, 0.08, 4.1, 0.7) + rng.normal(0, 0.03, len(STEPS)), seed=s)
-         for s, mid in enumerate([460.0, 480.0, 500.0])]
-    )  # fmt: skip
+        [
+            frame("loss", sigmoid(mid, 0.08, 4.1, 0.7) + rng.normal(0, 0.03, len(STEPS)), seed=s)
+            for s, mid in enumerate([460.0, 480.0, 500.0])
+        ]
+    )
     (t,) = detect_transitions(seeds)
     assert t.uncertainty_method == "seed spread (n=3)" and abs(t.step - 480) <= INTERVAL
     assert t.uncertainty == pytest.approx(20, rel=0.35)
@@ -146,7 +155,7 @@ def test_bad_tables_are_refused() -> None:
 
 def test_transition_fields_and_no_torch_import() -> None:
     assert "uncertainty" in Transition.__dataclass_fields__
-    code = "import sys, phasescope.phases; assert 'torch' not in sys.modules"
+    code = "import sys, phasescope.phases.detect; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -159,7 +168,9 @@ def test_reported_levels_stay_inside_the_measured_range() -> None:
     # Test loss: rises while the training set is memorised, then collapses to ~0 at generalisation.
     loss = sigmoid(100, 0.3, 4.0, 12.0) + sigmoid(650, 0.05, 0.0, -12.0) + rng.normal(0, 0.05, len(STEPS))
     loss = np.maximum(loss, 1e-4)
-    found = detect_transitions(pd.concat([frame("accuracy_test", accuracy), frame("loss_test", loss)]), n_boot=10)
+    found = detect_transitions(
+        pd.concat([frame("accuracy_test", accuracy), frame("loss_test", loss)]), n_boot=10
+    )
     acc = next(t for t in found if t.quantity == "accuracy_test")
     test_loss = next(t for t in found if t.quantity == "loss_test" and t.size < 0)
     assert 500 <= acc.step <= 700 and 550 <= test_loss.step <= 750
@@ -173,18 +184,22 @@ def test_reported_levels_stay_inside_the_measured_range() -> None:
 def test_grokking_is_named_memorisation_then_generalisation() -> None:
     rng = np.random.default_rng(1)
     noise = lambda: rng.normal(0, 0.02, len(STEPS))  # noqa: E731
-    grokking = pd.concat([
-        frame("loss_train", sigmoid(100, 0.06, 4.0, 0.01) + noise()),
-        frame("accuracy_train", sigmoid(100, 0.06, 0.02, 1.0) + noise()),
-        frame("accuracy_test", sigmoid(700, 0.04, 0.05, 1.0) + noise()),
-    ])
+    grokking = pd.concat(
+        [
+            frame("loss_train", sigmoid(100, 0.06, 4.0, 0.01) + noise()),
+            frame("accuracy_train", sigmoid(100, 0.06, 0.02, 1.0) + noise()),
+            frame("accuracy_test", sigmoid(700, 0.04, 0.05, 1.0) + noise()),
+        ]
+    )
     text = summarise(detect_transitions(grokking, n_boot=10))
     assert text.index("memorisation ") < text.index("generalisation (grokking) transition "), text
     assert "train loss" in text and "test accuracy" in text
 
-    together = pd.concat([
-        frame("loss_train", sigmoid(400, 0.06, 4.0, 0.01) + noise()),
-        frame("accuracy_test", sigmoid(400, 0.06, 0.05, 1.0) + noise()),
-    ])
+    together = pd.concat(
+        [
+            frame("loss_train", sigmoid(400, 0.06, 4.0, 0.01) + noise()),
+            frame("accuracy_test", sigmoid(400, 0.06, 0.05, 1.0) + noise()),
+        ]
+    )
     text = summarise(detect_transitions(together, n_boot=10))
     assert "memorisation" not in text and "grokking" not in text and text.startswith("transition "), text

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from phasescope.inputs import repeated_random_tokens
+from phasescope.analysis.inputs import repeated_random_tokens
 from phasescope.measures.landscape import batch_loss, model_params
 from phasescope.measures.sharpness import (
     hessian_operator,
@@ -105,9 +105,13 @@ def test_table_reports_eigenvalues_trace_and_convergence(setup) -> None:  # noqa
     table = sharpness_table(model, batch, 50, k=2, n_trace=3, tol=1e-4)
     got = table.groupby("quantity").size().to_dict()
     assert got == {
-        "hessian_eigenvalue": 2, "lanczos_residual": 2, "hessian_converged": 2,
-        "hessian_trace": 1, "hessian_trace_se": 1, "n_hvp": 1,
-    }  # fmt: skip
+        "hessian_eigenvalue": 2,
+        "lanczos_residual": 2,
+        "hessian_converged": 2,
+        "hessian_trace": 1,
+        "hessian_trace_se": 1,
+        "n_hvp": 1,
+    }
     eig = table[table["quantity"] == "hessian_eigenvalue"].sort_values("index")["value"].to_numpy()
     assert eig[0] >= eig[1]
     assert table.loc[table["quantity"] == "hessian_converged", "value"].eq(1).all()

@@ -18,7 +18,7 @@ from phasescope.measures.spectra import (
     spectra_table,
     weight_matrices,
 )
-from phasescope.tables import BASE_COLUMNS
+from phasescope.measures.tables import BASE_COLUMNS
 
 F64 = torch.float64
 
@@ -282,9 +282,18 @@ def test_spectra_table_on_a_tiny_hooked_transformer():
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     cfg = HookedTransformerConfig(
-        n_layers=2, d_model=64, n_heads=4, d_head=16, d_vocab=64, n_ctx=32, attn_only=True,
-        normalization_type=None, act_fn=None, seed=0, device="cpu",
-    )  # fmt: skip
+        n_layers=2,
+        d_model=64,
+        n_heads=4,
+        d_head=16,
+        d_vocab=64,
+        n_ctx=32,
+        attn_only=True,
+        normalization_type=None,
+        act_fn=None,
+        seed=0,
+        device="cpu",
+    )
     model = HookedTransformer(cfg)
     tokens = torch.randint(0, 64, (3, 32), generator=_gen(11))
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith("hook_pattern"))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from phasescope.analysis import model_weights
+from phasescope.analysis.run import model_weights
 from phasescope.measures.powerlaw import weight_esd
 from phasescope.measures.spectra import spectra_table, weight_matrices
 
@@ -20,9 +20,17 @@ N_HEADS, N_KV, D_MODEL, D_HEAD = 4, 2, 16, 4
 def gqa_model() -> HookedTransformer:
     torch.manual_seed(0)
     cfg = HookedTransformerConfig(
-        n_layers=2, d_model=D_MODEL, n_heads=N_HEADS, d_head=D_HEAD, n_key_value_heads=N_KV, d_vocab=20,
-        n_ctx=8, attn_only=True, normalization_type=None, positional_embedding_type="rotary",
-    )  # fmt: skip
+        n_layers=2,
+        d_model=D_MODEL,
+        n_heads=N_HEADS,
+        d_head=D_HEAD,
+        n_key_value_heads=N_KV,
+        d_vocab=20,
+        n_ctx=8,
+        attn_only=True,
+        normalization_type=None,
+        positional_embedding_type="rotary",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # TransformerLens 3.9's own deprecations
         return HookedTransformer(cfg)

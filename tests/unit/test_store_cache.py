@@ -9,14 +9,21 @@ import pandas as pd
 import pytest
 
 from phasescope.errors import NotFound
-from phasescope.store import ResultStore
+from phasescope.service.store import ResultStore
 
 AID = "0123456789abcdef01234567"
 
 
 def _part(step: int, value: float) -> pd.DataFrame:
     return pd.DataFrame(
-        {"measure": ["loss"], "checkpoint": [step], "layer": [-1], "head": [-1], "quantity": ["loss"], "value": [value]}
+        {
+            "measure": ["loss"],
+            "checkpoint": [step],
+            "layer": [-1],
+            "head": [-1],
+            "quantity": ["loss"],
+            "value": [value],
+        }
     )
 
 
@@ -64,10 +71,22 @@ def test_measure_and_quantity_lookups_match_a_plain_filter(tmp_path: Path) -> No
     store = ResultStore(tmp_path)
     rows = []
     for step in (0, 10, 20):
-        for measure, quantity in (("loss", "loss"), ("heads", "induction_score"), ("heads", "prev_token_score"),
-                                  ("thermo", "entropy")):  # fmt: skip
-            rows.append({"measure": measure, "checkpoint": step, "layer": 1, "head": 0, "quantity": quantity,
-                         "value": float(step + len(quantity))})  # fmt: skip
+        for measure, quantity in (
+            ("loss", "loss"),
+            ("heads", "induction_score"),
+            ("heads", "prev_token_score"),
+            ("thermo", "entropy"),
+        ):
+            rows.append(
+                {
+                    "measure": measure,
+                    "checkpoint": step,
+                    "layer": 1,
+                    "head": 0,
+                    "quantity": quantity,
+                    "value": float(step + len(quantity)),
+                }
+            )
     table = pd.DataFrame(rows)
     for step in (0, 10):
         store.write_part(AID, step, table[table["checkpoint"] == step])
@@ -78,9 +97,17 @@ def test_measure_and_quantity_lookups_match_a_plain_filter(tmp_path: Path) -> No
             keep &= frame["measure"] == measure
         if quantity:
             keep &= frame["quantity"] == quantity
-        return sorted(map(tuple, frame[keep][["measure", "checkpoint", "quantity", "value"]].astype(str).values))
+        return sorted(
+            map(tuple, frame[keep][["measure", "checkpoint", "quantity", "value"]].astype(str).values)
+        )
 
-    cases = [("heads", None), (None, "entropy"), ("heads", "induction_score"), ("loss", "entropy"), (None, None)]
+    cases = [
+        ("heads", None),
+        (None, "entropy"),
+        ("heads", "induction_score"),
+        ("loss", "entropy"),
+        (None, None),
+    ]
     for finished in (False, True):
         if finished:
             store.write_part(AID, 20, table[table["checkpoint"] == 20])
@@ -90,7 +117,14 @@ def test_measure_and_quantity_lookups_match_a_plain_filter(tmp_path: Path) -> No
             got = store.results(AID, measure=measure, quantity=quantity)
             assert plain(got, None, None) == plain(whole, measure, quantity), (finished, measure, quantity)
     assert len(store.results(AID, measure="loss", quantity="entropy")) == 0
-    assert list(store.results(AID, measure="heads")["checkpoint"]) == [0, 0, 10, 10, 20, 20]  # table order kept
+    assert list(store.results(AID, measure="heads")["checkpoint"]) == [
+        0,
+        0,
+        10,
+        10,
+        20,
+        20,
+    ]  # table order kept
 
 
 def test_tables_over_the_row_budget_are_not_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

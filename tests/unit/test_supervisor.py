@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from phasescope.config import Settings
-from phasescope.supervisor import RestartPolicy, describe_exit, log_tail, read_state
+from phasescope.service.supervisor import RestartPolicy, describe_exit, log_tail, read_state
 
 
 def test_backoff_doubles_per_recent_exit_up_to_the_cap() -> None:

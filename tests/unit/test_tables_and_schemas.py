@@ -7,6 +7,7 @@ import torch
 from pydantic import ValidationError
 
 from phasescope.errors import CheckpointNotFound, InvalidRequest
+from phasescope.measures.tables import BASE_COLUMNS, concat_tables, tidy
 from phasescope.schemas import (
     AnalysisRequest,
     CheckpointRange,
@@ -16,14 +17,20 @@ from phasescope.schemas import (
     analysis_id,
     select_steps,
 )
-from phasescope.tables import BASE_COLUMNS, concat_tables, tidy
 
 STEPS = list(range(0, 1001, 25))
 
 
 def test_tidy_flattens_in_c_order_with_coordinates() -> None:
     values = torch.arange(12.0).reshape(2, 3, 2)
-    table = tidy("thermo", "heat_capacity", values, ("layer", "head", "beta"), checkpoint=7, coords={"beta": [0.5, 2.0]})
+    table = tidy(
+        "thermo",
+        "heat_capacity",
+        values,
+        ("layer", "head", "beta"),
+        checkpoint=7,
+        coords={"beta": [0.5, 2.0]},
+    )
     assert list(table.columns[:6]) == BASE_COLUMNS
     row = table[(table["layer"] == 1) & (table["head"] == 2) & (table["beta"] == 2.0)]
     assert row["value"].item() == values[1, 2, 1].item()
@@ -32,7 +39,14 @@ def test_tidy_flattens_in_c_order_with_coordinates() -> None:
 
 def test_concat_keeps_missing_coordinates_as_na() -> None:
     a = tidy("loss", "loss", 1.5, checkpoint=3)
-    b = tidy("spectra", "esd_alpha", torch.tensor([2.5]), ("matrix",), coords={"matrix": ["W_Q"]}, fixed={"layer": 0})
+    b = tidy(
+        "spectra",
+        "esd_alpha",
+        torch.tensor([2.5]),
+        ("matrix",),
+        coords={"matrix": ["W_Q"]},
+        fixed={"layer": 0},
+    )
     both = concat_tables([a, b])
     assert both["layer"].isna().tolist() == [True, False]
     assert both["matrix"].tolist()[1] == "W_Q"
@@ -47,8 +61,12 @@ def test_tidy_rejects_wrong_dims() -> None:
 def test_same_request_same_id_regardless_of_order_and_defaults() -> None:
     a = AnalysisRequest(model="zoo:induction-2l", measures=["thermo", "entropy"])
     b = AnalysisRequest.model_validate(
-        {"model": "zoo:induction-2l", "measures": ["entropy", "thermo", "entropy"], "checkpoints": "all",
-         "params": {"n_beta": 61}}
+        {
+            "model": "zoo:induction-2l",
+            "measures": ["entropy", "thermo", "entropy"],
+            "checkpoints": "all",
+            "params": {"n_beta": 61},
+        }
     )
     assert analysis_id(a) == analysis_id(b)
     c = AnalysisRequest(model="zoo:induction-2l", measures=["entropy"])
@@ -84,7 +102,9 @@ def test_select_steps_forms() -> None:
     log = select_steps(CheckpointSpacing(count=6, spacing="log"), STEPS)
     assert log[0] == 0 and log[-1] == 1000 and log == sorted(log)
     # Log spacing puts more checkpoints early than linear spacing does.
-    assert sum(s < 250 for s in log) > sum(s < 250 for s in select_steps(CheckpointSpacing(count=6, spacing="linear"), STEPS))
+    assert sum(s < 250 for s in log) > sum(
+        s < 250 for s in select_steps(CheckpointSpacing(count=6, spacing="linear"), STEPS)
+    )
 
 
 def test_select_steps_errors_list_choices() -> None:
@@ -103,5 +123,7 @@ def test_input_and_param_defaults_are_valid() -> None:
 
 def test_default_measures_hash_like_the_same_list_given_explicitly() -> None:
     default = AnalysisRequest(model="zoo:induction-2l")
-    explicit = AnalysisRequest(model="zoo:induction-2l", measures=["thermo", "loss", "heads", "spectra", "entropy"])
+    explicit = AnalysisRequest(
+        model="zoo:induction-2l", measures=["thermo", "loss", "heads", "spectra", "entropy"]
+    )
     assert analysis_id(default) == analysis_id(explicit)

@@ -12,8 +12,8 @@ from scipy.optimize import brentq
 from phasescope.errors import MeasureError
 from phasescope.measures import thermo
 from phasescope.measures.entropy import row_entropy
+from phasescope.measures.tables import BASE_COLUMNS
 from phasescope.measures.thermo import ROW_QUANTITIES, beta_grid, row_thermo, thermo_table
-from phasescope.tables import BASE_COLUMNS
 
 BETAS = torch.tensor([0.1, 0.3, 1.0, 3.0, 10.0], dtype=torch.float64)
 

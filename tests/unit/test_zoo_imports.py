@@ -10,20 +10,20 @@ from pathlib import Path
 # Everything the API does with a zoo model string, on a data directory where nothing is trained.
 CODE = """
 import sys
-import phasescope.zoo, phasescope.models, backend.main
+import phasescope.zoo, phasescope.models.loading, backend.main
 from fastapi.testclient import TestClient
 from phasescope.errors import ModelNotFound
 
-ref = phasescope.models.parse_model_spec("zoo:induction-2l")
+ref = phasescope.models.loading.parse_model_spec("zoo:induction-2l")
 assert ref.kind == "zoo", ref
 assert not phasescope.zoo.is_trained("induction-2l")
 spec = phasescope.zoo.get_spec("zoo:induction-2l")
 assert spec.n_layers == 2 and spec.checkpoint_steps and spec.expected_seconds > 0
 assert phasescope.zoo.zoo_series_dir("induction-2l").name == "induction-2l"
 assert sorted(phasescope.zoo.ZOO) == ["grokking-p59", "induction-1l", "induction-2l"]
-assert [m for m in phasescope.models.list_models() if m.kind == "zoo"]
+assert [m for m in phasescope.models.loading.list_models() if m.kind == "zoo"]
 try:
-    phasescope.models.list_checkpoints("zoo:induction-2l")
+    phasescope.models.loading.list_checkpoints("zoo:induction-2l")
 except ModelNotFound:
     pass
 else:

@@ -13,7 +13,7 @@ Layout, beside the analyses in the results store (``Settings.store_dir``)::
     _cache/patterns/<key>.tokens.json    its prompts' tokens
 
 The key of a measure's rows is SHA-256 (24 hex digits) over: the model string, the step, the
-checkpoint's weights identity (``phasescope.identity``), the measure's name, the request fields the
+checkpoint's weights identity (``phasescope.models.identity``), the measure's name, the request fields the
 measure reads (``MEASURE_PARAMS``), the whole ``inputs``, ``MEASURES_VERSION``, and any other top-level
 request field (a loading choice such as a dtype). A checkpoint without a weights identity is never
 cached. Files are written atomically (temporary name + rename), so a reader sees a whole table or none.
@@ -31,10 +31,10 @@ from typing import Any
 import pandas as pd
 
 from phasescope import MEASURES_VERSION
-from phasescope.checkpoints import atomic_write_bytes
+from phasescope.measures.tables import concat_tables, empty_table
+from phasescope.models.series import atomic_write_bytes
 from phasescope.schemas import MEASURE_NAMES
-from phasescope.store import read_table, table_to_parquet_bytes
-from phasescope.tables import concat_tables, empty_table
+from phasescope.service.store import read_table, table_to_parquet_bytes
 
 __all__ = ["CACHE_DIR", "MEASURE_PARAMS", "MeasureCache", "measure_keys", "patterns_key"]
 
@@ -58,7 +58,7 @@ MEASURE_PARAMS: dict[str, tuple[str, ...]] = {
     "sharpness": ("heavy_prompts", "sharpness_k", "sharpness_method", "hutchinson_samples", "landscape_seed"),
     "llc": ("heavy_prompts", "llc_chains", "llc_draws", "llc_lr", "llc_localization", "landscape_seed"),
 }
-"""The ``MeasureParams`` fields each measure reads (phasescope.analysis): only these enter its key, so
+"""The ``MeasureParams`` fields each measure reads (phasescope.analysis.run): only these enter its key, so
 changing the β grid does not invalidate the cached entropies."""
 
 # Request fields that every key names explicitly; any other top-level field enters every key.
@@ -147,7 +147,7 @@ class MeasureCache:
         return concat_tables([tables[m] for m in sorted(tables)])
 
     def save_patterns(self, key: str, patterns_file: Path, tokens_file: Path) -> None:
-        """Keep a copy of a checkpoint's pattern artefact (written by ``phasescope.patterns``)."""
+        """Keep a copy of a checkpoint's pattern artefact (written by ``phasescope.service.patterns``)."""
         directory = self.root / "patterns"
         if patterns_file.is_file():
             atomic_write_bytes(directory / f"{key}.parquet", patterns_file.read_bytes())

@@ -41,7 +41,7 @@ __all__ = [
     "remove_orphan_temp_files",
 ]
 
-log = logging.getLogger("phasescope.storage")
+log = logging.getLogger("phasescope.service.storage")
 
 # A live writer holds its temporary file for one write and one fsync, and every write() moves its
 # mtime; even a 1 GB merged result on a slow network disk takes well under a minute. A temporary

@@ -11,7 +11,7 @@ Layout under ``Settings.store_dir`` (one folder per analysis id)::
     <id>/results.parquet       all parts merged, written once every job has finished
     <id>/summary.json          per-checkpoint digest, timings, status
 
-Every file is written to a temporary name, flushed to the disk and renamed (phasescope.storage), so
+Every file is written to a temporary name, flushed to the disk and renamed (phasescope.service.storage), so
 a failed or killed job, or a power loss, never leaves a half-written result; a part and its record
 appear together or not at all. Values are stored as float32 (computed in float64).
 """
@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 
 from phasescope.errors import NotFound
+from phasescope.measures.tables import concat_tables
 from phasescope.schemas import AnalysisRequest
-from phasescope.storage import atomic_write_bytes
-from phasescope.tables import concat_tables
+from phasescope.service.storage import atomic_write_bytes
 
 __all__ = ["PART_META_KEY", "ResultStore", "read_table", "table_to_parquet_bytes", "write_local_result"]
 
@@ -243,11 +243,16 @@ class ResultStore:
                 if value is not None and len(table):
                     table = table[table[column] == value]
             return table
-        table, groups = self._finished((aid, stat.st_ino, stat.st_mtime_ns, stat.st_size), d / "results.parquet")
+        table, groups = self._finished(
+            (aid, stat.st_ino, stat.st_mtime_ns, stat.st_size), d / "results.parquet"
+        )
         if measure is None and quantity is None:
             return table
-        rows = [idx for (m, q), idx in groups.items()
-                if (measure is None or m == measure) and (quantity is None or q == quantity)]  # fmt: skip
+        rows = [
+            idx
+            for (m, q), idx in groups.items()
+            if (measure is None or m == measure) and (quantity is None or q == quantity)
+        ]
         return table.iloc[np.sort(np.concatenate(rows))] if rows else table.iloc[:0]
 
     def _finished(self, key: tuple, path: Path) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
@@ -258,7 +263,9 @@ class ResultStore:
                 self._tables.move_to_end(key)
                 return hit
         table = read_table(path)
-        groups = table.groupby(["measure", "quantity"], observed=True, sort=False).indices if len(table) else {}
+        groups = (
+            table.groupby(["measure", "quantity"], observed=True, sort=False).indices if len(table) else {}
+        )
         entry = (table, {(str(m), str(q)): idx for (m, q), idx in groups.items()})
         if len(table) <= self.CACHED_ROWS:
             with self._lock:

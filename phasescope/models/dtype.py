@@ -29,7 +29,7 @@ from phasescope.errors import ModelLoadError, PathNotAllowed
 if TYPE_CHECKING:
     import torch
 
-    from phasescope.models import ModelRef
+    from phasescope.models.loading import ModelRef
 
 __all__ = ["LOAD_DTYPES", "LoadDtype", "count_parameters", "resolve_load_dtype", "torch_dtype"]
 
@@ -87,7 +87,7 @@ def count_parameters(ref: ModelRef, step: int, settings: Settings | None = None)
     """
     settings = settings or get_settings()
     if ref.kind in ("zoo", "series"):
-        from phasescope.checkpoints import read_manifest
+        from phasescope.models.series import read_manifest
 
         assert ref.path is not None
         return _tl_config_params(read_manifest(ref.path).config)
@@ -95,7 +95,7 @@ def count_parameters(ref: ModelRef, step: int, settings: Settings | None = None)
         assert ref.path is not None
         directory = ref.path
         if ref.kind == "hf_series":
-            from phasescope.hf_models import hf_trainer_checkpoint_dir
+            from phasescope.models.hf import hf_trainer_checkpoint_dir
 
             directory = hf_trainer_checkpoint_dir(ref.path, step)
         return _local_params(directory, settings)
@@ -130,7 +130,7 @@ def _tl_pretrained_params(name: str) -> int | None:
     """From TransformerLens's config of a pretrained name (reads the hub's config.json, no weights)."""
     from transformer_lens.loading_from_pretrained import get_pretrained_model_config
 
-    from phasescope.hf_models import resolve_tl_name
+    from phasescope.models.hf import resolve_tl_name
 
     try:
         cfg = get_pretrained_model_config(resolve_tl_name(name))
@@ -191,7 +191,7 @@ def _hub_params(ref: ModelRef, step: int, settings: Settings) -> int | None:
     try:
         from huggingface_hub import get_safetensors_metadata
 
-        from phasescope.hub import checkpoint_revision
+        from phasescope.models.hub import checkpoint_revision
 
         repo_id, _, commit = checkpoint_revision(ref.spec, step, settings)
         meta = get_safetensors_metadata(repo_id, revision=commit)

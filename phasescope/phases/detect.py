@@ -357,7 +357,7 @@ def detect_transitions(
     """Find the transition (if any) of every series in a tidy table.
 
     Args:
-        series: a tidy table (``phasescope.tables``) with one value per checkpoint for each
+        series: a tidy table (``phasescope.measures.tables``) with one value per checkpoint for each
             ``(quantity, layer, head)``; an optional ``seed`` column holds replicate runs (their mean
             is tested, their spread is the uncertainty). Rows with step ≤ 0 or NaN are ignored.
         per_prompt: per-prompt values ``[checkpoint, prompt]`` (checkpoints increasing, step 0
@@ -411,9 +411,17 @@ def detect_transitions(
                     )
                 replicates, kind = np.asarray(arr, float), "prompt"
         t = _one_series(
-            key, steps, values.mean(1), replicates, kind,
-            method=method, kinds=kinds, thresholds=thresholds, n_boot=n_boot, rng=rng,
-        )  # fmt: skip
+            key,
+            steps,
+            values.mean(1),
+            replicates,
+            kind,
+            method=method,
+            kinds=kinds,
+            thresholds=thresholds,
+            n_boot=n_boot,
+            rng=rng,
+        )
         if t is not None:
             found.append(t)
     return sorted(found, key=lambda t: t.step)

@@ -22,15 +22,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from phasescope.checkpoints import atomic_write_bytes
 from phasescope.errors import InvalidRequest, NotFound
+from phasescope.models.series import atomic_write_bytes
 
 __all__ = ["MAX_SEQ", "N_PROMPTS", "pattern_index", "read_pattern", "save_patterns"]
 
 N_PROMPTS = 3  # prompts kept per checkpoint
 MAX_SEQ = 64  # tokens kept per prompt
 _ID = re.compile(r"^[0-9a-f]{24}$")
-log = logging.getLogger("phasescope.patterns")
+log = logging.getLogger("phasescope.service.patterns")
 
 
 def _dir(store_root: Path, aid: str) -> Path:
@@ -53,8 +53,8 @@ def save_patterns(store: Any, aid: str, loaded: Any, batch: Any) -> Path | None:
     Args:
         store: the ``ResultStore`` (its ``root``) or the store directory itself.
         aid: the analysis id.
-        loaded: a ``phasescope.models.LoadedModel`` at the checkpoint.
-        batch: the analysis's ``phasescope.inputs.Batch``.
+        loaded: a ``phasescope.models.loading.LoadedModel`` at the checkpoint.
+        batch: the analysis's ``phasescope.analysis.inputs.Batch``.
 
     Returns:
         The Parquet file written, or None when it failed: patterns are a visual aid, so a failure is
@@ -63,13 +63,15 @@ def save_patterns(store: Any, aid: str, loaded: Any, batch: Any) -> Path | None:
     try:
         import torch
 
-        from phasescope.analysis import capture_attention
+        from phasescope.analysis.run import capture_attention
 
         root = Path(getattr(store, "root", store))
         tokens = batch.tokens[:N_PROMPTS, :MAX_SEQ]
         device = next(loaded.model.parameters()).device
         _, scores = capture_attention(loaded.model, tokens.to(device), want_logits=False)
-        pats = torch.softmax(scores.double(), dim=-1).to(torch.float16).cpu().numpy()  # [layer batch head q k]
+        pats = (
+            torch.softmax(scores.double(), dim=-1).to(torch.float16).cpu().numpy()
+        )  # [layer batch head q k]
         n_layers, n_prompts, n_heads, seq, _ = pats.shape
         rows = {"prompt": [], "layer": [], "head": [], "seq": [], "pattern": []}
         for layer in range(n_layers):
@@ -80,7 +82,9 @@ def save_patterns(store: Any, aid: str, loaded: Any, batch: Any) -> Path | None:
                     rows["head"].append(head)
                     rows["seq"].append(seq)
                     rows["pattern"].append(np.ascontiguousarray(pats[layer, prompt, head]).tobytes())
-        frame = pd.DataFrame(rows).astype({"prompt": "int16", "layer": "int16", "head": "int16", "seq": "int32"})
+        frame = pd.DataFrame(rows).astype(
+            {"prompt": "int16", "layer": "int16", "head": "int16", "seq": "int32"}
+        )
         import io
 
         buf = io.BytesIO()
@@ -93,7 +97,9 @@ def save_patterns(store: Any, aid: str, loaded: Any, batch: Any) -> Path | None:
             atomic_write_bytes(tokens_path, json.dumps(body).encode())
         return path
     except Exception:  # a visual aid must never fail the measurement
-        log.exception("could not store attention patterns of %s at step %s", aid, getattr(loaded, "step", "?"))
+        log.exception(
+            "could not store attention patterns of %s at step %s", aid, getattr(loaded, "step", "?")
+        )
         return None
 
 
@@ -107,7 +113,9 @@ def pattern_index(store_root: Path, aid: str) -> dict[str, Any]:
     steps = _steps(directory)
     body: dict[str, Any] = {"id": aid, "checkpoints": steps, "n_layers": 0, "n_heads": 0, "n_prompts": 0}
     if steps:
-        frame = pd.read_parquet(directory / f"{steps[0]:09d}.parquet", columns=["prompt", "layer", "head", "seq"])
+        frame = pd.read_parquet(
+            directory / f"{steps[0]:09d}.parquet", columns=["prompt", "layer", "head", "seq"]
+        )
         body.update(
             n_layers=int(frame["layer"].max()) + 1,
             n_heads=int(frame["head"].max()) + 1,
@@ -117,7 +125,9 @@ def pattern_index(store_root: Path, aid: str) -> dict[str, Any]:
     return body
 
 
-def read_pattern(store_root: Path, aid: str, checkpoint: int, layer: int, head: int, prompt: int) -> dict[str, Any]:
+def read_pattern(
+    store_root: Path, aid: str, checkpoint: int, layer: int, head: int, prompt: int
+) -> dict[str, Any]:
     """One stored pattern with its tokens.
 
     Returns:

@@ -43,7 +43,7 @@ from phasescope.config import Settings, get_settings
 from phasescope.errors import CheckpointNotFound, HubUnavailable, ModelLoadError, ModelNotFound
 
 if TYPE_CHECKING:
-    from phasescope.hf_models import LoadedHF
+    from phasescope.models.hf import LoadedHF
 
 __all__ = [
     "FINAL_STEP",
@@ -160,16 +160,18 @@ def _hub_get_json(repo_id: str, suffix: str, settings: Settings) -> Any:
             raise ModelLoadError(
                 f"the hub refuses access to {repo_id}: it is private or gated; accept its terms on the hub and "
                 "set HF_TOKEN for the workers and the API",
-                field="model", model=spec,
-            ) from exc  # fmt: skip
+                field="model",
+                model=spec,
+            ) from exc
         raise ModelNotFound(f"the hub has no repository {repo_id}", field="model", model=spec) from exc
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status in (401, 403):
             raise ModelLoadError(
                 f"the hub refuses access to {repo_id} (HTTP {status}); set HF_TOKEN to a token that may read it",
-                field="model", model=spec,
-            ) from exc  # fmt: skip
+                field="model",
+                model=spec,
+            ) from exc
         raise HubUnavailable(
             f"the Hugging Face hub answered HTTP {status} for {repo_id}; try again later", model=spec
         ) from exc
@@ -274,8 +276,9 @@ def tl_hub_revision(official: str, step: int | None) -> tuple[str, str]:
     if official in _TL_NOT_ON_HUB:
         raise ModelLoadError(
             f"tl:{official} is not hosted on the Hugging Face hub; TransformerLens needs its weights passed in",
-            field="model", model=f"tl:{official}",
-        )  # fmt: skip
+            field="model",
+            model=f"tl:{official}",
+        )
     if step is not None and official.startswith("EleutherAI/pythia"):
         return official, f"step{step}"
     if step is not None and official.startswith("stanford-crfm/"):
@@ -301,12 +304,15 @@ def _revisions(spec: str, steps: list[int], settings: Settings) -> dict[int, tup
         missing = [s for s in steps if s not in known]
         if missing:
             raise CheckpointNotFound(
-                f"{spec} has no checkpoint at step {missing[0]}", field="checkpoints", choices=sorted(known),
-                model=spec, checkpoint=missing[0],
-            )  # fmt: skip
+                f"{spec} has no checkpoint at step {missing[0]}",
+                field="checkpoints",
+                choices=sorted(known),
+                model=spec,
+                checkpoint=missing[0],
+            )
         return {s: (repo_id, known[s].branch, known[s].commit) for s in steps}
     if spec.startswith("tl:"):
-        from phasescope import tl_catalog
+        from phasescope.models import tl_catalog
 
         official = tl_catalog.resolve_name(spec[3:])
         checkpointed = bool(tl_catalog.catalog()["checkpoints"].get(official))
@@ -318,8 +324,10 @@ def _revisions(spec: str, steps: list[int], settings: Settings) -> dict[int, tup
             if branch not in branches:
                 raise CheckpointNotFound(
                     f"{spec}: the hub repository {repo_id} has no branch {branch}",
-                    field="checkpoints", model=spec, checkpoint=step,
-                )  # fmt: skip
+                    field="checkpoints",
+                    model=spec,
+                    checkpoint=step,
+                )
             out[step] = (repo_id, branch, branches[branch])
         return out
     raise ModelNotFound(f"{spec!r} is not a hub model (tl:<name> or hub:<org>/<name>)", field="model")
@@ -334,7 +342,7 @@ def revision_identity(spec: str, steps: list[int], settings: Settings | None = N
 
     Args:
         spec: ``tl:<name>`` or ``hub:<org>/<name>``.
-        steps: training steps from ``phasescope.models.list_checkpoints``.
+        steps: training steps from ``phasescope.models.loading.list_checkpoints``.
         settings: for the hub timeout and cache times.
 
     Returns:
@@ -391,7 +399,7 @@ def load_hub_checkpoint(
     """
     settings = settings or get_settings()
     repo_id, _, commit = checkpoint_revision(spec, step, settings)
-    from phasescope.hf_models import load_hf_directory
+    from phasescope.models.hf import load_hf_directory
 
     return load_from_snapshot(
         repo_id, commit, lambda path: load_hf_directory(path, device, dtype=dtype), settings

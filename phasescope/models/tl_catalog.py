@@ -2,10 +2,10 @@
 
 The API validates ``tl:<name>`` models and resolves their checkpoints, but it never imports torch (its
 Docker image does not even install it, nor TransformerLens). So the names, aliases and hard-coded
-checkpoint labels TransformerLens knows are kept as data: ``phasescope/data/tl_catalog.json``, written
+checkpoint labels TransformerLens knows are kept as data: ``phasescope/models/data/tl_catalog.json``, written
 from the installed TransformerLens by
 
-    python -m phasescope.tl_catalog --write
+    python -m phasescope.models.tl_catalog --write
 
 (run it after upgrading TransformerLens; ``tests/integration/test_hf_models.py`` fails while the file
 and the installed library disagree). Workers load the weights through TransformerLens itself.
@@ -27,8 +27,20 @@ from typing import Any
 from phasescope.config import Settings, get_settings
 from phasescope.errors import ModelLoadError, ModelNotFound
 
-__all__ = ["CATALOG_PATH", "PICKLED_PREFIXES", "REMOTE_CODE_PREFIXES", "build_catalog", "catalog", "checkpoint_steps",
-           "known_names", "main", "official_names", "refuse_pickled", "refuse_remote_code", "resolve_name"]
+__all__ = [
+    "CATALOG_PATH",
+    "PICKLED_PREFIXES",
+    "REMOTE_CODE_PREFIXES",
+    "build_catalog",
+    "catalog",
+    "checkpoint_steps",
+    "known_names",
+    "main",
+    "official_names",
+    "refuse_pickled",
+    "refuse_remote_code",
+    "resolve_name",
+]
 
 CATALOG_PATH = Path(__file__).resolve().parent / "data" / "tl_catalog.json"
 # TransformerLens lists these repositories' checkpoints from the hub: files checkpoints/<...>_<label>.pth.
@@ -38,9 +50,15 @@ PICKLED_PREFIXES = ("NeelNanda/", "ArthurConmy/", "Baidicoot/")
 """Repositories whose weights TransformerLens reads as ``.pth`` with a full pickle (``torch.load(...,
 weights_only=False)`` in ``transformer_lens.utilities.hf_utils.download_file_from_hf``)."""
 REMOTE_CODE_PREFIXES = (
-    "bigcode/santacoder", "Qwen/Qwen-", "Qwen/Qwen3-", "microsoft/phi-2", "microsoft/phi-4", "apple/OpenELM",
-    "openai/gpt-oss-", "swiss-ai/Apertus-",
-)  # fmt: skip
+    "bigcode/santacoder",
+    "Qwen/Qwen-",
+    "Qwen/Qwen3-",
+    "microsoft/phi-2",
+    "microsoft/phi-4",
+    "apple/OpenELM",
+    "openai/gpt-oss-",
+    "swiss-ai/Apertus-",
+)
 """TransformerLens 3.9's ``NEED_REMOTE_CODE_MODELS``: it loads these with ``trust_remote_code=True``, which
 runs Python code from the repository whenever its config names some (``auto_map``). A test keeps this
 copy equal to TransformerLens's own (the API reads it without importing TransformerLens)."""
@@ -82,7 +100,8 @@ def resolve_name(name: str) -> str:
     if official is None:
         close = difflib.get_close_matches(name, known_names(), n=10, cutoff=0.5)
         raise ModelNotFound(
-            f"TransformerLens has no pretrained model {name!r}" + (f"; did you mean {', '.join(close[:3])}?" if close else ""),
+            f"TransformerLens has no pretrained model {name!r}"
+            + (f"; did you mean {', '.join(close[:3])}?" if close else ""),
             field="model",
             choices=close,
             model=f"tl:{name}",
@@ -133,8 +152,8 @@ def refuse_remote_code(official: str, settings: Settings | None = None) -> None:
 
 
 def _hub_listed_steps(official: str) -> tuple[int, ...]:
-    # Bounded in time, remembered (failures too) by phasescope.hub: the API calls this on open GETs.
-    from phasescope.hub import hub_repo_files
+    # Bounded in time, remembered (failures too) by phasescope.models.hub: the API calls this on open GETs.
+    from phasescope.models.hub import hub_repo_files
 
     files = hub_repo_files(official)
     # A token count for some of these models, which is what TransformerLens's checkpoint_value takes.
@@ -201,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     if "--write" in args:
         CATALOG_PATH.parent.mkdir(parents=True, exist_ok=True)
         CATALOG_PATH.write_text(json.dumps(data, indent=0, sort_keys=False) + "\n", encoding="utf-8")
-        print(f"wrote {CATALOG_PATH}: {len(data['official'])} models, {len(data['checkpoints'])} with checkpoints")
+        print(
+            f"wrote {CATALOG_PATH}: {len(data['official'])} models, {len(data['checkpoints'])} with checkpoints"
+        )
     else:
         print(json.dumps({k: (len(v) if isinstance(v, (list, dict)) else v) for k, v in data.items()}))
     return 0

@@ -2,7 +2,7 @@
 
 Example (against a running server)::
 
-    from phasescope.client import Client
+    from phasescope.service.client import Client
     api = Client("http://127.0.0.1:8000")
     aid = api.submit("zoo:induction-2l", measures=["heads", "loss"])["id"]
     api.wait(aid)

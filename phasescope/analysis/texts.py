@@ -26,8 +26,8 @@ BUILTIN_TEXTS: list[str] = [
     "percent, that the reading room would open on Sundays, and that the committee would meet again in May.",
     "Temperatures fell below freezing overnight across the northern valleys, and forecasters expect snow on "
     "high ground by Thursday. Drivers are advised to check conditions before setting out.",
-    "She said, \"I will not go back to the city.\" He said, \"Then we will stay here, by the orchard, and "
-    "see what the spring brings.\" She said nothing more, and they walked on through the orchard.",
+    'She said, "I will not go back to the city." He said, "Then we will stay here, by the orchard, and '
+    'see what the spring brings." She said nothing more, and they walked on through the orchard.',
     "A transformer layer mixes information between positions with attention and then transforms each "
     "position with a small network. Stacking layers lets the model compose simple patterns into complex ones.",
     "1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987. Each number is the sum of the two numbers "

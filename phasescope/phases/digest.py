@@ -11,7 +11,9 @@ import pandas as pd
 __all__ = ["checkpoint_digest"]
 
 
-def _per_checkpoint(table: pd.DataFrame, measure: str, quantity: str, how: str, last_layer: bool) -> pd.Series:
+def _per_checkpoint(
+    table: pd.DataFrame, measure: str, quantity: str, how: str, last_layer: bool
+) -> pd.Series:
     rows = table[(table["measure"] == measure) & (table["quantity"] == quantity)]
     if last_layer and len(rows) and rows["layer"].notna().any():
         rows = rows[rows["layer"] == rows["layer"].max()]

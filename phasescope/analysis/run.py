@@ -15,12 +15,12 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from phasescope.analysis.inputs import Batch, repeated_random_tokens
+from phasescope.analysis.prompts import PromptFrame, prompt_frame, text_prompts
 from phasescope.errors import InvalidRequest, MeasureError
-from phasescope.inputs import Batch, repeated_random_tokens
-from phasescope.models import LoadedModel
-from phasescope.prompts import PromptFrame, prompt_frame, text_prompts
+from phasescope.measures.tables import concat_tables
+from phasescope.models.loading import LoadedModel
 from phasescope.schemas import ACTIVATION_MEASURES, LANDSCAPE_MEASURES, InputSpec, MeasureParams
-from phasescope.tables import concat_tables
 
 __all__ = [
     "build_batch",
@@ -51,9 +51,9 @@ def build_batch(loaded: LoadedModel, inputs: InputSpec) -> Batch:
     """The prompts a checkpoint is measured on.
 
     Zoo series use their task's own evaluation data (first ``n_prompts`` of it when given). Language
-    models use the texts (or ``phasescope.texts.BUILTIN_TEXTS``), tokenised, joined and cut into
+    models use the texts (or ``phasescope.analysis.texts.BUILTIN_TEXTS``), tokenised, joined and cut into
     ``n_prompts`` prompts of exactly ``seq_len`` tokens so that nothing is padded, each framed as
-    ``inputs.prompt_style`` says (``phasescope.prompts``: BOS first for decoders that prepend one,
+    ``inputs.prompt_style`` says (``phasescope.analysis.prompts``: BOS first for decoders that prepend one,
     ``[CLS] ... [SEP]`` for encoders). A model without a tokenizer is measured on repeated random token
     blocks.
     """
@@ -79,7 +79,7 @@ def build_batch(loaded: LoadedModel, inputs: InputSpec) -> Batch:
                 field="inputs.texts",
             )
         return repeated_random_tokens(n_prompts, seq_len // 2, vocab, inputs.seed)
-    from phasescope.texts import BUILTIN_TEXTS
+    from phasescope.analysis.texts import BUILTIN_TEXTS
 
     texts = inputs.texts if inputs.texts is not None else BUILTIN_TEXTS
     tokens, description = text_prompts(
@@ -91,7 +91,7 @@ def build_batch(loaded: LoadedModel, inputs: InputSpec) -> Batch:
 
 
 def _frame(loaded: LoadedModel, inputs: InputSpec) -> PromptFrame:
-    """How this model's text prompts are framed (``phasescope.prompts``)."""
+    """How this model's text prompts are framed (``phasescope.analysis.prompts``)."""
     return prompt_frame(
         loaded.tokenizer,
         causal=loaded.causal,
@@ -105,7 +105,7 @@ def _scores_hook_names(model: Any) -> list[str]:
     n_layers = int(model.cfg.n_layers)
     names = [f"blocks.{i}.attn.hook_attn_scores" for i in range(n_layers)]
     if not all(n in model.hook_dict for n in names):
-        from phasescope.hf_models import attention_hook_names
+        from phasescope.models.hf import attention_hook_names
 
         names = list(attention_hook_names(model)[0])
     return names
@@ -197,7 +197,8 @@ def _activation_measures(
     if "loss" in measures and not loaded.has_lm_head:
         raise MeasureError(
             f"{loaded.ref.spec} has no language-model head, so it has no loss: drop 'loss' from the measures",
-            field="measures", model=loaded.ref.spec,
+            field="measures",
+            model=loaded.ref.spec,
         )
     step = loaded.step
     # Scores in float64 whatever the load dtype: the measures' identities hold to float64 precision
@@ -255,10 +256,16 @@ def measure_landscape(
 
         tables.append(
             landscape_table(
-                model, heavy, step,
-                other=None if other is None else {k: v.detach().clone() for k, v in model_params(other.model).items()},
-                n_dims=params.landscape_dims, n_points=params.landscape_points,
-                radius=params.landscape_radius, seed=params.landscape_seed,
+                model,
+                heavy,
+                step,
+                other=None
+                if other is None
+                else {k: v.detach().clone() for k, v in model_params(other.model).items()},
+                n_dims=params.landscape_dims,
+                n_points=params.landscape_points,
+                radius=params.landscape_radius,
+                seed=params.landscape_seed,
                 # vmap over grid points pays off on a GPU; on CPU the plain loop measured 1.7-3x faster
                 # (docs/benchmarks.md, benchmark 5). Same numbers either way.
                 batched=next(model.parameters()).device.type != "cpu",
@@ -269,8 +276,13 @@ def measure_landscape(
 
         tables.append(
             sharpness_table(
-                model, heavy, step, k=params.sharpness_k, method=params.sharpness_method,
-                n_trace=params.hutchinson_samples, seed=params.landscape_seed,
+                model,
+                heavy,
+                step,
+                k=params.sharpness_k,
+                method=params.sharpness_method,
+                n_trace=params.hutchinson_samples,
+                seed=params.landscape_seed,
             )
         )
     if "llc" in measures:
@@ -278,8 +290,14 @@ def measure_landscape(
 
         # The sampler settings are the request's llc_* parameters, stored with the request.
         table, _settings = llc_table(
-            model, heavy, step, lr=params.llc_lr, localization=params.llc_localization,
-            num_chains=params.llc_chains, num_draws=params.llc_draws, seed=params.landscape_seed,
+            model,
+            heavy,
+            step,
+            lr=params.llc_lr,
+            localization=params.llc_localization,
+            num_chains=params.llc_chains,
+            num_draws=params.llc_draws,
+            seed=params.landscape_seed,
         )
         tables.append(table)
     return concat_tables(tables)
@@ -290,15 +308,20 @@ def _first(batch: Batch, n: int) -> Batch:
     if batch.tokens.shape[0] <= n:
         return batch
     return Batch(
-        batch.tokens[:n], batch.target_mask[:n], {k: v[:n] for k, v in batch.splits.items()},
-        period=batch.period, description=f"first {n} of: {batch.description}",
+        batch.tokens[:n],
+        batch.target_mask[:n],
+        {k: v[:n] for k, v in batch.splits.items()},
+        period=batch.period,
+        description=f"first {n} of: {batch.description}",
     )
 
 
-def _heads(loaded: LoadedModel, batch: Batch, scores: Tensor, patterns: Tensor | None, inputs: InputSpec) -> pd.DataFrame:
+def _heads(
+    loaded: LoadedModel, batch: Batch, scores: Tensor, patterns: Tensor | None, inputs: InputSpec
+) -> pd.DataFrame:
     """Induction/previous-token scores, on the batch itself when it is a repeat, else on a probe."""
     from phasescope.measures.heads import heads_table
-    from phasescope.tables import empty_table
+    from phasescope.measures.tables import empty_table
 
     if batch.period is not None and loaded.causal:
         pats = patterns if patterns is not None else torch.softmax(scores.double(), dim=-1)
@@ -314,7 +337,11 @@ def _heads(loaded: LoadedModel, batch: Batch, scores: Tensor, patterns: Tensor |
         frame = _frame(loaded, inputs)
         prefix = frame.separator if frame.style == "raw" else (frame.prefix[0] if frame.prefix else None)
     probe = repeated_random_tokens(
-        min(inputs.n_prompts or DEFAULT_TEXT_PROMPTS, 32), half, int(loaded.model.cfg.d_vocab), inputs.seed, prefix
+        min(inputs.n_prompts or DEFAULT_TEXT_PROMPTS, 32),
+        half,
+        int(loaded.model.cfg.d_vocab),
+        inputs.seed,
+        prefix,
     ).to(scores.device)
     _, probe_scores = capture_attention(loaded.model, probe.tokens, want_logits=False)
     pats = torch.softmax(probe_scores.double(), dim=-1)
@@ -342,7 +369,7 @@ def run_local(
     Returns:
         The concatenated table and the wall seconds spent per checkpoint.
     """
-    from phasescope.models import ModelCache
+    from phasescope.models.loading import ModelCache
 
     cache = ModelCache(device=device)
     tables, timings = [], {}

@@ -98,7 +98,7 @@ def _tl_loading() -> ModuleType:
     return tl_loading
 
 
-# Names and checkpoints come from phasescope.tl_catalog (data, no torch): the API resolves ``tl:``
+# Names and checkpoints come from phasescope.models.tl_catalog (data, no torch): the API resolves ``tl:``
 # models without importing TransformerLens.
 
 
@@ -109,7 +109,7 @@ def known_tl_models() -> list[str]:
     a user's ``tl:<name>`` accepts the short names people type; ``resolve_tl_name`` maps either form
     to the official one.
     """
-    from phasescope import tl_catalog
+    from phasescope.models import tl_catalog
 
     return tl_catalog.known_names()
 
@@ -120,7 +120,7 @@ def resolve_tl_name(name: str) -> str:
     Raises:
         ModelNotFound: TransformerLens does not know the name; choices holds the closest names.
     """
-    from phasescope import tl_catalog
+    from phasescope.models import tl_catalog
 
     return tl_catalog.resolve_name(name)
 
@@ -134,7 +134,7 @@ def tl_checkpoint_steps(name: str) -> list[int]:
     Args:
         name: a TransformerLens name or alias, without the ``tl:`` prefix.
     """
-    from phasescope import tl_catalog
+    from phasescope.models import tl_catalog
 
     return tl_catalog.checkpoint_steps(name)
 
@@ -147,14 +147,14 @@ def load_tl_pretrained(name: str, step: int | None, device: str, dtype: str = "f
         step: a step from ``tl_checkpoint_steps(name)``; None for the final weights. For a model without
             training checkpoints, ``FINAL_STEP`` (or None).
         device: "cpu", "cuda", "cuda:1", ...
-        dtype: "float32", "bfloat16" or "float16" (``phasescope.load_dtype``), TransformerLens's ``dtype=``.
+        dtype: "float32", "bfloat16" or "float16" (``phasescope.models.dtype``), TransformerLens's ``dtype=``.
 
     Raises:
         ModelNotFound: unknown name. CheckpointNotFound: no such step. ModelLoadError: the download or
         conversion failed, or the architecture is one we cannot read attention from.
     """
     official = resolve_tl_name(name)
-    from phasescope import tl_catalog
+    from phasescope.models import tl_catalog
 
     tl_catalog.refuse_pickled(official)
     tl_catalog.refuse_remote_code(official)
@@ -170,17 +170,23 @@ def load_tl_pretrained(name: str, step: int | None, device: str, dtype: str = "f
         if step not in steps:
             raise CheckpointNotFound(
                 f"tl:{name} has no checkpoint at step {step}",
-                field="checkpoints", choices=steps, model=f"tl:{name}", checkpoint=step,
-            )  # fmt: skip
+                field="checkpoints",
+                choices=steps,
+                model=f"tl:{name}",
+                checkpoint=step,
+            )
         checkpoint_value = step
     elif not steps and step not in (None, FINAL_STEP):
         raise CheckpointNotFound(
             f"tl:{name} has no training checkpoints; its only checkpoint is step {FINAL_STEP}",
-            field="checkpoints", choices=[FINAL_STEP], model=f"tl:{name}", checkpoint=step,
-        )  # fmt: skip
+            field="checkpoints",
+            choices=[FINAL_STEP],
+            model=f"tl:{name}",
+            checkpoint=step,
+        )
     from transformer_lens import HookedEncoder, HookedTransformer
 
-    from phasescope.load_dtype import torch_dtype
+    from phasescope.models.dtype import torch_dtype
 
     # Mirrors TransformerLens's own test for loading BERT as BertForPreTraining.
     encoder = "bert" in official.lower()
@@ -230,7 +236,7 @@ def _tl_checkpoint_hf_model(official: str, step: int, dtype: Any) -> Any:
     ``hf_model`` skips that call and keeps TransformerLens's conversion. Setting HF_TOKEN in our
     environment instead would send a made-up credential, which the hub answers with 401.
 
-    The revision is fetched like a ``hub:`` checkpoint (``phasescope.hub.download_revision``): by
+    The revision is fetched like a ``hub:`` checkpoint (``phasescope.models.hub.download_revision``): by
     commit, so the weights are the ones ``revision_identity`` names even if the branch moves; only
     safetensors when the revision has them; into the snapshot a worker evicts once the step is
     measured. transformers then reads the snapshot as a local directory, which also keeps it from
@@ -240,11 +246,13 @@ def _tl_checkpoint_hf_model(official: str, step: int, dtype: Any) -> Any:
     """
     from transformers import AutoModelForCausalLM
 
-    from phasescope.hub import checkpoint_revision, load_from_snapshot
+    from phasescope.models.hub import checkpoint_revision, load_from_snapshot
 
     repo_id, _, commit = checkpoint_revision(f"tl:{official}", step)
     return load_from_snapshot(
-        repo_id, commit, lambda path: AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+        repo_id,
+        commit,
+        lambda path: AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype),
     )
 
 
@@ -335,13 +343,13 @@ def load_hf_directory(
     """Load a local Hugging Face model directory into TransformerLens, offline and unfolded.
 
     Supported families (by ``config.json`` ``model_type``): GPT-2, GPT-NeoX (Pythia), Llama-style
-    causal LMs, and BERT encoders; see ``phasescope.hf_convert``.
+    causal LMs, and BERT encoders; see ``phasescope.models.hf_convert``.
 
     Args:
         path: the directory (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``).
         device: "cpu", "cuda", "cuda:1", ...
         max_ctx: cap on n_ctx for causal models (default ``hf_convert.DEFAULT_MAX_CTX``).
-        dtype: "float32", "bfloat16" or "float16" (``phasescope.load_dtype``): transformers loads the
+        dtype: "float32", "bfloat16" or "float16" (``phasescope.models.dtype``): transformers loads the
             weights in it, and the TransformerLens model is built in it.
         roots: the real model roots (``Settings.allowed_roots``); when given, the directory and every
             file in it (and in the series root, whose tokenizer a Trainer step may use) must resolve
@@ -359,7 +367,7 @@ def load_hf_directory(
             model=str(path),
         )
     if roots is not None:
-        from phasescope.model_files import check_directory_files
+        from phasescope.models.files import check_directory_files
 
         directories = [path, path.parent] if _CHECKPOINT_DIR.fullmatch(path.name) else [path]
         check_directory_files(directories, roots, model=path.name)
@@ -367,9 +375,9 @@ def load_hf_directory(
     import transformers
     from transformer_lens import HookedEncoder, HookedTransformer, HookedTransformerConfig
 
-    from phasescope.hf_convert import tl_config_dict
-    from phasescope.hf_families import family_for_model_type
-    from phasescope.load_dtype import torch_dtype
+    from phasescope.models.dtype import torch_dtype
+    from phasescope.models.hf_convert import tl_config_dict
+    from phasescope.models.hf_families import family_for_model_type
 
     # Reading model_type ourselves first gives the helpful error before transformers is asked to
     # build a config class it may not even know.

@@ -16,7 +16,7 @@ conversion to TransformerLens's ``convert_*_weights``. Each family is selected b
 every ``config.json`` carries regardless of which head class saved it.
 
 This module holds the machinery and the first four families (``CORE_FAMILIES``: GPT-2, GPT-NeoX,
-Llama, BERT); ``phasescope.hf_families`` adds every other decoder family TransformerLens 3.9 reads and
+Llama, BERT); ``phasescope.models.hf_families`` adds every other decoder family TransformerLens 3.9 reads and
 holds the full table that loading consults.
 """
 
@@ -38,7 +38,15 @@ from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATION
 
 from phasescope.errors import ModelLoadError
 
-__all__ = ["CORE_FAMILIES", "DEFAULT_MAX_CTX", "Family", "act_fn", "refuse", "rope_settings", "tl_config_dict"]
+__all__ = [
+    "CORE_FAMILIES",
+    "DEFAULT_MAX_CTX",
+    "Family",
+    "act_fn",
+    "refuse",
+    "rope_settings",
+    "tl_config_dict",
+]
 
 # Causal families get n_ctx = min(max_position_embeddings, this). TransformerLens allocates an
 # n_ctx x n_ctx causal mask (and rotary tables) per layer, so a Llama with 131072 positions would need
@@ -216,25 +224,50 @@ def _bert_config(cfg: Any) -> dict[str, Any]:
 
 CORE_FAMILIES: tuple[Family, ...] = (
     Family(
-        "gpt2", ("gpt2",), "GPT2LMHeadModel", "GPT2LMHeadModel", True, ("lm_head.",),
-        _gpt2_config, convert_gpt2_weights,
+        "gpt2",
+        ("gpt2",),
+        "GPT2LMHeadModel",
+        "GPT2LMHeadModel",
+        True,
+        ("lm_head.",),
+        _gpt2_config,
+        convert_gpt2_weights,
     ),
     Family(
-        "gpt-neox", ("gpt_neox",), "GPTNeoXForCausalLM", "GPTNeoXForCausalLM", True,
-        ("embed_out.", "lm_head."), _neox_config, convert_neox_weights,
+        "gpt-neox",
+        ("gpt_neox",),
+        "GPTNeoXForCausalLM",
+        "GPTNeoXForCausalLM",
+        True,
+        ("embed_out.", "lm_head."),
+        _neox_config,
+        convert_neox_weights,
     ),
     Family(
-        "llama", ("llama",), "LlamaForCausalLM", "LlamaForCausalLM", True, ("lm_head.",),
-        _llama_config, convert_llama_weights,
+        "llama",
+        ("llama",),
+        "LlamaForCausalLM",
+        "LlamaForCausalLM",
+        True,
+        ("lm_head.",),
+        _llama_config,
+        convert_llama_weights,
     ),
     # convert_bert_weights reads the pooler, MLM and NSP heads, so BERT is loaded as
     # BertForPreTraining whatever head class saved it; the heads a directory lacks are freshly
     # initialised by transformers and flagged through head_prefixes.
     Family(
-        "bert", ("bert",), "BertForPreTraining", "BertForMaskedLM", False, ("cls.predictions.",),
-        _bert_config, convert_bert_weights, optional_prefixes=("cls.seq_relationship.", "bert.pooler."),
+        "bert",
+        ("bert",),
+        "BertForPreTraining",
+        "BertForMaskedLM",
+        False,
+        ("cls.predictions.",),
+        _bert_config,
+        convert_bert_weights,
+        optional_prefixes=("cls.seq_relationship.", "bert.pooler."),
     ),
-)  # fmt: skip
+)
 
 
 def tl_config_dict(
@@ -243,7 +276,7 @@ def tl_config_dict(
     """HookedTransformerConfig keyword arguments for a loaded HF config.
 
     Args:
-        family: from ``phasescope.hf_families.family_for_model_type``.
+        family: from ``phasescope.models.hf_families.family_for_model_type``.
         hf_config: the transformers ``PretrainedConfig``.
         name: ``cfg.model_name`` (the directory's name).
         device: where the TransformerLens model will live.

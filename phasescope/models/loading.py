@@ -2,7 +2,7 @@
 
 - ``zoo:<name>``  a series trained by our own zoo (``phasescope.zoo``), stored under the zoo directory.
 - ``tl:<name>``   a TransformerLens pretrained name, with its training checkpoints where TL has them.
-- ``hub:<org>/<name>``  any Hugging Face hub repository; its checkpoints are its branches (``phasescope.hub``).
+- ``hub:<org>/<name>``  any Hugging Face hub repository; its checkpoints are its branches (``phasescope.models.hub``).
 - a local path    a phasescope series directory (``manifest.json`` + safetensors), a Hugging Face model
                   directory, or a directory of Hugging Face Trainer ``checkpoint-<step>/`` folders.
 
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from phasescope.checkpoints import SeriesManifest, is_series_dir, load_series_state_dict, read_manifest
 from phasescope.config import Settings, get_settings
 from phasescope.errors import ModelLoadError, ModelNotFound, PathNotAllowed
+from phasescope.models.series import SeriesManifest, is_series_dir, load_series_state_dict, read_manifest
 
 __all__ = [
     "LoadedModel",
@@ -72,7 +72,7 @@ class LoadedModel:
     task: dict[str, Any] | None = None
     family: str = ""
     has_lm_head: bool = True  # False for a bare encoder: its attention is real, its logits are not
-    dtype: str = "float32"  # what the weights were loaded in (phasescope.load_dtype)
+    dtype: str = "float32"  # what the weights were loaded in (phasescope.models.dtype)
 
 
 def resolve_local_path(raw: str, settings: Settings | None = None) -> Path:
@@ -117,34 +117,38 @@ def parse_model_spec(spec: str, settings: Settings | None = None) -> ModelRef:
 
         name = spec[4:]
         if name not in ZOO:
-            raise ModelNotFound(f"unknown zoo series {name!r}", field="model", choices=sorted(f"zoo:{n}" for n in ZOO))
+            raise ModelNotFound(
+                f"unknown zoo series {name!r}", field="model", choices=sorted(f"zoo:{n}" for n in ZOO)
+            )
         return ModelRef(spec, "zoo", name, settings.zoo_dir / name)
     if spec.startswith("tl:"):
-        from phasescope.hf_models import known_tl_models
+        from phasescope.models.hf import known_tl_models
 
         name = spec[3:]
         known = known_tl_models()
         if name not in known:
             close = [k for k in known if name.lower() in k.lower()][:20]
             raise ModelNotFound(
-                f"{name!r} is not a TransformerLens pretrained name", field="model", choices=close or known[:50]
+                f"{name!r} is not a TransformerLens pretrained name",
+                field="model",
+                choices=close or known[:50],
             )
-        from phasescope.tl_catalog import refuse_pickled, refuse_remote_code, resolve_name
+        from phasescope.models.tl_catalog import refuse_pickled, refuse_remote_code, resolve_name
 
         refuse_pickled(resolve_name(name), settings)
         refuse_remote_code(resolve_name(name), settings)
         return ModelRef(spec, "tl", name)
     if spec.startswith("hub:"):
-        from phasescope.hub import parse_repo_id
+        from phasescope.models.hub import parse_repo_id
 
         return ModelRef(spec, "hub", parse_repo_id(spec[4:], spec))
     path = resolve_local_path(spec, settings)
     ref = _local_ref(spec, path)
     if ref is not None:
         # Listing and fingerprinting open files in here (manifest, configs, safetensors headers):
-        # each must resolve inside a root, not only the directory (phasescope.model_files).
-        from phasescope.hf_models import hf_trainer_checkpoint_dirs
-        from phasescope.model_files import check_directory_files
+        # each must resolve inside a root, not only the directory (phasescope.models.files).
+        from phasescope.models.files import check_directory_files
+        from phasescope.models.hf import hf_trainer_checkpoint_dirs
 
         directories = [path, *hf_trainer_checkpoint_dirs(path)] if ref.kind == "hf_series" else [path]
         check_directory_files(directories, settings.allowed_roots, model=path.name)
@@ -160,7 +164,7 @@ def _local_ref(spec: str, path: Path) -> ModelRef | None:
     """What kind of local model directory ``path`` is, or None when it is none."""
     if is_series_dir(path):
         return ModelRef(spec, "series", path.name, path)
-    from phasescope.hf_models import is_hf_model_dir, is_hf_trainer_series
+    from phasescope.models.hf import is_hf_model_dir, is_hf_trainer_series
 
     # A Trainer output folder often also holds the final model: the series view shows every step.
     if is_hf_trainer_series(path):
@@ -187,12 +191,12 @@ def list_checkpoints(spec: str | ModelRef, settings: Settings | None = None) -> 
     if ref.kind == "series":
         assert ref.path is not None
         return list(read_manifest(ref.path).steps)
-    from phasescope import hf_models
+    from phasescope.models import hf as hf_models
 
     if ref.kind == "tl":
         return hf_models.tl_checkpoint_steps(ref.name) or [hf_models.FINAL_STEP]
     if ref.kind == "hub":
-        from phasescope.hub import hub_checkpoints
+        from phasescope.models.hub import hub_checkpoints
 
         return [c.step for c in hub_checkpoints(ref.name, settings)]
     if ref.kind == "hf_series":
@@ -204,7 +208,7 @@ def list_checkpoints(spec: str | ModelRef, settings: Settings | None = None) -> 
 def _build_series_model(manifest: SeriesManifest, device: str, dtype: str = "float32") -> Any:
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from phasescope.load_dtype import torch_dtype
+    from phasescope.models.dtype import torch_dtype
 
     with warnings.catch_warnings():
         # 3.9 deprecates HookedTransformer; we pin it on purpose (true pre-softmax scores).
@@ -231,9 +235,9 @@ def load_model(
         reuse: a model of the same series already in memory: its architecture is kept and only the
             weights are swapped, so a sweep does not rebuild the model at every checkpoint.
         dtype: what to load the weights in: "float32", "bfloat16", "float16", or "auto"
-            (``phasescope.load_dtype.resolve_load_dtype``: float32 on a CPU).
+            (``phasescope.models.dtype.resolve_load_dtype``: float32 on a CPU).
     """
-    from phasescope.load_dtype import count_parameters, resolve_load_dtype
+    from phasescope.models.dtype import count_parameters, resolve_load_dtype
 
     ref = spec if isinstance(spec, ModelRef) else parse_model_spec(spec, settings)
     steps = list_checkpoints(ref, settings)
@@ -251,24 +255,34 @@ def load_model(
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise ModelLoadError(f"{ref.spec} step {step}: weights do not fit the manifest's config: {exc}") from exc
+            raise ModelLoadError(
+                f"{ref.spec} step {step}: weights do not fit the manifest's config: {exc}"
+            ) from exc
         model.eval()
         return LoadedModel(
-            ref, step, model, causal=True, task=manifest.task or None, family="hooked_transformer", dtype=dtype
+            ref,
+            step,
+            model,
+            causal=True,
+            task=manifest.task or None,
+            family="hooked_transformer",
+            dtype=dtype,
         )
 
-    from phasescope import hf_models
+    from phasescope.models import hf as hf_models
 
     if step not in steps:
         from phasescope.errors import CheckpointNotFound
 
-        raise CheckpointNotFound(f"{ref.spec} has no checkpoint at step {step}", field="checkpoints", choices=steps)
+        raise CheckpointNotFound(
+            f"{ref.spec} has no checkpoint at step {step}", field="checkpoints", choices=steps
+        )
     if ref.kind == "tl":
         loaded = hf_models.load_tl_pretrained(
             ref.name, None if steps == [hf_models.FINAL_STEP] else step, device, dtype=dtype
         )
     elif ref.kind == "hub":
-        from phasescope.hub import load_hub_checkpoint
+        from phasescope.models.hub import load_hub_checkpoint
 
         loaded = load_hub_checkpoint(ref.spec, step, device, settings, dtype=dtype)
     elif ref.kind == "hf_series":
@@ -283,8 +297,14 @@ def load_model(
         )
     loaded.model.eval()
     return LoadedModel(
-        ref, step, loaded.model, causal=loaded.causal, tokenizer=loaded.tokenizer, family=loaded.family,
-        has_lm_head=loaded.has_lm_head, dtype=dtype,
+        ref,
+        step,
+        loaded.model,
+        causal=loaded.causal,
+        tokenizer=loaded.tokenizer,
+        family=loaded.family,
+        has_lm_head=loaded.has_lm_head,
+        dtype=dtype,
     )
 
 
@@ -313,11 +333,13 @@ class ModelCache:
 
     def get(self, spec: str, step: int, settings: Settings | None = None, dtype: str = "auto") -> LoadedModel:
         """The model ``spec`` at ``step``, loaded in ``dtype`` (see ``load_model``)."""
-        from phasescope.load_dtype import count_parameters, resolve_load_dtype
+        from phasescope.models.dtype import count_parameters, resolve_load_dtype
 
         def n_params() -> int | None:  # only "auto" on a GPU asks, once per checkpoint
             if (spec, step) not in self._n_params:
-                self._n_params[(spec, step)] = count_parameters(parse_model_spec(spec, settings), step, settings)
+                self._n_params[(spec, step)] = count_parameters(
+                    parse_model_spec(spec, settings), step, settings
+                )
             return self._n_params[(spec, step)]
 
         key = (spec, resolve_load_dtype(dtype, self.device, n_params, settings))
@@ -353,7 +375,9 @@ def list_models(settings: Settings | None = None) -> list[ModelInfo]:
                 continue
             try:
                 ref = parse_model_spec(str(child), settings)
-                infos.append(ModelInfo(str(child), ref.kind, "local", True, len(list_checkpoints(ref, settings))))
+                infos.append(
+                    ModelInfo(str(child), ref.kind, "local", True, len(list_checkpoints(ref, settings)))
+                )
             except (ModelNotFound, PathNotAllowed, ModelLoadError):
                 continue
     return infos

@@ -10,7 +10,7 @@ old finished ones. Identities are cheap and torch-free, because the API computes
   ``config.json``, every weight file transformers loads and the tokenizer files (they decide the
   prompts);
 - ``tl:`` and other hub models: the commit sha of the revision each step loads, from
-  ``phasescope.hub.revision_identity``.
+  ``phasescope.models.hub.revision_identity``.
 
 A file's fingerprint is its size, its modification time (ns) and a hash of its content: for a
 safetensors file only its header (dtypes, shapes, offsets; the first 8 bytes give its length), for any
@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from phasescope.checkpoints import MANIFEST_NAME, checkpoint_filename
 from phasescope.config import Settings, get_settings
 from phasescope.errors import ModelLoadError, PathNotAllowed
+from phasescope.models.series import MANIFEST_NAME, checkpoint_filename
 
 if TYPE_CHECKING:
-    from phasescope.models import ModelRef
+    from phasescope.models.loading import ModelRef
     from phasescope.schemas import AnalysisRequest
 
 __all__ = [
@@ -53,10 +53,22 @@ LOCAL_KINDS = ("zoo", "series", "hf", "hf_series")
 """Model kinds whose weights are files under the model roots (the worker re-checks those at load)."""
 
 # Files transformers reads a model from (sharded or not), and the tokenizer files build_batch reads.
-_HF_WEIGHT_GLOBS = ("model*.safetensors", "model*.safetensors.index.json", "pytorch_model*.bin",
-                    "pytorch_model*.bin.index.json")  # fmt: skip
-_HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "merges.txt",
-                       "tokenizer.model", "special_tokens_map.json", "added_tokens.json")  # fmt: skip
+_HF_WEIGHT_GLOBS = (
+    "model*.safetensors",
+    "model*.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model*.bin.index.json",
+)
+_HF_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
 # A safetensors header is JSON of a few KB per hundred tensors; anything larger is not one.
 _MAX_HEADER_BYTES = 100 * 2**20
 _CHUNK = 4 * 2**20
@@ -180,7 +192,7 @@ def _local_identity(ref: ModelRef, step: int, settings: Settings, manifest: str 
         fingerprint = file_fingerprint(ref.path / checkpoint_filename(step), settings)
         return "files:" + _digest(manifest or "", fingerprint)[:32]
     if ref.kind == "hf_series":
-        from phasescope.hf_models import hf_trainer_checkpoint_dir
+        from phasescope.models.hf import hf_trainer_checkpoint_dir
 
         directory = hf_trainer_checkpoint_dir(ref.path, step)
         return _files_identity(_hf_files(directory, [directory, ref.path]), settings)
@@ -206,14 +218,14 @@ def weights_identity(
         CheckpointNotFound: a step has no checkpoint folder.
         HubUnavailable: the hub cannot be asked which commit a step is.
     """
-    from phasescope.models import parse_model_spec
+    from phasescope.models.loading import parse_model_spec
 
     settings = settings or get_settings()
     ref = spec if not isinstance(spec, str) else parse_model_spec(spec, settings)
     if ref.kind in LOCAL_KINDS:
         manifest = series_digest(ref, settings)
         return {step: _local_identity(ref, step, settings, manifest) for step in steps}
-    from phasescope.hub import revision_identity
+    from phasescope.models.hub import revision_identity
 
     return {int(k): f"commit:{v}" for k, v in revision_identity(ref.spec, steps, settings).items()}
 
@@ -225,7 +237,7 @@ def resolve_request(request: AnalysisRequest, settings: Settings | None = None) 
         ModelNotFound, CheckpointNotFound, PathNotAllowed, InvalidRequest, ModelLoadError: from the
             model string, the checkpoint selection and the files.
     """
-    from phasescope.models import list_checkpoints, parse_model_spec
+    from phasescope.models.loading import list_checkpoints, parse_model_spec
     from phasescope.schemas import analysis_id, select_steps
 
     settings = settings or get_settings()
@@ -246,7 +258,7 @@ def verify_step_identity(model: str, step: int, expected: str, settings: Setting
     Raises:
         ModelLoadError: the weights changed since the analysis was submitted.
     """
-    from phasescope.models import parse_model_spec
+    from phasescope.models.loading import parse_model_spec
 
     settings = settings or get_settings()
     ref = parse_model_spec(model, settings)

@@ -30,7 +30,13 @@ __all__ = ["BASE_COLUMNS", "COORD_COLUMNS", "concat_tables", "empty_table", "tid
 
 BASE_COLUMNS = ["measure", "checkpoint", "layer", "head", "quantity", "value"]
 COORD_COLUMNS = ["beta", "position", "index", "matrix", "x", "y"]
-_INT_COLUMNS = {"checkpoint": "int64", "layer": "Int64", "head": "Int64", "position": "Int64", "index": "Int64"}
+_INT_COLUMNS = {
+    "checkpoint": "int64",
+    "layer": "Int64",
+    "head": "Int64",
+    "position": "Int64",
+    "index": "Int64",
+}
 
 
 def _as_numpy(values: torch.Tensor | np.ndarray | Sequence[float] | float) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from phasescope.errors import CheckpointNotFound, ModelLoadError
-from phasescope.storage import atomic_write_bytes, commit_temp_file, make_dirs
+from phasescope.service.storage import atomic_write_bytes, commit_temp_file, make_dirs
 
 if TYPE_CHECKING:  # torch and safetensors load lazily: listing a series must not import torch
     import torch
@@ -100,7 +100,7 @@ def write_series_checkpoint(series_dir: Path, step: int, state_dict: dict[str, t
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    commit_temp_file(tmp, path)  # flushed, renamed, rename flushed (phasescope.storage)
+    commit_temp_file(tmp, path)  # flushed, renamed, rename flushed (phasescope.service.storage)
     return path
 
 
@@ -125,13 +125,21 @@ def write_random_series(series_dir: Path, config: dict[str, Any], steps: list[in
         warnings.simplefilter("ignore", DeprecationWarning)  # TransformerLens 3.9's own deprecations
         for i, step in enumerate(steps):
             torch.manual_seed(seed + i)
-            write_series_checkpoint(series_dir, step, HookedTransformer(HookedTransformerConfig(**config)).state_dict())
-    write_manifest(series_dir, SeriesManifest(name=series_dir.name, config=config, seed=seed, steps=list(steps)))
+            write_series_checkpoint(
+                series_dir, step, HookedTransformer(HookedTransformerConfig(**config)).state_dict()
+            )
+    write_manifest(
+        series_dir, SeriesManifest(name=series_dir.name, config=config, seed=seed, steps=list(steps))
+    )
     return series_dir
 
 
 def load_series_state_dict(
-    series_dir: Path, step: int, manifest: SeriesManifest | None = None, *, roots: Sequence[Path] | None = None
+    series_dir: Path,
+    step: int,
+    manifest: SeriesManifest | None = None,
+    *,
+    roots: Sequence[Path] | None = None,
 ) -> dict:
     """Load the state dict at ``step`` from a series directory (safetensors only, never pickle).
 
@@ -155,7 +163,7 @@ def load_series_state_dict(
     if not path.is_file():
         raise ModelLoadError(f"{path} is listed in the manifest but missing on disk", checkpoint=step)
     if roots is not None:
-        from phasescope.model_files import resolve_inside_roots
+        from phasescope.models.files import resolve_inside_roots
 
         path = resolve_inside_roots(path, roots, model=manifest.name)
     from safetensors.torch import load_file

@@ -1,6 +1,6 @@
 """Every decoder family TransformerLens 3.9 reads, mapped from a local ``config.json``.
 
-``phasescope.hf_convert`` holds the mapping machinery and the first four families (GPT-2, GPT-NeoX,
+``phasescope.models.hf_convert`` holds the mapping machinery and the first four families (GPT-2, GPT-NeoX,
 Llama, BERT); this module adds OPT, GPT-J, GPT-Neo, Mistral, Mixtral, Qwen2, Qwen3, Gemma 1/2/3,
 Phi, Phi-3, OLMo 1/2/3 and Bloom, and holds the full table (``FAMILIES``) that loading consults.
 
@@ -36,7 +36,7 @@ from transformer_lens.pretrained.weight_conversions import (
 )
 
 from phasescope.errors import ModelLoadError
-from phasescope.hf_convert import CORE_FAMILIES, Family, act_fn, refuse, rope_settings
+from phasescope.models.hf_convert import CORE_FAMILIES, Family, act_fn, refuse, rope_settings
 
 __all__ = ["FAMILIES", "REFUSED_MODEL_TYPES", "family_for_model_type"]
 
@@ -55,7 +55,7 @@ REFUSED_MODEL_TYPES = {
 
 
 # TransformerLens's own configs of Qwen2/3, Phi and Bloom (as of GPT-NeoX) prepend no BOS: these models
-# were trained without one, and their text prompts start without one too (phasescope.prompts).
+# were trained without one, and their text prompts start without one too (phasescope.analysis.prompts).
 _NO_BOS = False
 
 

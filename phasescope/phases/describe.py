@@ -1,6 +1,6 @@
 """Phase transitions in words: which transitions move together, and one sentence per group.
 
-Reads the ``Transition`` results of ``phasescope.phases`` (pure numpy, no torch), e.g. "layer 1 heads
+Reads the ``Transition`` results of ``phasescope.phases.detect`` (pure numpy, no torch), e.g. "layer 1 heads
 0–3: induction transition at step 475 ± 25 (loss −2.6 nats, induction score 0.14 → 0.59); β* 1.1 →
 0.63; sharpness peaks at 500".
 """
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from phasescope.phases import Transition
+from phasescope.phases.detect import Transition
 
 __all__ = ["co_moving", "summarise"]
 
@@ -39,8 +39,10 @@ _TEST = ({"loss_test"}, {"accuracy_test"})
 
 def _improves(group: list[Transition], which: tuple[set[str], set[str]]) -> bool:
     falls, rises = which
-    return any(t.kind == "step" and ((t.quantity in falls and t.size < 0) or (t.quantity in rises and t.size > 0))
-               for t in group)  # fmt: skip
+    return any(
+        t.kind == "step" and ((t.quantity in falls and t.size < 0) or (t.quantity in rises and t.size > 0))
+        for t in group
+    )
 
 
 def _names(groups: list[list[Transition]]) -> list[str]:
@@ -56,7 +58,7 @@ def _names(groups: list[list[Transition]]) -> list[str]:
         induction = [t for t in group if t.quantity == "induction_score" and t.kind == "step"]
         if induction and np.mean([t.size for t in induction]) > 0:
             names.append("induction transition")
-        elif train[i] and any(test[i + 1:]):
+        elif train[i] and any(test[i + 1 :]):
             names.append("memorisation")
         elif test[i] and any(train[:i]):
             names.append("generalisation (grokking) transition")

@@ -1,6 +1,6 @@
 """Findings of an analysis: the transitions of its order parameters and one sentence about them.
 
-Runs ``phasescope.phases`` on a finished results table (pure pandas: the backend and the CLI both call
+Runs ``phasescope.phases.detect`` on a finished results table (pure pandas: the backend and the CLI both call
 it). Which series are order parameters, and how each is reduced to one value per checkpoint, is the
 table below; per-head quantities are tested head by head.
 """
@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from phasescope.phase_summary import co_moving, summarise
-from phasescope.phases import Transition, detect_transitions
+from phasescope.phases.describe import co_moving, summarise
+from phasescope.phases.detect import Transition, detect_transitions
 
 __all__ = ["ORDER_PARAMETERS", "find_transitions"]
 
@@ -64,7 +64,9 @@ def find_transitions(table: pd.DataFrame, n_boot: int = 50, seed: int = 0) -> di
     steps = sorted(s for s in table["checkpoint"].unique() if s > 0) if len(table) else []
     if len(steps) < MIN_CHECKPOINTS:
         return {
-            "transitions": [], "groups": [], "checkpoints": len(steps),
+            "transitions": [],
+            "groups": [],
+            "checkpoints": len(steps),
             "summary": f"{len(steps)} checkpoints after step 0: at least {MIN_CHECKPOINTS} are needed to detect a transition",
         }
     found: list[Transition] = []

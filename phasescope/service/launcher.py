@@ -2,7 +2,7 @@
 
 The launcher owns every process it starts: the embedded Redis (unless ``REDIS_URL`` names another
 server), ``n`` RQ worker processes and one API process (uvicorn serving the REST API and the
-dashboard). A child that dies is restarted with backoff (``phasescope.supervisor``); one that keeps
+dashboard). A child that dies is restarted with backoff (``phasescope.service.supervisor``); one that keeps
 dying stops the deployment with the reason. Ctrl-C or SIGTERM stops the API and workers first (so
 nothing writes to Redis after it is gone), then saves and shuts down Redis: no orphan
 ``redis-server`` or worker is left behind.
@@ -26,7 +26,14 @@ from pathlib import Path
 
 from phasescope.config import Settings, get_settings
 from phasescope.errors import ServiceUnavailable
-from phasescope.supervisor import Child, RestartPolicy, Supervisor, describe_exit, log_tail, state_path
+from phasescope.service.supervisor import (
+    Child,
+    RestartPolicy,
+    Supervisor,
+    describe_exit,
+    log_tail,
+    state_path,
+)
 
 __all__ = [
     "DEMO_ANALYSES",
@@ -77,7 +84,7 @@ def default_worker_count() -> int:
 class Launcher:
     """Start, supervise and stop the processes of one phasescope deployment.
 
-    Every child is handed to a ``phasescope.supervisor.Supervisor``: a worker, the API or the
+    Every child is handed to a ``phasescope.service.supervisor.Supervisor``: a worker, the API or the
     embedded Redis that dies is restarted with backoff (Redis on the same socket and data directory,
     so the others reconnect to it), and only a child that keeps dying stops the deployment.
 
@@ -124,7 +131,7 @@ class Launcher:
         assert self.supervisor is not None
         if self.settings.redis_url:
             return self.settings.redis_url
-        from phasescope.redis_conn import EmbeddedRedis
+        from phasescope.service.redis_conn import EmbeddedRedis
 
         server = EmbeddedRedis(self.settings.redis_dir)
 
@@ -181,8 +188,18 @@ class Launcher:
         """
         assert self.supervisor is not None
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "phasescope", "api", "--host", self.host, "--port", str(self.port),
-               "--log-level", "warning"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "phasescope",
+            "api",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+        ]
         log = self.log_dir / "api.log"
         start = functools.partial(_spawn, cmd, self._env(redis_url), log)
         process = start()
@@ -238,7 +255,7 @@ class Launcher:
 
     def submit_demo(self, names: tuple[str, ...]) -> dict[str, str]:
         """Submit the standard analysis of each series; returns series name → analysis view URL."""
-        from phasescope.client import Client
+        from phasescope.service.client import Client
 
         views = {}
         with Client(self.url, token=self.settings.api_token) as client:
@@ -252,7 +269,7 @@ class Launcher:
         """Supervise the children until Ctrl-C/SIGTERM.
 
         Raises:
-            ChildGaveUp: a child kept dying (see ``phasescope.supervisor``).
+            ChildGaveUp: a child kept dying (see ``phasescope.service.supervisor``).
         """
         assert self.supervisor is not None
         signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -60,8 +60,8 @@ __all__ = [
     "job_timeout_s",
 ]
 
-DEFAULT_TEXT_PROMPTS = 16  # phasescope.analysis.DEFAULT_TEXT_PROMPTS (not imported: it imports torch)
-DEFAULT_ZOO_PROMPTS = 64  # phasescope.analysis.DEFAULT_INDUCTION_PROMPTS
+DEFAULT_TEXT_PROMPTS = 16  # phasescope.analysis.run.DEFAULT_TEXT_PROMPTS (not imported: it imports torch)
+DEFAULT_ZOO_PROMPTS = 64  # phasescope.analysis.run.DEFAULT_INDUCTION_PROMPTS
 TOKENS_PER_UNIT = 16 * 64
 TEXT_CHARS_PER_UNIT = 250_000  # a fast tokenizer reads ~1M characters a second; a unit is ~0.1-1 s
 HVP_UNITS = 6.0  # one Hessian-vector product in forward passes (4-8 measured on CPU, float64)

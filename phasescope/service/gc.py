@@ -10,7 +10,7 @@ With ``Settings.retention_days`` = *R*, a collection removes:
   folder and its request within a second, so an hour-old folder without one is left over); and RQ job
   records (``rq:job:<analysis id>-<step>``) whose analysis is no longer in the store, unless the job is
   running (deleting its record under a busy worker would fail the job's bookkeeping instead);
-- **unused cache entries**: files of the reuse cache (``phasescope.reuse``) not read or written for
+- **unused cache entries**: files of the reuse cache (``phasescope.service.reuse``) not read or written for
   more than *R* days (last use = the later of the file's access and modification times; Linux's
   default ``relatime`` updates the access time at least once a day).
 
@@ -33,7 +33,7 @@ import redis
 from rq.job import Job, JobStatus
 
 from phasescope.config import Settings, get_settings
-from phasescope.store import ResultStore
+from phasescope.service.store import ResultStore
 
 __all__ = ["Collection", "collect", "delete"]
 
@@ -172,7 +172,7 @@ def _look_at_redis(
 
 
 def _unused_cache_files(store_root: Path, before: float) -> list[Path]:
-    from phasescope.reuse import CACHE_DIR
+    from phasescope.service.reuse import CACHE_DIR
 
     cache = store_root / CACHE_DIR
     if not cache.is_dir():

@@ -1,7 +1,7 @@
 """What a measure runs on: a batch of token sequences, with which targets count for the loss.
 
 Zoo models bring their own task data (``phasescope.zoo``); language models get a list of texts, the
-user's or the small built-in set in ``phasescope.texts``, tokenised and cut into equal-length prompts
+user's or the small built-in set in ``phasescope.analysis.texts``, tokenised and cut into equal-length prompts
 so that no padding (and no padded query rows) ever reaches the measures.
 """
 
@@ -52,9 +52,7 @@ class Batch:
         )
 
 
-def repeated_random_tokens(
-    n: int, half_len: int, vocab: int, seed: int, prefix: int | None = None
-) -> Batch:
+def repeated_random_tokens(n: int, half_len: int, vocab: int, seed: int, prefix: int | None = None) -> Batch:
     """``n`` sequences of ``half_len`` uniform random tokens repeated once: the induction probe.
 
     Args:
@@ -78,4 +76,6 @@ def repeated_random_tokens(
     # The second copy is predictable from the first, except its first token (the period is unknown
     # until the repeat starts).
     mask[:, offset + half_len + 1 :] = True
-    return Batch(tokens, mask, period=half_len, description=f"{n} random blocks of {half_len} tokens, repeated")
+    return Batch(
+        tokens, mask, period=half_len, description=f"{n} random blocks of {half_len} tokens, repeated"
+    )

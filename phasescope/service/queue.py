@@ -7,13 +7,13 @@ over N checkpoints is N jobs, spread over every worker. Jobs are enqueued by dot
 
 Job ids are ``<analysis id>-<step>``: a second submit of the same request finds the jobs it already
 has instead of duplicating them. Measures already computed on the same weights, parameters and inputs
-(by any analysis) come from the reuse cache (``phasescope.reuse``): a job computes only the others,
+(by any analysis) come from the reuse cache (``phasescope.service.reuse``): a job computes only the others,
 and a checkpoint with nothing left to compute gets no job at all.
 
 State lives in two places:
 
 - Redis: RQ's jobs (status, ``meta`` with progress, failures) on the queue ``Settings.queue_name``.
-- the store (phasescope.store): request.json with the resolved steps, one part per finished job, and
+- the store (phasescope.service.store): request.json with the resolved steps, one part per finished job, and
   the merged results. The store is the source of truth: a finished analysis needs no Redis at all, and
   if Redis loses the jobs of an unfinished, uncancelled analysis, the next status read enqueues the
   missing checkpoints again.
@@ -34,11 +34,11 @@ from rq.registry import StartedJobRegistry
 
 from phasescope.config import Settings, get_settings
 from phasescope.errors import ServiceUnavailable
-from phasescope.identity import ResolvedRequest, describe, resolve_request
-from phasescope.reuse import MeasureCache, measure_keys, patterns_key
+from phasescope.models.identity import ResolvedRequest, describe, resolve_request
 from phasescope.schemas import AnalysisRequest
-from phasescope.storage import ensure_free_space
-from phasescope.store import ResultStore
+from phasescope.service.reuse import MeasureCache, measure_keys, patterns_key
+from phasescope.service.storage import ensure_free_space
+from phasescope.service.store import ResultStore
 
 __all__ = [
     "RUN_JOB",
@@ -68,8 +68,8 @@ def get_queue(conn: redis.Redis, settings: Settings | None = None) -> Queue:
 
 
 def job_timeout(request: AnalysisRequest, settings: Settings | None = None) -> int:
-    """Seconds one job of this request may run, from its estimated work (``phasescope.cost``), capped."""
-    from phasescope.cost import job_timeout_s
+    """Seconds one job of this request may run, from its estimated work (``phasescope.service.cost``), capped."""
+    from phasescope.service.cost import job_timeout_s
 
     return job_timeout_s(request, settings)
 
@@ -90,8 +90,8 @@ def submit(
     """Validate a request against the model, record it and enqueue its missing jobs.
 
     Nothing is loaded: checkpoints are checked against the model's listing only, and the weights are
-    named by their identity (``phasescope.identity``), which is part of the id. Checkpoints whose
-    measures are all in the reuse cache (``phasescope.reuse``) get their part at once, without a job.
+    named by their identity (``phasescope.models.identity``), which is part of the id. Checkpoints whose
+    measures are all in the reuse cache (``phasescope.service.reuse``) get their part at once, without a job.
 
     Args:
         resolved: the request already resolved by the caller (steps, weights, id), so that the id it
@@ -165,7 +165,9 @@ def _enqueue_missing(
         if identity:
             keys = measure_keys(request, step, identity)
             compute = [m for m in compute if m not in cache.has(keys)]
-            if not compute and _part_from_cache(store, cache, aid, step, keys, patterns_key(request, step, identity)):
+            if not compute and _part_from_cache(
+                store, cache, aid, step, keys, patterns_key(request, step, identity)
+            ):
                 continue
         steps.append(step)
         datas.append(
@@ -205,7 +207,13 @@ def _part_from_cache(
         return False
     patterns = store.root / aid / "patterns"
     cache.restore_patterns(pattern_key, patterns / f"{step:09d}.parquet", patterns / "tokens.json")
-    record = {"seconds": 0.0, "rows": len(table), "finished_at": time.time(), "computed": [], "reused": sorted(keys)}
+    record = {
+        "seconds": 0.0,
+        "rows": len(table),
+        "finished_at": time.time(),
+        "computed": [],
+        "reused": sorted(keys),
+    }
     store.write_part(aid, step, table, record)
     return True
 
@@ -257,8 +265,8 @@ def finalize(store: ResultStore, aid: str, conn: redis.Redis | None = None) -> b
 def _write_final(store: ResultStore, aid: str, record: dict[str, Any]) -> None:
     import json
 
-    from phasescope.findings import find_transitions
-    from phasescope.summary import checkpoint_digest
+    from phasescope.phases.digest import checkpoint_digest
+    from phasescope.phases.findings import find_transitions
 
     table = store.results(aid)
     meta = store.part_meta(aid)
