@@ -29,6 +29,7 @@ from phasescope.errors import CheckpointNotFound, InvalidRequest
 
 __all__ = [
     "ACTIVATION_MEASURES",
+    "ANALYSIS_ID_PATTERN",
     "AnalysisRequest",
     "CheckpointRange",
     "CheckpointSpacing",
@@ -40,6 +41,9 @@ __all__ = [
     "analysis_id",
     "select_steps",
 ]
+
+# What analysis_id returns (24 hex digits): routes, the store, patterns and gc accept only this.
+ANALYSIS_ID_PATTERN = r"^[0-9a-f]{24}$"
 
 # Measures read from one forward pass with hooks (cheap: the default analysis).
 ACTIVATION_MEASURES = ("entropy", "thermo", "spectra", "heads", "loss", "energies")

@@ -33,14 +33,16 @@ import redis
 from rq.job import Job, JobStatus
 
 from phasescope.config import Settings, get_settings
+from phasescope.schemas import ANALYSIS_ID_PATTERN
 from phasescope.service.store import ResultStore
 
 __all__ = ["Collection", "collect", "delete"]
 
 DAY_S = 86400.0
 ORPHAN_GRACE_S = 3600.0
-_ID = re.compile(r"^[0-9a-f]{24}$")
-_JOB_KEY = re.compile(r"^rq:job:([0-9a-f]{24})-(\d+)$")
+_ID = re.compile(ANALYSIS_ID_PATTERN)
+# rq:job:<analysis id>-<step> (phasescope.service.queue.job_id)
+_JOB_KEY = re.compile(r"^rq:job:(" + ANALYSIS_ID_PATTERN.strip("^$") + r")-(\d+)$")
 _LIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 

@@ -24,12 +24,13 @@ import pandas as pd
 
 from phasescope.errors import InvalidRequest, NotFound
 from phasescope.models.series import atomic_write_bytes
+from phasescope.schemas import ANALYSIS_ID_PATTERN
 
 __all__ = ["MAX_SEQ", "N_PROMPTS", "pattern_index", "read_pattern", "save_patterns"]
 
 N_PROMPTS = 3  # prompts kept per checkpoint
 MAX_SEQ = 64  # tokens kept per prompt
-_ID = re.compile(r"^[0-9a-f]{24}$")
+_ID = re.compile(ANALYSIS_ID_PATTERN)
 log = logging.getLogger("phasescope.service.patterns")
 
 

@@ -34,12 +34,12 @@ import pandas as pd
 
 from phasescope.errors import NotFound
 from phasescope.measures.tables import concat_tables
-from phasescope.schemas import AnalysisRequest
+from phasescope.schemas import ANALYSIS_ID_PATTERN, AnalysisRequest
 from phasescope.service.storage import atomic_write_bytes
 
 __all__ = ["PART_META_KEY", "ResultStore", "read_table", "table_to_parquet_bytes", "write_local_result"]
 
-_ID = re.compile(r"^[0-9a-f]{24}$")
+_ID = re.compile(ANALYSIS_ID_PATTERN)
 # The Parquet key-value metadata entry that holds a part's job record (JSON).
 PART_META_KEY = b"phasescope.part"
 
