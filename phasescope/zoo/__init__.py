@@ -13,8 +13,15 @@ Series (model strings ``zoo:<name>``, recipes and results in docs/zoo.md):
 (2, 41)
 """
 
-from phasescope.zoo.registry import ZOO, get_spec, is_trained, train_series, zoo_series_dir
-from phasescope.zoo.spec import ZooSpec
-from phasescope.zoo.tasks import eval_batch
+from typing import TYPE_CHECKING
+
+from phasescope._lazy import attach
+
+if TYPE_CHECKING:  # the re-exports, imported on first use (phasescope._lazy)
+    from phasescope.zoo.registry import ZOO, get_spec, is_trained, train_series, zoo_series_dir
+    from phasescope.zoo.spec import ZooSpec
+    from phasescope.zoo.tasks import eval_batch
+
+__getattr__, __dir__ = attach(__name__, __file__)
 
 __all__ = ["ZOO", "ZooSpec", "eval_batch", "get_spec", "is_trained", "train_series", "zoo_series_dir"]

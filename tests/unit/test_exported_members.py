@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import subprocess
+import sys
 
 import pytest
 
@@ -45,3 +47,61 @@ def test_all_is_sorted_and_complete(name: str) -> None:
         # reached through them.
         public = set()
     assert public <= set(exported), f"{name}: public but not exported: {sorted(public - set(exported))}"
+
+
+# The library's packages re-export lazily (phasescope._lazy): each lists its re-exports once, as
+# imports under `if TYPE_CHECKING:`, and `__all__` must name exactly those (plus eager constants).
+PACKAGES = [
+    "phasescope",
+    "phasescope.analysis",
+    "phasescope.models",
+    "phasescope.phases",
+    "phasescope.service",
+    "phasescope.zoo",
+]
+EAGER = {"phasescope": {"MEASURES_VERSION", "__version__"}}
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_package_all_matches_its_lazy_exports(name: str) -> None:
+    from phasescope._lazy import exports_of
+
+    package = importlib.import_module(name)
+    assert hasattr(package, "__all__"), f"{name} declares no __all__"
+    lazy = exports_of(package.__file__)
+    assert set(package.__all__) == set(lazy) | EAGER.get(name, set()), name
+    for item, module in lazy.items():
+        # Each name is the very object its module defines (not a same-named stand-in).
+        assert getattr(package, item) is getattr(importlib.import_module(module), item), item
+    assert set(package.__all__) <= set(dir(package))
+    with pytest.raises(AttributeError, match="no attribute 'not_exported'"):
+        package.not_exported  # noqa: B018
+
+
+def _imported_after(code: str) -> set[str]:
+    """Top-level modules imported by a fresh interpreter that runs ``code``."""
+    probe = code + "\nimport sys; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_import_phasescope_is_cheap() -> None:
+    """`import phasescope` (the backend and the frontend do) imports neither torch nor pandas."""
+    imported = _imported_after("import phasescope")
+    assert "phasescope" in imported
+    assert not imported & {"torch", "transformer_lens", "pandas", "numpy", "transformers"}, imported
+
+
+def test_every_top_level_name_resolves() -> None:
+    """Every name in phasescope.__all__ resolves in a fresh interpreter, and torch comes with load_model."""
+    code = "import phasescope\nfor n in phasescope.__all__: getattr(phasescope, n)"
+    assert {"torch", "pandas"} <= _imported_after(code)
+
+
+@pytest.mark.parametrize("name", ["phasescope.phases", "phasescope.service"])
+def test_torch_free_packages_resolve_without_torch(name: str) -> None:
+    """The backend imports these: all their exports resolve without importing torch."""
+    code = f"import importlib\nm = importlib.import_module({name!r})\nfor n in m.__all__: getattr(m, n)"
+    imported = _imported_after(code)
+    assert "pandas" in imported or name == "phasescope.service"
+    assert "torch" not in imported and "transformer_lens" not in imported
