@@ -224,6 +224,7 @@ def load_model(
     settings: Settings | None = None,
     reuse: LoadedModel | None = None,
     dtype: str = "auto",
+    state: dict[str, Any] | None = None,
 ) -> LoadedModel:
     """Load a model at one checkpoint (``step=None``: the last one).
 
@@ -236,6 +237,8 @@ def load_model(
             weights are swapped, so a sweep does not rebuild the model at every checkpoint.
         dtype: what to load the weights in: "float32", "bfloat16", "float16", or "auto"
             (``phasescope.models.dtype.resolve_load_dtype``: float32 on a CPU).
+        state: the step's state dict already read (``phasescope.models.prefetch``; our series only),
+            loaded instead of reading the file again.
     """
     from phasescope.models.dtype import count_parameters, resolve_load_dtype
 
@@ -247,7 +250,8 @@ def load_model(
         assert ref.path is not None
         manifest = _zoo_manifest(ref) if ref.kind == "zoo" else read_manifest(ref.path)
         roots = (settings or get_settings()).allowed_roots
-        state = load_series_state_dict(ref.path, step, manifest, roots=roots)
+        if state is None:
+            state = load_series_state_dict(ref.path, step, manifest, roots=roots)
         if reuse is not None and reuse.ref == ref and reuse.dtype == dtype:
             model = reuse.model
         else:
@@ -314,13 +318,38 @@ class ModelCache:
     Consecutive checkpoints of one series reuse the architecture (only weights are swapped); the
     cache holds at most ``max_bytes`` of parameters. Entries are keyed by model string and load dtype
     ("auto" resolved), so a bfloat16 request never gets a float32 model, nor the other way round.
+
+    With ``prefetch``, ``prefetch(spec, step)`` reads a later checkpoint's weights in a background
+    thread (``phasescope.models.prefetch``: one checkpoint ahead at most), and ``get`` of that step
+    loads them from memory; ``last_prefetched`` says whether the last load did.
     """
 
-    def __init__(self, max_bytes: int = 4 * 2**30, device: str = "cpu") -> None:
+    def __init__(self, max_bytes: int = 4 * 2**30, device: str = "cpu", prefetch: bool = False) -> None:
+        from phasescope.models.prefetch import Prefetcher
+
         self.max_bytes = max_bytes
         self.device = device
+        self.prefetcher = Prefetcher() if prefetch else None
+        self.last_prefetched = False
         self._models: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
         self._n_params: dict[tuple[str, int], int | None] = {}
+
+    def prefetch(self, spec: str, step: int, settings: Settings | None = None) -> bool:
+        """Start reading ``spec`` at ``step`` ahead (dropping any other read ahead); True when it is read.
+
+        A no-op (False) without ``prefetch``, for model kinds that are not read ahead, and for a step
+        this cache already holds.
+        """
+        if self.prefetcher is None:
+            return False
+        if any(k[0] == spec and m.step == step for k, m in self._models.items()):
+            return False
+        return self.prefetcher.start(spec, step, settings)
+
+    def close(self) -> None:
+        """Drop any weights read ahead and stop the prefetch thread."""
+        if self.prefetcher is not None:
+            self.prefetcher.close()
 
     @staticmethod
     def _size(loaded: LoadedModel) -> int:
@@ -348,7 +377,11 @@ class ModelCache:
             self._models[key] = previous
             return previous
         reuse = previous if previous is not None and previous.ref.kind in ("zoo", "series") else None
-        loaded = load_model(spec, step, self.device, settings, reuse=reuse, dtype=key[1])
+        # Weights read ahead, when their files still match (else None: the file is read here).
+        state = self.prefetcher.take(spec, step, settings) if self.prefetcher is not None else None
+        self.last_prefetched = state is not None
+        loaded = load_model(spec, step, self.device, settings, reuse=reuse, dtype=key[1], state=state)
+        del state  # the model holds its own copy now
         self._models[key] = loaded
         while len(self._models) > 1 and sum(self._size(m) for m in self._models.values()) > self.max_bytes:
             self._models.popitem(last=False)
