@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     worker_maintenance_s: int = Field(
         default=30, ge=1, description="Seconds between a worker's clean-ups of RQ's registries."
     )
+    prefetch_checkpoints: bool = Field(
+        default=True,
+        description="Read the next checkpoint's weights in a background thread while the current one "
+        "is measured (true/false): in a local sweep the next step, in a worker the next step of the "
+        "same analysis still queued. Costs at most one checkpoint's weights of extra memory; applies to "
+        "zoo: and series-directory models (phasescope.models.prefetch).",
+    )
 
     # The supervisor of `phasescope up` (phasescope.service.supervisor): restarts a dead Redis, worker or API.
     restart_backoff_initial_s: float = Field(

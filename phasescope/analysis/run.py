@@ -360,27 +360,38 @@ def run_local(
     device: str = "cpu",
     progress: ProgressFn | None = None,
     dtype: str = "auto",
+    prefetch: bool | None = None,
 ) -> tuple[pd.DataFrame, dict[int, float]]:
     """Measure ``steps`` of ``model`` in this process, reusing the architecture between checkpoints.
 
     ``dtype`` is what the weights load in (``AnalysisRequest.dtype``); the measures compute in float64
-    whatever it is.
+    whatever it is. With ``prefetch`` (None: ``Settings.prefetch_checkpoints``) the next step's
+    weights are read in a background thread while this one is measured (``phasescope.models.prefetch``);
+    the results are the same either way.
 
     Returns:
         The concatenated table and the wall seconds spent per checkpoint.
     """
+    from phasescope.config import get_settings
     from phasescope.models.loading import ModelCache
 
-    cache = ModelCache(device=device)
+    if prefetch is None:
+        prefetch = get_settings().prefetch_checkpoints
+    cache = ModelCache(device=device, prefetch=prefetch)
     tables, timings = [], {}
     batch = None
-    for i, step in enumerate(steps):
-        t0 = time.perf_counter()
-        loaded = cache.get(model, step, dtype=dtype)
-        # The prompts do not depend on the weights: build them once per sweep.
-        batch = batch or build_batch(loaded, inputs)
-        tables.append(measure_checkpoint(loaded, measures, inputs, params, batch=batch))
-        timings[step] = time.perf_counter() - t0
-        if progress:
-            progress(i + 1, len(steps), step)
+    try:
+        for i, step in enumerate(steps):
+            t0 = time.perf_counter()
+            loaded = cache.get(model, step, dtype=dtype)
+            if i + 1 < len(steps):
+                cache.prefetch(model, steps[i + 1])  # read while this step is measured
+            # The prompts do not depend on the weights: build them once per sweep.
+            batch = batch or build_batch(loaded, inputs)
+            tables.append(measure_checkpoint(loaded, measures, inputs, params, batch=batch))
+            timings[step] = time.perf_counter() - t0
+            if progress:
+                progress(i + 1, len(steps), step)
+    finally:
+        cache.close()
     return concat_tables(tables), timings
