@@ -23,8 +23,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from backend.security import ContentSecurityPolicy, security_headers
 from phasescope.config import Settings
 from phasescope.errors import PathNotAllowed, PhasescopeError
+from phasescope.responses import ErrorBody
 
-__all__ = ["install_error_handlers", "public_message", "validation_body"]
+__all__ = ["error_responses", "install_error_handlers", "public_message", "validation_body"]
 
 log = logging.getLogger("phasescope.api")
 
@@ -41,6 +42,28 @@ _HTTP_CODES = {
 }
 # Location prefixes pydantic adds that mean nothing to a person (union members, function validators).
 _NOISE = ("function-", "list[", "literal[", "tagged-union", "json-or-python")
+
+
+# What each error status means, for the OpenAPI description of every route that can answer it.
+_MEANINGS = {
+    401: "The write needs the API token (Authorization: Bearer <token>).",
+    403: "A local model path outside the configured model roots.",
+    404: "No such analysis, model, checkpoint or stored pattern (choices lists the valid ones).",
+    413: "The request body is over PHASESCOPE_MAX_BODY_BYTES.",
+    422: "The request is malformed or over a limit: field names what to change.",
+    429: "Too many writes from this client, or the queue is full: retry_after_s says when to retry.",
+    500: "The server failed: request_id finds the traceback in its log.",
+    503: "The job queue (Redis) or the model hub cannot be reached.",
+    507: "The data directory's disk is (nearly) full.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route: each error status it can answer, with the ErrorBody schema.
+
+    500 is added to every route: any of them can fail.
+    """
+    return {code: {"model": ErrorBody, "description": _MEANINGS[code]} for code in sorted({*codes, 500})}
 
 
 def _field(loc: tuple[Any, ...]) -> str | None:

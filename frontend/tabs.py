@@ -81,7 +81,7 @@ def render_overview(aid: str, meta: dict[str, Any], state: dict[str, Any], step:
     elif transition:
         said = f"No transition detected ({transition['method']})."
     else:
-        said = "No transition marked: it needs the loss measure and three or more checkpoints."
+        said = "No transition marked: the analysis's findings come when it has finished."
     if transition and transition.get("summary"):
         said += f" Summary: {transition['summary']}."
     children: list[Any] = [

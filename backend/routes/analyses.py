@@ -6,12 +6,13 @@ import io
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from fastapi.responses import JSONResponse
 
 from backend.deps import RedisDep, SettingsDep, StoreDep, get_redis, require_token
+from backend.errors import error_responses
 from backend.ratelimit import limit_writes
 from phasescope.errors import InvalidRequest, NotFound, ServiceUnavailable
-from phasescope.schemas import MEASURE_NAMES, AnalysisRequest
+from phasescope.responses import AnalysisList, AnalysisStatus, ResultsPage
+from phasescope.schemas import ANALYSIS_ID_PATTERN, MEASURE_NAMES, AnalysisRequest
 from phasescope.service import queue as jobs
 
 __all__ = ["router"]
@@ -20,18 +21,34 @@ router = APIRouter(prefix="/analyses", tags=["analyses"])
 
 AnalysisId = Annotated[
     str,
-    Path(pattern=r"^[0-9a-f]{24}$", description="Analysis id: 24 hex digits, as POST /analyses returned."),
+    Path(pattern=ANALYSIS_ID_PATTERN, description="Analysis id: 24 hex digits, as POST /analyses returned."),
 ]
 _TEXT = Annotated[str | None, Query(max_length=100)]
 _INDEX = Annotated[int | None, Query(ge=0, le=10**9)]
 # Writes: the token first (a refused token takes no one's bucket), then the client's write rate.
 _WRITE = [Depends(require_token), Depends(limit_writes)]
+# A status read finalises or re-enqueues through Redis: it can answer 503 when Redis fails mid-read.
+_READ_ERRORS = error_responses(404, 422, 503)
 
 
-@router.post("", operation_id="create_analysis", status_code=202, dependencies=_WRITE)
+@router.post(
+    "",
+    operation_id="create_analysis",
+    status_code=202,
+    dependencies=_WRITE,
+    response_model=AnalysisStatus,
+    responses={
+        200: {
+            "model": AnalysisStatus,
+            "description": "Finished already: the same request on the same weights.",
+        },
+        202: {"description": "Queued (or already queued or running); Location is its status."},
+        **error_responses(401, 403, 404, 413, 422, 429, 503, 507),
+    },
+)
 def create_analysis(
-    body: AnalysisRequest, store: StoreDep, settings: SettingsDep, conn: RedisDep
-) -> JSONResponse:
+    body: AnalysisRequest, store: StoreDep, settings: SettingsDep, conn: RedisDep, response: Response
+) -> dict[str, Any]:
     """Queue an analysis (202), or return it at once when the same request on the same weights has finished (200)."""
     from phasescope.models.identity import resolve_request
     from phasescope.service.cost import check_request
@@ -49,11 +66,12 @@ def create_analysis(
         check_queue_room(conn, len(set(resolved.steps) - set(store.part_steps(aid))), settings)
         aid, _ = jobs.submit(body, conn, store, settings, resolved=resolved)
     state = jobs.status(store, aid, conn, settings)
-    code = 200 if state["status"] == "finished" else 202
-    return JSONResponse(state, status_code=code, headers={"Location": state["links"]["self"]})
+    response.status_code = 200 if state["status"] == "finished" else 202
+    response.headers["Location"] = state["links"]["self"]
+    return state
 
 
-@router.get("", operation_id="list_analyses")
+@router.get("", operation_id="list_analyses", response_model=AnalysisList, responses=error_responses(422))
 def list_analyses(
     store: StoreDep,
     settings: SettingsDep,
@@ -70,8 +88,8 @@ def list_analyses(
             state = jobs.status(store, aid, conn, settings, resume=False)
         except NotFound:
             continue  # deleted or half-written between listing and reading
-        state.pop("request", None)
-        state.pop("checkpoints", None)
+        for key in ("request", "checkpoints", "weights"):  # GET /analyses/{id} has them
+            state.pop(key, None)
         items.append(state)
     nxt = offset + limit
     return {
@@ -83,15 +101,23 @@ def list_analyses(
     }
 
 
-@router.get("/{analysis_id}", operation_id="get_analysis")
+@router.get(
+    "/{analysis_id}", operation_id="get_analysis", response_model=AnalysisStatus, responses=_READ_ERRORS
+)
 def get_analysis(
     analysis_id: AnalysisId, store: StoreDep, settings: SettingsDep, conn: RedisDep
 ) -> dict[str, Any]:
-    """Status, progress, timings, errors per job and links of one analysis."""
+    """Status, progress, timings, errors per job, findings, model shape and links of one analysis."""
     return jobs.status(store, analysis_id, conn, settings)
 
 
-@router.delete("/{analysis_id}", operation_id="cancel_analysis", dependencies=_WRITE)
+@router.delete(
+    "/{analysis_id}",
+    operation_id="cancel_analysis",
+    dependencies=_WRITE,
+    response_model=AnalysisStatus,
+    responses=error_responses(401, 404, 413, 422, 429, 503),
+)
 def cancel_analysis(
     analysis_id: AnalysisId, store: StoreDep, settings: SettingsDep, conn: Annotated[Any, Depends(get_redis)]
 ) -> dict[str, Any]:
@@ -123,11 +149,17 @@ def _columnar_json(aid: str, frame: Any, complete: bool) -> bytes:
 @router.get(
     "/{analysis_id}/results",
     operation_id="get_results",
+    response_model=ResultsPage,
     responses={
         200: {
-            "content": {"text/csv": {}, "application/vnd.apache.parquet": {}},
-            "description": "The tidy table: columnar JSON, CSV or Parquet.",
-        }
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/vnd.apache.parquet": {"schema": {"type": "string", "format": "binary"}},
+            },
+            "description": "The tidy table: columnar JSON (format=json), CSV or Parquet. "
+            "X-Phasescope-Complete says whether more rows will come.",
+        },
+        **_READ_ERRORS,
     },
 )
 def get_results(

@@ -12,6 +12,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from backend.deps import optional_redis
+from backend.errors import error_responses
+from phasescope.responses import Health, Readiness
 from phasescope.service.queue import get_queue
 
 __all__ = ["router"]
@@ -120,14 +122,28 @@ def _health(request: Request) -> tuple[int, dict[str, Any]]:
     return (507 if body["store"]["low_space"] else 200), body
 
 
-@router.get("/health", operation_id="health")
+@router.get(
+    "/health",
+    operation_id="health",
+    response_model=Health,
+    responses={
+        503: {"model": Health, "description": "Redis or the results store cannot be used."},
+        507: {"model": Health, "description": "Low on disk: new analyses are refused."},
+        **error_responses(),
+    },
+)
 def health(request: Request) -> JSONResponse:
     """Redis, workers, queue depth, free disk (503 when Redis or the store is unusable, 507 when low on disk)."""
     code, body = _health(request)
     return JSONResponse(body, status_code=code)
 
 
-@router.get("/health/ready", operation_id="readiness")
+@router.get(
+    "/health/ready",
+    operation_id="readiness",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Not ready."}, **error_responses()},
+)
 def readiness(request: Request) -> JSONResponse:
     """Readiness for docker-compose: 200 once Redis and the store can be used (also low on disk), else 503."""
     _, body = _health(request)

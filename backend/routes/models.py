@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from backend.deps import SettingsDep
+from backend.errors import error_responses
+from phasescope.responses import CheckpointList, ModelList
 
 __all__ = ["router", "tl_model_names"]
 
@@ -21,7 +23,7 @@ def tl_model_names() -> list[str]:
     return official_names()
 
 
-@router.get("", operation_id="list_models")
+@router.get("", operation_id="list_models", response_model=ModelList, responses=error_responses(422))
 def list_models(
     settings: SettingsDep,
     include_tl: Annotated[bool, Query(description="Also list TransformerLens pretrained names.")] = True,
@@ -36,7 +38,13 @@ def list_models(
     return body
 
 
-@router.get("/{model:path}/checkpoints", operation_id="list_model_checkpoints")
+@router.get(
+    "/{model:path}/checkpoints",
+    operation_id="list_model_checkpoints",
+    response_model=CheckpointList,
+    # 503: a hub: model whose branches the hub did not list in time.
+    responses=error_responses(403, 404, 422, 503),
+)
 def list_model_checkpoints(
     model: Annotated[
         str, Path(min_length=1, max_length=300, description="A model string, e.g. zoo:induction-2l.")

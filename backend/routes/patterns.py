@@ -7,6 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 
 from backend.deps import StoreDep
+from backend.errors import error_responses
+from phasescope.responses import PatternIndex, PatternMatrix
+from phasescope.schemas import ANALYSIS_ID_PATTERN
 from phasescope.service.patterns import pattern_index, read_pattern
 
 __all__ = ["router"]
@@ -16,9 +19,16 @@ router = APIRouter(prefix="/analyses", tags=["patterns"])
 _INDEX = Annotated[int, Query(ge=0, le=10**6)]
 
 
-@router.get("/{analysis_id}/patterns", operation_id="get_patterns")
+@router.get(
+    "/{analysis_id}/patterns",
+    operation_id="get_patterns",
+    response_model=PatternMatrix | PatternIndex,
+    responses=error_responses(404, 422),
+)
 def get_patterns(
-    analysis_id: Annotated[str, Path(pattern=r"^[0-9a-f]{24}$", description="Analysis id (24 hex digits).")],
+    analysis_id: Annotated[
+        str, Path(pattern=ANALYSIS_ID_PATTERN, description="Analysis id (24 hex digits).")
+    ],
     store: StoreDep,
     checkpoint: Annotated[int | None, Query(ge=0, le=10**12, description="Step; omit for the index.")] = None,
     layer: _INDEX = 0,

@@ -76,6 +76,17 @@ def _models() -> Any:
     )
 
 
+def _transition(findings: dict[str, Any] | None) -> str:
+    """The transition the analysis's findings mark, in a few words (— before it has finished)."""
+    if not findings:
+        return "—"
+    index = findings.get("marked")
+    if index is None:
+        return "none detected"
+    t = findings["transitions"][index]
+    return f"≈ step {t['step']:.0f} ({t['quantity']})"
+
+
 def _analyses() -> tuple[Any, bool]:
     """The table of recent analyses, and whether any of them is still running."""
     try:
@@ -101,10 +112,13 @@ def _analyses() -> tuple[Any, bool]:
                             f" {p.get('done', 0)}/{p.get('total', 0)}",
                         ]
                     ),
+                    html.Td(_transition(a.get("findings")), className="transition"),
                 ]
             )
         )
-    head = html.Tr([html.Th(t) for t in ("analysis", "model", "measures", "status", "progress")])
+    head = html.Tr(
+        [html.Th(t) for t in ("analysis", "model", "measures", "status", "progress", "transition")]
+    )
     busy = any(a["status"] in ("queued", "running") for a in items)
     return html.Table([html.Thead(head), html.Tbody(rows)], className="simple card"), busy
 

@@ -7,6 +7,11 @@ Example (against a running server)::
     aid = api.submit("zoo:induction-2l", measures=["heads", "loss"])["id"]
     api.wait(aid)
     api.results(aid, measure="heads").head()
+    api.analysis(aid).findings.summary      # typed: phasescope.responses.AnalysisStatus
+
+The methods that predate the typed responses (``submit``, ``status``, ``wait``, ...) return the JSON
+as dicts; ``analysis``, ``analyses``, ``findings`` and ``shape`` return the models of
+``phasescope.responses``, and an ``ApiError`` carries its body as ``ErrorBody`` (``error_body``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import httpx
 import pandas as pd
 
 from phasescope.errors import PhasescopeError
+from phasescope.responses import AnalysisList, AnalysisStatus, ErrorBody, Findings, ModelShape
 
 __all__ = ["ApiError", "Client"]
 
@@ -33,6 +39,16 @@ class ApiError(PhasescopeError):
         self.status_code = status_code
         self.code = str(body.get("error", "error"))
         self.body = body
+
+    @property
+    def error_body(self) -> ErrorBody | None:
+        """The body as the API's ErrorBody; None when the answer was not one (e.g. a proxy's page)."""
+        from pydantic import ValidationError
+
+        try:
+            return ErrorBody.model_validate(self.body)
+        except ValidationError:
+            return None
 
 
 _DONE = {"finished", "failed", "partial", "cancelled"}
@@ -106,6 +122,22 @@ class Client:
 
     def list_analyses(self, offset: int = 0, limit: int = 20) -> dict[str, Any]:
         return self._call("GET", "/analyses", params={"offset": offset, "limit": limit}).json()
+
+    def analysis(self, aid: str) -> AnalysisStatus:
+        """The analysis's status, typed: the same keys in every state, None where not known yet."""
+        return AnalysisStatus.model_validate(self.status(aid))
+
+    def analyses(self, offset: int = 0, limit: int = 20) -> AnalysisList:
+        """A page of recent analyses, typed."""
+        return AnalysisList.model_validate(self.list_analyses(offset, limit))
+
+    def findings(self, aid: str) -> Findings | None:
+        """Where the model changes phase (None until the analysis has finished)."""
+        return self.analysis(aid).findings
+
+    def shape(self, aid: str) -> ModelShape | None:
+        """The measured model's dimensions (None until known)."""
+        return self.analysis(aid).shape
 
     def cancel(self, aid: str) -> dict[str, Any]:
         return self._call("DELETE", f"/analyses/{aid}").json()

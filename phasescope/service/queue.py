@@ -35,6 +35,8 @@ from rq.registry import StartedJobRegistry
 from phasescope.config import Settings, get_settings
 from phasescope.errors import ServiceUnavailable
 from phasescope.models.identity import ResolvedRequest, describe, resolve_request
+from phasescope.models.shape import declared_shape, model_shape
+from phasescope.responses import marked_transition
 from phasescope.schemas import AnalysisRequest
 from phasescope.service.reuse import MeasureCache, measure_keys, patterns_key
 from phasescope.service.storage import ensure_free_space
@@ -120,6 +122,8 @@ def submit(
             "weights": describe(resolved.weights),
             "created_at": time.time(),
             "job_timeout_s": job_timeout(request, settings),
+            # The model's dimensions its files declare (None for kinds we would have to download).
+            "model_shape": declared_shape(request.model, settings),
         }
         store.save_request(aid, request, extra)
     store.set_cancelled(aid, False)
@@ -288,13 +292,36 @@ def _write_final(store: ResultStore, aid: str, record: dict[str, Any]) -> None:
         "digest": json.loads(checkpoint_digest(table).to_json(orient="index")) if len(table) else {},
         # Where the model changes phase: computed once here, served with every status read.
         "findings": find_transitions(table),
+        "shape": model_shape(record.get("model_shape"), table),
     }
     store.finalize(aid, summary)
+
+
+def _stored_shape(store: ResultStore, aid: str, record: dict[str, Any], steps: list[int]) -> Any:
+    """The shape while an analysis runs: from the first stored checkpoint (two columns of one file)."""
+    import pandas as pd
+
+    table = None
+    if steps:
+        path = store.root / aid / "parts" / f"{steps[0]:09d}.parquet"
+        with suppress(OSError, ValueError):
+            table = pd.read_parquet(path, columns=["layer", "head"])
+    return model_shape(record.get("model_shape"), table)
+
+
+def _findings(summary: dict[str, Any]) -> dict[str, Any] | None:
+    findings = summary.get("findings")
+    if findings is None:
+        return None
+    return {**findings, "marked": marked_transition(findings.get("transitions") or [])}
 
 
 def _finished_status(store: ResultStore, aid: str, record: dict[str, Any]) -> dict[str, Any]:
     summary = store.summary(aid)
     total = len(record["steps"])
+    shape = summary.get("shape")
+    if shape is None:  # finished before shapes were recorded: read it off the table once
+        shape = model_shape(record.get("model_shape"), store.results(aid))
     return {
         "status": "finished",
         "progress": {
@@ -303,16 +330,21 @@ def _finished_status(store: ResultStore, aid: str, record: dict[str, Any]) -> di
             "fraction": 1.0,
             "current_checkpoint": None,
             "running": [],
+            "queued": 0,
+            "failed": 0,
         },
         "timings": {
             "created_at": summary.get("created_at", record.get("created_at")),
             "finished_at": summary.get("finished_at"),
+            "elapsed_seconds": summary.get("wall_seconds"),
             "wall_seconds": summary.get("wall_seconds"),
             "seconds_per_checkpoint": summary.get("seconds_per_checkpoint", {}),
         },
         "errors": [],
         "rows": summary.get("rows"),
-        "findings": summary.get("findings"),
+        "findings": _findings(summary),
+        "shape": shape,
+        "queue_reachable": None,  # a finished analysis is read from the store alone
     }
 
 
@@ -326,7 +358,8 @@ def status(
     """Everything a person wants to know about an analysis, from the store and (when reachable) Redis.
 
     Status is one of ``queued``, ``running``, ``finished``, ``failed`` (no checkpoint succeeded),
-    ``partial`` (some did, the rest failed or were cancelled) and ``cancelled``.
+    ``partial`` (some did, the rest failed or were cancelled) and ``cancelled``. Every state has the
+    same keys (``phasescope.responses.AnalysisStatus``), None where a value is not known yet.
 
     Args:
         resume: re-enqueue checkpoints that neither have a part nor a job (Redis was wiped).
@@ -407,10 +440,15 @@ def status(
         },
         "timings": {
             "created_at": created,
+            "finished_at": None,
             "elapsed_seconds": round(time.time() - created, 3) if created else None,
+            "wall_seconds": None,
             "seconds_per_checkpoint": {str(s): m.get("seconds") for s, m in sorted(meta.items())},
         },
         "errors": failed,
+        "rows": None,
+        "findings": None,
+        "shape": _stored_shape(store, aid, record, sorted(done)),
         "queue_reachable": queue_ok,
     }
 

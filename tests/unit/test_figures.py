@@ -12,7 +12,7 @@ import pytest
 
 from frontend import figures as F
 from frontend import figures_measures as M
-from frontend.data import order_options, steepest_change
+from frontend.data import order_options, transition
 from frontend.urlstate import DEFAULTS, parse_state, to_query
 
 STEPS = [0, 25, 50, 100, 200, 400, 500, 600, 800, 1000]
@@ -166,12 +166,21 @@ def test_url_state_round_trip_and_bad_values() -> None:
     assert bad == DEFAULTS
 
 
-def test_steepest_change_finds_the_drop_in_log_step() -> None:
-    loss = _loss()
-    found = steepest_change(loss[loss["quantity"] == "loss"])
-    assert found is not None and found["step"] in (400, 500)
-    assert found["lo"] <= found["step"] <= found["hi"]
-    assert steepest_change(loss.iloc[:2]) is None
+def test_the_marked_transition_is_the_findings_one() -> None:
+    # Two findings as the API's status carries them; the dashboard marks findings.marked, not its own pick.
+    base = {"kind": "step", "method": "step fit in ln t", "uncertainty_method": "residual bootstrap (n=50)"}
+    score = {**base, "quantity": "induction_score", "layer": 1, "head": 2, "step": 310.4, "uncertainty": 20.0}
+    loss = {**base, "quantity": "loss", "layer": None, "head": None, "step": 476.6, "uncertainty": None}
+    loss.update(step_lo=400, step_hi=500)
+    findings = {"transitions": [score, loss], "summary": "two", "marked": 1}
+    marked = transition("a" * 24, {"findings": findings})
+    assert marked is not None and marked["step"] == 477 and (marked["lo"], marked["hi"]) == (400, 500)
+    assert "step 477 in loss" in marked["label"]
+    other = transition("a" * 24, {"findings": {**findings, "marked": 0}})
+    assert other is not None and other["step"] == 310 and (other["lo"], other["hi"]) == (290.4, 330.4)
+    assert "layer 1, head 2" in other["label"]
+    assert transition("a" * 24, {"findings": {**findings, "marked": None}})["step"] is None  # type: ignore[index]
+    assert transition("a" * 24, {"findings": None}) is None  # not finished: nothing to mark yet
 
 
 def test_order_options_follow_the_measures() -> None:
