@@ -18,9 +18,10 @@ from torch import Tensor
 from phasescope.analysis.inputs import Batch, repeated_random_tokens
 from phasescope.analysis.prompts import PromptFrame, prompt_frame, text_prompts
 from phasescope.errors import InvalidRequest, MeasureError
+from phasescope.measures.registry import Measure, get_measure
 from phasescope.measures.tables import concat_tables
 from phasescope.models.loading import LoadedModel
-from phasescope.schemas import ACTIVATION_MEASURES, LANDSCAPE_MEASURES, InputSpec, MeasureParams
+from phasescope.schemas import InputSpec, MeasureParams
 
 __all__ = [
     "build_batch",
@@ -30,6 +31,7 @@ __all__ = [
     "model_weights",
     "pick_device",
     "run_local",
+    "text_frame",
 ]
 
 DEFAULT_TEXT_PROMPTS = 16
@@ -83,14 +85,14 @@ def build_batch(loaded: LoadedModel, inputs: InputSpec) -> Batch:
 
     texts = inputs.texts if inputs.texts is not None else BUILTIN_TEXTS
     tokens, description = text_prompts(
-        loaded.tokenizer, texts, _frame(loaded, inputs), n_prompts, seq_len, inputs.seed
+        loaded.tokenizer, texts, text_frame(loaded, inputs), n_prompts, seq_len, inputs.seed
     )
     mask = torch.ones_like(tokens, dtype=torch.bool)
     mask[:, 0] = False
     return Batch(tokens, mask, description=description)
 
 
-def _frame(loaded: LoadedModel, inputs: InputSpec) -> PromptFrame:
+def text_frame(loaded: LoadedModel, inputs: InputSpec) -> PromptFrame:
     """How this model's text prompts are framed (``phasescope.analysis.prompts``)."""
     return prompt_frame(
         loaded.tokenizer,
@@ -165,69 +167,59 @@ def measure_checkpoint(
 ) -> pd.DataFrame:
     """Every requested measure on one checkpoint, as one tidy table.
 
+    Each measure is dispatched through its registry entry (``phasescope.measures.registry``): the
+    measures of one kind share what that kind reads (one forward pass, the heavy prompts), then each
+    entry's compute function makes its table.
+
     Args:
         loaded: the model at the checkpoint.
-        measures: names from ``phasescope.schemas.MEASURE_NAMES``.
+        measures: registered measure names (``phasescope.measures.registry.measure_names``).
         inputs: what to measure on (ignored when ``batch`` is given).
         params: measure parameters.
         batch: prompts already built (a sweep builds them once).
         other: a second checkpoint for the landscape's interpolation line.
+
+    Raises:
+        KeyError: a name that is not a registered measure.
     """
-    measures = set(measures)
+    entries = [get_measure(name) for name in dict.fromkeys(measures)]
     params = params or MeasureParams()
     device = next(loaded.model.parameters()).device
     batch = (batch or build_batch(loaded, inputs)).to(device)
     tables: list[pd.DataFrame] = []
-    if measures & set(ACTIVATION_MEASURES):
-        tables.append(_activation_measures(loaded, measures, inputs, params, batch))
-    if measures & set(LANDSCAPE_MEASURES):
-        tables.append(measure_landscape(loaded, measures, params, batch, other=other))
+    if any(e.kind == "activation" for e in entries):
+        tables.append(_activation_measures(loaded, {e.name for e in entries}, inputs, params, batch))
+    if any(e.kind == "landscape" for e in entries):
+        tables.append(measure_landscape(loaded, [e.name for e in entries], params, batch, other=other))
+    rest = [e for e in entries if e.kind in ("weights", "cross-checkpoint")]
+    if rest:
+        from phasescope.analysis.adapters import MeasureInput
+
+        # Weights-only and cross-checkpoint measures read the model(s) and the prompts, no forward pass.
+        tables.append(_compute(rest, MeasureInput(loaded, batch, inputs, params, other=other)))
     return concat_tables(tables)
+
+
+def _compute(entries: Iterable[Measure], data: Any) -> pd.DataFrame:
+    """Each entry's compute function on the same prepared input, as one table."""
+    return concat_tables([entry.function()(data) for entry in entries])
 
 
 def _activation_measures(
     loaded: LoadedModel, measures: set[str], inputs: InputSpec, params: MeasureParams, batch: Batch
 ) -> pd.DataFrame:
     """The measures read from one forward pass: its scores, patterns and logits."""
-    from phasescope.measures.entropy import entropy_table
-    from phasescope.measures.loss import loss_table
-    from phasescope.measures.spectra import spectra_table
-    from phasescope.measures.thermo import beta_grid, thermo_table
+    from phasescope.analysis.adapters import MeasureInput
+    from phasescope.measures.registry import measures as registered
 
-    if "loss" in measures and not loaded.has_lm_head:
-        raise MeasureError(
-            f"{loaded.ref.spec} has no language-model head, so it has no loss: drop 'loss' from the measures",
-            field="measures",
-            model=loaded.ref.spec,
-        )
-    step = loaded.step
+    entries = [e for e in registered(kind="activation") if e.name in measures]
     # Scores in float64 whatever the load dtype: the measures' identities hold to float64 precision
     # on them (docs/measures.md, "Precision").
     logits, scores = capture_attention(
-        loaded.model, batch.tokens, want_logits="loss" in measures, dtype=torch.float64
+        loaded.model, batch.tokens, want_logits=any(e.reads_logits for e in entries), dtype=torch.float64
     )
-    tables: list[pd.DataFrame] = []
-    patterns = None
-    if "entropy" in measures:
-        tables.append(entropy_table(scores, step))
-    if "thermo" in measures:
-        betas = beta_grid(params.beta_min, params.beta_max, params.n_beta).to(scores.device)
-        tables.append(thermo_table(scores, step, betas))
-    if "spectra" in measures:
-        patterns = torch.softmax(scores.double(), dim=-1)
-        # Grouped-query attention: W_K/W_V ESDs count each key/value head once (measures/spectra.py).
-        n_kv = getattr(loaded.model.cfg, "n_key_value_heads", None)
-        tables.append(spectra_table(patterns, model_weights(loaded.model), step, n_key_value_heads=n_kv))
-    if "loss" in measures:
-        assert logits is not None
-        tables.append(loss_table(logits, batch.tokens, batch.target_mask, batch.splits, step))
-    if "heads" in measures:
-        tables.append(_heads(loaded, batch, scores, patterns, inputs))
-    if "energies" in measures:
-        from phasescope.measures.energies import energy_table
-
-        tables.append(energy_table(scores, step, n_bins=params.energy_bins))
-    return concat_tables(tables)
+    data = MeasureInput(loaded, batch, inputs, params, scores=scores, logits=logits)
+    return _compute(entries, data)
 
 
 def measure_landscape(
@@ -237,70 +229,24 @@ def measure_landscape(
     batch: Batch,
     other: LoadedModel | None = None,
 ) -> pd.DataFrame:
-    """The loss-landscape measures (landscape, sharpness, llc) of one checkpoint.
+    """The loss-landscape measures (landscape, sharpness, llc: kind ``landscape``) of one checkpoint.
 
     They cost many forward and backward passes, so they run on the first ``params.heavy_prompts``
     prompts only. ``other`` (a second checkpoint of the same series) adds the loss along the straight
     line between the two.
     """
-    measures = set(measures)
+    from phasescope.analysis.adapters import MeasureInput
+    from phasescope.measures.registry import measures as registered
+
+    wanted = set(measures)
     if not loaded.has_lm_head:
         raise MeasureError(
             f"{loaded.ref.spec} has no language-model head, so it has no loss landscape", field="measures"
         )
-    heavy = _first(batch, params.heavy_prompts)
-    step, model = loaded.step, loaded.model
-    tables: list[pd.DataFrame] = []
-    if "landscape" in measures:
-        from phasescope.measures.landscape import landscape_table, model_params
-
-        tables.append(
-            landscape_table(
-                model,
-                heavy,
-                step,
-                other=None
-                if other is None
-                else {k: v.detach().clone() for k, v in model_params(other.model).items()},
-                n_dims=params.landscape_dims,
-                n_points=params.landscape_points,
-                radius=params.landscape_radius,
-                seed=params.landscape_seed,
-                # vmap over grid points pays off on a GPU; on CPU the plain loop measured 1.7-3x faster
-                # (docs/benchmarks.md, benchmark 5). Same numbers either way.
-                batched=next(model.parameters()).device.type != "cpu",
-            )
-        )
-    if "sharpness" in measures:
-        from phasescope.measures.sharpness import sharpness_table
-
-        tables.append(
-            sharpness_table(
-                model,
-                heavy,
-                step,
-                k=params.sharpness_k,
-                method=params.sharpness_method,
-                n_trace=params.hutchinson_samples,
-                seed=params.landscape_seed,
-            )
-        )
-    if "llc" in measures:
-        from phasescope.measures.llc import llc_table
-
-        # The sampler settings are the request's llc_* parameters, stored with the request.
-        table, _settings = llc_table(
-            model,
-            heavy,
-            step,
-            lr=params.llc_lr,
-            localization=params.llc_localization,
-            num_chains=params.llc_chains,
-            num_draws=params.llc_draws,
-            seed=params.landscape_seed,
-        )
-        tables.append(table)
-    return concat_tables(tables)
+    entries = [e for e in registered(kind="landscape") if e.name in wanted]
+    # The inputs are not read by the landscape kind (the prompts are already built).
+    data = MeasureInput(loaded, _first(batch, params.heavy_prompts), InputSpec(), params, other=other)
+    return _compute(entries, data)
 
 
 def _first(batch: Batch, n: int) -> Batch:
@@ -314,38 +260,6 @@ def _first(batch: Batch, n: int) -> Batch:
         period=batch.period,
         description=f"first {n} of: {batch.description}",
     )
-
-
-def _heads(
-    loaded: LoadedModel, batch: Batch, scores: Tensor, patterns: Tensor | None, inputs: InputSpec
-) -> pd.DataFrame:
-    """Induction/previous-token scores, on the batch itself when it is a repeat, else on a probe."""
-    from phasescope.measures.heads import heads_table
-    from phasescope.measures.tables import empty_table
-
-    if batch.period is not None and loaded.causal:
-        pats = patterns if patterns is not None else torch.softmax(scores.double(), dim=-1)
-        return heads_table(pats, batch.period, loaded.step)
-    n_ctx = _n_ctx(loaded)
-    if not loaded.causal or n_ctx < 8:
-        # Induction needs a causal model and room for a repeated block; say so with an empty table.
-        return empty_table()
-    half = min(max(inputs.seq_len // 2, 4), (n_ctx - 1) // 2)
-    prefix = None
-    if loaded.tokenizer is not None:
-        # The probe starts as the text prompts do: with the family's BOS (raw style: BOS, else EOS).
-        frame = _frame(loaded, inputs)
-        prefix = frame.separator if frame.style == "raw" else (frame.prefix[0] if frame.prefix else None)
-    probe = repeated_random_tokens(
-        min(inputs.n_prompts or DEFAULT_TEXT_PROMPTS, 32),
-        half,
-        int(loaded.model.cfg.d_vocab),
-        inputs.seed,
-        prefix,
-    ).to(scores.device)
-    _, probe_scores = capture_attention(loaded.model, probe.tokens, want_logits=False)
-    pats = torch.softmax(probe_scores.double(), dim=-1)
-    return heads_table(pats, half, loaded.step, offset=0 if prefix is None else 1)
 
 
 ProgressFn = Callable[[int, int, int], None]

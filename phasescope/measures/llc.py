@@ -210,9 +210,7 @@ def estimate_llc(
     )
 
 
-def llc_table(
-    model: torch.nn.Module, batch: Batch, checkpoint: int, **kwargs: Any
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+def llc_table(model: torch.nn.Module, batch: Batch, checkpoint: int, **kwargs: Any) -> pd.DataFrame:
     """LLC of one checkpoint on the batch's prompts, as a tidy table (``measure="llc"``).
 
     Args:
@@ -222,14 +220,15 @@ def llc_table(
         **kwargs: sampler settings, passed to ``estimate_llc``.
 
     Returns:
-        ``(table, settings)``. Quantities: ``llc_mean`` and ``llc_std`` (spread over chains);
-        ``llc_chain`` per chain (``index``); ``llc_init_loss`` (nats); ``sgld_loss`` (nats), the mean
-        minibatch loss per chain (``index``) and SGLD step (``x``), to check the chains settled.
-        ``settings`` is a JSON-able dict of the sampler settings.
+        The tidy table, as every measure returns (``phasescope.measures.tables``). Quantities:
+        ``llc_mean`` and ``llc_std`` (spread over chains); ``llc_chain`` per chain (``index``);
+        ``llc_init_loss`` (nats); ``sgld_loss`` (nats), the mean minibatch loss per chain (``index``)
+        and SGLD step (``x``), to check the chains settled. The sampler settings are the arguments
+        (a request's ``llc_*`` parameters, stored with it); ``estimate_llc`` returns them as a dict.
     """
     res = estimate_llc(model, batch_item_loss(batch), batch.tokens.shape[0], **kwargs)
     steps = np.arange(res.loss_trace.shape[1], dtype=np.float64)
-    table = concat_tables(
+    return concat_tables(
         [
             tidy("llc", "llc_mean", res.mean, checkpoint=checkpoint),
             tidy("llc", "llc_std", res.std, checkpoint=checkpoint),
@@ -240,4 +239,3 @@ def llc_table(
             ),
         ]
     )
-    return table, res.settings

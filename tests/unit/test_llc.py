@@ -1,4 +1,4 @@
-"""Local learning coefficient through devinterp: d/2 on a regular model, settings, RNG hygiene."""
+"""Local learning coefficient through devinterp: d/2 on a regular model, the tidy table, settings, RNG hygiene."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from phasescope.analysis.inputs import repeated_random_tokens
 from phasescope.errors import MeasureError
 from phasescope.measures.landscape import batch_loss, model_params
 from phasescope.measures.llc import batch_item_loss, estimate_llc, llc_table
+from phasescope.measures.tables import BASE_COLUMNS
 from tests.unit.test_landscape import tiny_model
 
 
@@ -63,10 +64,14 @@ def test_table_and_settings_on_a_tiny_transformer() -> None:
         item = batch_item_loss(batch)(model, torch.arange(8))
         plain = batch_loss(model, model_params(model), batch)
     assert float(item.mean()) == pytest.approx(float(plain), rel=1e-5)
-    table, settings = llc_table(model, batch, 75, num_chains=2, num_draws=5, batch_size=4)
+    table = llc_table(model, batch, 75, num_chains=2, num_draws=5, batch_size=4)
+    # The tidy shape every measure returns: the base columns, then its coordinates.
+    assert list(table.columns) == [*BASE_COLUMNS, "index", "x"]
     counts = table.groupby("quantity").size().to_dict()
     assert counts == {"llc_mean": 1, "llc_std": 1, "llc_chain": 2, "llc_init_loss": 1, "sgld_loss": 10}
     assert (table["measure"] == "llc").all() and (table["checkpoint"] == 75).all()
     assert not table["value"].isna().any()
-    json.dumps(settings)
-    assert settings["batch_size"] == 4 and settings["num_chains"] == 2 and settings["devinterp_version"]
+    # The sampler settings come back from estimate_llc (test above), JSON-able.
+    res = estimate_llc(model, batch_item_loss(batch), 8, num_chains=2, num_draws=2, batch_size=4)
+    json.dumps(res.settings)
+    assert res.settings["batch_size"] == 4 and res.settings["num_chains"] == 2 and res.settings["devinterp_version"]
