@@ -14,29 +14,31 @@ import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import CoreSchema
 
 from phasescope import MEASURES_VERSION
 from phasescope.config import get_settings
 from phasescope.errors import CheckpointNotFound, InvalidRequest
+from phasescope.measures.registry import default_measures, measure_names
 
 __all__ = [
-    "ACTIVATION_MEASURES",
+    "ALL_MEASURES",
     "ANALYSIS_ID_PATTERN",
     "AnalysisRequest",
     "CheckpointRange",
     "CheckpointSpacing",
-    "DEFAULT_MEASURES",
     "InputSpec",
-    "LANDSCAPE_MEASURES",
-    "MEASURE_NAMES",
+    "MeasureName",
     "MeasureParams",
     "analysis_id",
     "select_steps",
@@ -45,16 +47,37 @@ __all__ = [
 # What analysis_id returns (24 hex digits): routes, the store, patterns and gc accept only this.
 ANALYSIS_ID_PATTERN = r"^[0-9a-f]{24}$"
 
-# Measures read from one forward pass with hooks (cheap: the default analysis).
-ACTIVATION_MEASURES = ("entropy", "thermo", "spectra", "heads", "loss", "energies")
-# Measures of the loss landscape: many forward/backward passes per checkpoint, on at most
-# ``MeasureParams.heavy_prompts`` prompts; asked for explicitly.
-LANDSCAPE_MEASURES = ("landscape", "sharpness", "llc")
-MEASURE_NAMES = ACTIVATION_MEASURES + LANDSCAPE_MEASURES
-DEFAULT_MEASURES = ("entropy", "thermo", "spectra", "heads", "loss")
-MeasureName = Literal[
-    "entropy", "thermo", "spectra", "heads", "loss", "energies", "landscape", "sharpness", "llc"
-]
+ALL_MEASURES = "all"
+"""What ``measures`` (or one of its items) may say to ask for every registered measure."""
+
+
+def _known_measure(name: str) -> str:
+    # Read the registry now, not at import: a measure registered later is valid from then on.
+    names = measure_names()
+    if name not in names:
+        raise ValueError(f"unknown measure {name!r}; choose from {', '.join(names)}, or '{ALL_MEASURES}'")
+    return name
+
+
+class _RegisteredMeasuresEnum:
+    """JSON-schema hook: the enum of measure names, read from the registry when a schema is generated."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        json_schema = dict(handler(schema))
+        json_schema["enum"] = list(measure_names())
+        return json_schema
+
+
+MeasureName = Annotated[str, AfterValidator(_known_measure), _RegisteredMeasuresEnum()]
+"""A registered measure's name (``phasescope.measures.registry``), checked when validated."""
+
+
+def _measures_or_all(schema: dict[str, Any]) -> None:
+    # The OpenAPI document says that "all" is accepted too, beside the list of names.
+    listed = {k: schema.pop(k) for k in ("type", "items", "minItems") if k in schema}
+    schema["anyOf"] = [listed, {"const": ALL_MEASURES, "type": "string"}]
 
 
 class _Strict(BaseModel):
@@ -184,7 +207,10 @@ class AnalysisRequest(_Strict):
     )
     checkpoints: CheckpointSelection = "all"
     measures: list[MeasureName] = Field(
-        default_factory=lambda: sorted(DEFAULT_MEASURES), min_length=1, description="Measures to run."
+        default_factory=lambda: sorted(default_measures()),
+        min_length=1,
+        description=f"Measures to run: registered names, or '{ALL_MEASURES}' for every one.",
+        json_schema_extra=_measures_or_all,
     )
     inputs: InputSpec = Field(default_factory=InputSpec)
     params: MeasureParams = Field(default_factory=MeasureParams)
@@ -193,6 +219,14 @@ class AnalysisRequest(_Strict):
         description="Floating-point type the weights are loaded in. 'auto': float32 on a CPU, bfloat16 on a "
         "GPU for models of at least a billion parameters. Measures still compute in float64.",
     )
+
+    @field_validator("measures", mode="before")
+    @classmethod
+    def _expand_all(cls, measures: Any) -> Any:
+        # "all" (alone, or as an item) is every measure registered at validation time.
+        if measures == ALL_MEASURES or (isinstance(measures, list) and ALL_MEASURES in measures):
+            return list(measure_names())
+        return measures
 
     @field_validator("measures")
     @classmethod

@@ -11,8 +11,9 @@ from backend.deps import RedisDep, SettingsDep, StoreDep, get_redis, require_tok
 from backend.errors import error_responses
 from backend.ratelimit import limit_writes
 from phasescope.errors import InvalidRequest, NotFound, ServiceUnavailable
+from phasescope.measures import measure_names
 from phasescope.responses import AnalysisList, AnalysisStatus, ResultsPage
-from phasescope.schemas import ANALYSIS_ID_PATTERN, MEASURE_NAMES, AnalysisRequest
+from phasescope.schemas import ANALYSIS_ID_PATTERN, AnalysisRequest
 from phasescope.service import queue as jobs
 
 __all__ = ["router"]
@@ -181,8 +182,8 @@ def get_results(
     complete = store.is_finished(analysis_id) or (
         conn is not None and jobs.finalize(store, analysis_id, conn)
     )
-    if measure is not None and measure not in MEASURE_NAMES:
-        raise InvalidRequest(f"unknown measure {measure!r}", field="measure", choices=list(MEASURE_NAMES))
+    if measure is not None and measure not in measure_names():
+        raise InvalidRequest(f"unknown measure {measure!r}", field="measure", choices=list(measure_names()))
     if measure is not None and measure not in record["request"]["measures"]:
         raise InvalidRequest(
             f"analysis {analysis_id} did not measure {measure!r}",

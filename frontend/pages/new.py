@@ -10,12 +10,8 @@ from dash.exceptions import PreventUpdate
 
 from frontend import client
 from frontend.components import error_state
-from phasescope.schemas import MEASURE_NAMES, CheckpointSpacing, select_steps
-
-try:  # the cheap one-forward-pass measures are the default; landscape measures are asked for explicitly
-    from phasescope.schemas import DEFAULT_MEASURES
-except ImportError:  # pragma: no cover - older schemas
-    DEFAULT_MEASURES = MEASURE_NAMES
+from phasescope.measures import default_measures, measures
+from phasescope.schemas import CheckpointSpacing, select_steps
 
 dash.register_page(__name__, path="/new", name="New analysis", title="New analysis · phasescope")
 
@@ -91,8 +87,12 @@ def layout(model: str | None = None, **_: Any) -> html.Div:
                         "Measures",
                         dcc.Checklist(
                             id="new-measures",
-                            options=list(MEASURE_NAMES),
-                            value=list(DEFAULT_MEASURES),
+                            # Every registered measure, its summary on hover; the registry's defaults
+                            # (the cheap one-forward-pass measures) are ticked.
+                            options=[
+                                {"label": m.name, "value": m.name, "title": m.summary} for m in measures()
+                            ],
+                            value=list(default_measures()),
                             inline=True,
                             inputStyle={"marginRight": "4px", "marginLeft": "10px"},
                         ),

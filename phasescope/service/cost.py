@@ -14,13 +14,15 @@ landscape measures::
     heavy = h·T / 1024                  one forward pass over the landscape prompts
     hvp   = 6 · heavy                   one Hessian-vector product (measured: 4–8 forward passes)
 
-Units per checkpoint (one job), the sum over the requested measures plus reading the texts:
+Units per checkpoint (one job), the sum over the requested measures plus reading the texts. Each
+measure's formula is its registry entry's ``cost`` (``phasescope.measures.builtin``), written in
+``phasescope.measures.registry.WorkSizes``:
 
 =============  ==========================================================================
 texts          total characters / 250,000 (tokenising; 0 for the built-in texts)
-any of the     tok (the one forward pass with hooks they share)
+any measure    tok (the one forward pass with hooks they share)
+of kind
 activation
-measures
 entropy        0.5 · att
 thermo         3 · att · n_beta / 61
 spectra        att · T / 64 (SVD of every T×T pattern) + 1 (weight matrices)
@@ -35,52 +37,47 @@ llc            heavy · (1 + 3 · llc_chains · llc_draws)  (an SGLD step: forwa
 
 An analysis costs its per-checkpoint units times its number of checkpoints. Every field of
 ``InputSpec`` and ``MeasureParams`` (and every top-level request field other than ``model``,
-``checkpoints`` and ``measures``) is listed here, either as a driver of the cost (``DRIVERS``) or with
-the reason it costs nothing (``FREE``); a test fails when a new field is in neither.
+``checkpoints`` and ``measures``) is either a driver of the cost (``drivers()``: the inputs' sizes,
+and each measure's ``cost_params``) or listed with the reason it costs nothing (``FREE``); a test
+fails when a new field is in neither.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from phasescope.config import Settings, get_settings
 from phasescope.errors import InvalidRequest
-from phasescope.schemas import ACTIVATION_MEASURES, MEASURE_NAMES, AnalysisRequest, InputSpec, MeasureParams
+from phasescope.measures.registry import WorkSizes, get_measure, measure_names, measures
+from phasescope.schemas import AnalysisRequest, InputSpec, MeasureParams
 
 __all__ = [
-    "DRIVERS",
     "Estimate",
     "FREE",
-    "MEASURE_UNITS",
     "check_request",
+    "drivers",
     "estimate",
     "job_timeout_s",
 ]
 
 DEFAULT_TEXT_PROMPTS = 16  # phasescope.analysis.run.DEFAULT_TEXT_PROMPTS (not imported: it imports torch)
 DEFAULT_ZOO_PROMPTS = 64  # phasescope.analysis.run.DEFAULT_INDUCTION_PROMPTS
-TOKENS_PER_UNIT = 16 * 64
 TEXT_CHARS_PER_UNIT = 250_000  # a fast tokenizer reads ~1M characters a second; a unit is ~0.1-1 s
-HVP_UNITS = 6.0  # one Hessian-vector product in forward passes (4-8 measured on CPU, float64)
+# The inputs' sizes drive the cost of every measure; each measure's own drivers are its cost_params.
+_INPUT_DRIVERS = ("inputs.texts", "inputs.n_prompts", "inputs.seq_len")
 
-# The parameters each measure's cost grows with (``section.field``); the rest are in FREE.
-DRIVERS: dict[str, tuple[str, ...]] = {
-    "inputs.texts": MEASURE_NAMES,
-    "inputs.n_prompts": MEASURE_NAMES,
-    "inputs.seq_len": MEASURE_NAMES,
-    "params.n_beta": ("thermo",),
-    "params.heavy_prompts": ("landscape", "sharpness", "llc"),
-    "params.landscape_dims": ("landscape",),
-    "params.landscape_points": ("landscape",),
-    "params.sharpness_k": ("sharpness",),
-    "params.sharpness_method": ("sharpness",),
-    "params.hutchinson_samples": ("sharpness",),
-    "params.llc_chains": ("llc",),
-    "params.llc_draws": ("llc",),
-}
+
+def drivers() -> dict[str, tuple[str, ...]]:
+    """The fields each measure's cost grows with (``section.field`` → measures); the rest are in FREE."""
+    out: dict[str, tuple[str, ...]] = dict.fromkeys(_INPUT_DRIVERS, measure_names())
+    for entry in measures():
+        for name in entry.cost_params:
+            out[f"params.{name}"] = (*out.get(f"params.{name}", ()), entry.name)
+    return out
+
+
 # Fields that change what is computed but not how much, and why.
 FREE: dict[str, str] = {
     "dtype": "the same operations in another precision; the units assume float32, the slowest choice",
@@ -93,47 +90,6 @@ FREE: dict[str, str] = {
     "params.landscape_seed": "chooses the random directions and start vectors",
     "params.llc_lr": "the SGLD step size; the step count is llc_chains · llc_draws",
     "params.llc_localization": "the SGLD pull; the step count is llc_chains · llc_draws",
-}
-
-
-@dataclass(frozen=True)
-class _Sizes:
-    """The request's sizes that every measure's cost is written in (see the module docstring)."""
-
-    prompts: int
-    seq_len: int
-    heavy_prompts: int
-
-    @property
-    def tok(self) -> float:
-        return self.prompts * self.seq_len / TOKENS_PER_UNIT
-
-    @property
-    def att(self) -> float:
-        return self.tok * self.seq_len / 64
-
-    @property
-    def heavy(self) -> float:
-        return self.heavy_prompts * self.seq_len / TOKENS_PER_UNIT
-
-
-def _sharpness_products(p: MeasureParams) -> float:
-    """Hessian-vector products of one sharpness run: eigen solver, residual checks, trace probes."""
-    k = p.sharpness_k
-    solver = max(2 * k + 1, 20) + 4 * k if p.sharpness_method == "lanczos" else 25 * k
-    return float(solver + k + p.hutchinson_samples)
-
-
-MEASURE_UNITS: dict[str, Callable[[_Sizes, MeasureParams], float]] = {
-    "entropy": lambda s, p: 0.5 * s.att,
-    "thermo": lambda s, p: 3.0 * s.att * p.n_beta / 61,
-    "spectra": lambda s, p: s.att * s.seq_len / 64 + 1.0,
-    "heads": lambda s, p: 0.5 * s.att + min(s.prompts, 32) * s.seq_len / TOKENS_PER_UNIT,
-    "loss": lambda s, p: 0.5 * s.tok,
-    "energies": lambda s, p: s.att,
-    "landscape": lambda s, p: float(p.landscape_points**p.landscape_dims) * s.heavy,
-    "sharpness": lambda s, p: HVP_UNITS * s.heavy * _sharpness_products(p),
-    "llc": lambda s, p: s.heavy * (1 + 3 * p.llc_chains * p.llc_draws),
 }
 
 
@@ -158,11 +114,11 @@ class Estimate:
         return self.per_checkpoint * self.checkpoints
 
 
-def _sizes(request: AnalysisRequest) -> _Sizes:
+def _sizes(request: AnalysisRequest) -> WorkSizes:
     inputs = request.inputs
     default = DEFAULT_ZOO_PROMPTS if request.model.startswith("zoo:") else DEFAULT_TEXT_PROMPTS
     prompts = inputs.n_prompts or default
-    return _Sizes(prompts, inputs.seq_len, min(request.params.heavy_prompts, prompts))
+    return WorkSizes(prompts, inputs.seq_len, min(request.params.heavy_prompts, prompts))
 
 
 def estimate(request: AnalysisRequest, n_checkpoints: int = 1) -> Estimate:
@@ -176,10 +132,11 @@ def estimate(request: AnalysisRequest, n_checkpoints: int = 1) -> Estimate:
     parts: dict[str, float] = {}
     if request.inputs.texts is not None:
         parts["texts"] = sum(len(t) for t in request.inputs.texts) / TEXT_CHARS_PER_UNIT
-    if set(request.measures) & set(ACTIVATION_MEASURES):
+    entries = [get_measure(m) for m in request.measures]
+    if any(e.kind == "activation" for e in entries):
         parts["forward"] = sizes.tok
-    for measure in request.measures:
-        parts[measure] = MEASURE_UNITS[measure](sizes, request.params)
+    for entry in entries:
+        parts[entry.name] = entry.cost(sizes, request.params)
     return Estimate(sum(parts.values()), n_checkpoints, parts)
 
 
@@ -214,7 +171,7 @@ def _dominant(request: AnalysisRequest, n_checkpoints: int, per_job: bool) -> tu
     cost = estimate(request, n_checkpoints)
     now = cost.per_checkpoint if per_job else cost.total
     best: tuple[str, Any, float] = ("measures", request.measures, -1.0)
-    for field in DRIVERS:
+    for field in drivers():
         section, name = field.split(".")
         lighter = estimate(_reset(request, field), n_checkpoints)
         saved = now - (lighter.per_checkpoint if per_job else lighter.total)

@@ -14,7 +14,7 @@ Layout, beside the analyses in the results store (``Settings.store_dir``)::
 
 The key of a measure's rows is SHA-256 (24 hex digits) over: the model string, the step, the
 checkpoint's weights identity (``phasescope.models.identity``), the measure's name, the request fields the
-measure reads (``MEASURE_PARAMS``), the whole ``inputs``, ``MEASURES_VERSION``, and any other top-level
+measure reads (its registry entry's ``params``), the whole ``inputs``, ``MEASURES_VERSION``, and any other top-level
 request field (a loading choice such as a dtype). A checkpoint without a weights identity is never
 cached. Files are written atomically (temporary name + rename), so a reader sees a whole table or none.
 Importing this module never imports torch.
@@ -31,35 +31,15 @@ from typing import Any
 import pandas as pd
 
 from phasescope import MEASURES_VERSION
+from phasescope.measures.registry import get_measure
 from phasescope.measures.tables import concat_tables, empty_table
 from phasescope.models.series import atomic_write_bytes
-from phasescope.schemas import MEASURE_NAMES
 from phasescope.service.store import read_table, table_to_parquet_bytes
 
-__all__ = ["CACHE_DIR", "MEASURE_PARAMS", "MeasureCache", "measure_keys", "patterns_key"]
+__all__ = ["CACHE_DIR", "MeasureCache", "measure_keys", "patterns_key"]
 
 CACHE_DIR = "_cache"
 """The cache's folder under the results store (not an analysis id, so ``ResultStore.list_ids`` skips it)."""
-
-MEASURE_PARAMS: dict[str, tuple[str, ...]] = {
-    "entropy": (),
-    "thermo": ("beta_min", "beta_max", "n_beta"),
-    "spectra": (),
-    "heads": (),
-    "loss": (),
-    "energies": ("energy_bins",),
-    "landscape": (
-        "heavy_prompts",
-        "landscape_dims",
-        "landscape_points",
-        "landscape_radius",
-        "landscape_seed",
-    ),
-    "sharpness": ("heavy_prompts", "sharpness_k", "sharpness_method", "hutchinson_samples", "landscape_seed"),
-    "llc": ("heavy_prompts", "llc_chains", "llc_draws", "llc_lr", "llc_localization", "landscape_seed"),
-}
-"""The ``MeasureParams`` fields each measure reads (phasescope.analysis.run): only these enter its key, so
-changing the β grid does not invalidate the cached entropies."""
 
 # Request fields that every key names explicitly; any other top-level field enters every key.
 _NAMED_FIELDS = {"model", "checkpoints", "measures", "inputs", "params"}
@@ -92,7 +72,9 @@ def measure_keys(request: dict[str, Any], step: int, identity: str) -> dict[str,
     params = request.get("params") or {}
     common = _common(request, step, identity)
     return {
-        m: _key({**common, "measure": m, "params": {p: params.get(p) for p in MEASURE_PARAMS[m]}})
+        # Only the parameters the measure reads (phasescope.measures.registry, Measure.params) enter its
+        # key, so changing the β grid does not invalidate the cached entropies.
+        m: _key({**common, "measure": m, "params": {p: params.get(p) for p in get_measure(m).params}})
         for m in request["measures"]
     }
 
@@ -168,6 +150,3 @@ class MeasureCache:
     def clear(self) -> None:
         """Forget everything (the analyses keep their own results)."""
         shutil.rmtree(self.root, ignore_errors=True)
-
-
-assert set(MEASURE_PARAMS) == set(MEASURE_NAMES), "every measure names the parameters it reads"

@@ -8,8 +8,12 @@ import pytest
 
 from phasescope.config import get_settings
 from phasescope.errors import InvalidRequest
-from phasescope.schemas import MEASURE_NAMES, AnalysisRequest, InputSpec, MeasureParams
-from phasescope.service.cost import DRIVERS, FREE, MEASURE_UNITS, check_request, estimate, job_timeout_s
+from phasescope.measures.registry import measure_names, measures
+from phasescope.schemas import AnalysisRequest, InputSpec, MeasureParams
+from phasescope.service.cost import FREE, check_request, drivers, estimate, job_timeout_s
+
+MEASURE_NAMES = measure_names()
+DRIVERS = drivers()
 
 # Requests the fields are raised from: every measure, defaults; and one where every size binds
 # (more prompts than heavy_prompts, so that raising heavy_prompts changes what runs).
@@ -73,14 +77,18 @@ def _value(request: AnalysisRequest, field: str) -> typing.Any:
 
 
 def test_every_field_is_priced_or_free():
-    """A new field of InputSpec or MeasureParams must be added to DRIVERS or FREE (and RAISED here)."""
+    """A new field of InputSpec or MeasureParams must drive a cost (a measure's cost_params) or be in FREE
+    (and in RAISED here)."""
     fields = set(_fields())
     assert fields == set(DRIVERS) | set(FREE), fields ^ (set(DRIVERS) | set(FREE))
     assert not set(DRIVERS) & set(FREE)
     assert fields == set(RAISED)
-    assert set(MEASURE_UNITS) == set(MEASURE_NAMES)
-    for field, measures in DRIVERS.items():
-        assert set(measures) <= set(MEASURE_NAMES), field
+    for entry in measures():
+        # Every cost driver is a real parameter, and one the measure reads.
+        assert set(entry.cost_params) <= set(MeasureParams.model_fields), entry.name
+        assert set(entry.cost_params) <= set(entry.params), entry.name
+    for field, named in DRIVERS.items():
+        assert set(named) <= set(MEASURE_NAMES), field
 
 
 @pytest.mark.parametrize("field", sorted(RAISED))
