@@ -9,7 +9,7 @@ No torch here: the compute functions (``phasescope.analysis.adapters``) are name
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from phasescope.measures.registry import (
     TOKENS_PER_UNIT,
@@ -34,6 +34,10 @@ _PER_HEAD = ("layer", "head")
 _SCALAR: tuple[str, ...] = ()
 _STEP = ("step",)
 _STEP_OR_PEAK = ("step", "peak")  # sharpness and the LLC rise and fall back during a transition
+_MENUS: tuple[Literal["overview", "compare"], ...] = ("overview", "compare")
+# Digest columns (phasescope.phases.digest): the mean of a scalar, the best head, the last layer's.
+_MEAN = ("mean", False)
+_BEST = ("max", False)
 
 
 def _op(measure: str, quantity: str, kinds: tuple[str, ...] = _STEP, **where: object) -> OrderParameter:
@@ -76,8 +80,8 @@ register_measure(
         summary="next-token loss and accuracy (per split for tasks that have splits)",
         cost=lambda s, p: 0.5 * s.tok,
         quantities=(
-            Quantity("loss", "loss", "nats", _SCALAR, ("compare",), as_change=True),
-            Quantity("accuracy", "accuracy", "fraction", _SCALAR, ("compare",)),
+            Quantity("loss", "loss", "nats", _SCALAR, ("compare",), as_change=True, digest=_MEAN),
+            Quantity("accuracy", "accuracy", "fraction", _SCALAR, ("compare",), digest=_MEAN),
             Quantity("loss_se", "standard error of the loss over prompts", "nats", _SCALAR),
             *_SPLITS,
         ),
@@ -100,8 +104,8 @@ register_measure(
         summary="induction and previous-token scores per head",
         cost=_heads_cost,
         quantities=(
-            Quantity("induction_score", "induction score", _MASS, _PER_HEAD, ("overview", "compare")),
-            Quantity("prev_token_score", "previous-token score", _MASS, _PER_HEAD, ("overview", "compare")),
+            Quantity("induction_score", "induction score", _MASS, _PER_HEAD, _MENUS, digest=_BEST),
+            Quantity("prev_token_score", "previous-token score", _MASS, _PER_HEAD, _MENUS, digest=_BEST),
         ),
         order_parameters=(_op("heads", "induction_score"), _op("heads", "prev_token_score")),
         default=True,
@@ -127,14 +131,15 @@ register_measure(
                 "attention entropy S",
                 "nats",
                 _PER_HEAD,
-                ("overview", "compare"),
+                _MENUS,
                 short="entropy",
                 as_change=True,
+                digest=("mean", True),
             ),
             Quantity(
                 "entropy_norm_mean", "normalised entropy S / ln n", "", _PER_HEAD, ("overview", "compare")
             ),
-            Quantity("k90_mean", "k90 (keys holding 90% of mass)", "", _PER_HEAD, ("overview", "compare")),
+            Quantity("k90_mean", "k90 (keys holding 90% of mass)", "", _PER_HEAD, _MENUS),
             Quantity("k90_frac_mean", "k90 / n (fraction of keys)", "", _PER_HEAD),
             Quantity("hopfield_regime", "Hopfield regime (0 fixed, 1 metastable, 2 global)", "", _PER_HEAD),
         ),
@@ -167,12 +172,13 @@ register_measure(
                 "β* (peak of C(β), inverse temperature)",
                 "",
                 _PER_HEAD,
-                ("overview", "compare"),
+                _MENUS,
                 short="β*",
+                digest=("median", True),
             ),
             Quantity("beta_star_censored", "β* censored (1: C(β) peaks at an end of the grid)", ""),
             Quantity("beta_star_bound", "end of the β grid where C(β) peaks (censored heads)", ""),
-            Quantity("heat_capacity_max", "max C(β)", "nats", _PER_HEAD, ("overview", "compare")),
+            Quantity("heat_capacity_max", "max C(β)", "nats", _PER_HEAD, _MENUS),
         ),
         order_parameters=(_op("thermo", "beta_star"),),
         default=True,
@@ -192,9 +198,9 @@ register_measure(
         cost=lambda s, p: s.att * s.seq_len / 64 + 1.0,
         quantities=(
             Quantity("sigma", "singular value σ_k of the attention matrix", "", _PER_INDEX),
-            Quantity("stable_rank", "stable rank ‖A‖²_F / σ₁²", "", _PER_HEAD, ("overview", "compare")),
-            Quantity("effective_rank", "effective rank exp H(σ)", "", _PER_HEAD, ("overview", "compare")),
-            Quantity("gap", "σ₁ − σ₂", "", _PER_HEAD, ("overview", "compare")),
+            Quantity("stable_rank", "stable rank ‖A‖²_F / σ₁²", "", _PER_HEAD, _MENUS, digest=("mean", True)),
+            Quantity("effective_rank", "effective rank exp H(σ)", "", _PER_HEAD, _MENUS),
+            Quantity("gap", "σ₁ − σ₂", "", _PER_HEAD, _MENUS),
             Quantity("sigma_max", "σ₁ of attention matrix", "", _PER_HEAD),
             Quantity("qk_sigma", "singular value of W_QK = W_Q W_Kᵀ", "", _PER_INDEX),
             Quantity("ov_sigma", "singular value of W_OV = W_V W_O", "", _PER_INDEX),

@@ -123,6 +123,9 @@ class Quantity:
         short: its name in findings sentences (default: ``name`` with spaces).
         as_change: findings give its change in ``unit`` ("loss −2.6 nats") rather than its values
             before and after ("β* 1.1 → 0.63").
+        digest: ``(how, last_layer)`` for a column of the per-checkpoint digest
+            (``phasescope.phases.digest``): its rows reduced with ``how`` (``"mean"``, ``"max"``,
+            ``"median"``), over the last layer only when ``last_layer``; None: not in the digest.
     """
 
     name: str
@@ -132,6 +135,7 @@ class Quantity:
     offered: tuple[Literal["overview", "compare"], ...] = ()
     short: str = ""
     as_change: bool = False
+    digest: tuple[str, bool] | None = None
 
     @property
     def title(self) -> str:

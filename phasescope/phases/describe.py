@@ -12,25 +12,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from phasescope.measures.registry import Quantity, order_quantity
 from phasescope.phases.detect import Transition
 
 __all__ = ["co_moving", "summarise"]
 
-_NAMES = {
-    "beta_star": "β*",
-    "induction_score": "induction score",
-    "prev_token_score": "previous-token score",
-    "hessian_eigenvalue": "sharpness",
-    "hessian_trace": "Hessian trace",
-    "llc_mean": "LLC",
-    "stable_rank": "stable rank",
-    "entropy_mean": "entropy",
-    "loss_train": "train loss",
-    "loss_test": "test loss",
-    "accuracy_train": "train accuracy",
-    "accuracy_test": "test accuracy",
-}
-_UNITS = {"loss": " nats", "entropy_mean": " nats", "llc_init_loss": " nats"}
 # (falls, rises): the order parameters whose improvement means the model fits its training set, and
 # those that mean it generalises to held-out data (tasks with a split, e.g. grokking).
 _TRAIN = ({"loss_train"}, {"accuracy_train"})
@@ -145,17 +131,20 @@ def summarise(transitions: Iterable[Transition]) -> str:
             when = f"at step {centre:.0f}{spread}"
         inner, outer = [], []
         for (q, layer, kind), ts in items.items():
-            label = _NAMES.get(q, q.replace("_", " "))
+            # How the registry words the order parameter: its short name, and whether its change in
+            # its unit says more than its values ("loss −2.6 nats" against "β* 1.1 → 0.63").
+            declared = order_quantity(q) or Quantity(q, q)
+            label, change = declared.words, declared.as_change
             before, after = np.mean([t.before for t in ts]), np.mean([t.after for t in ts])
             where = _scope(layer, [t.head for t in ts if t.head is not None])
             if kind == "peak":
                 at = np.median([t.step for t in ts])
                 text = f"{label} peaks at {at:.0f} ({_fmt(before)} → {_fmt(np.mean([t.peak for t in ts]))} → {_fmt(after)})"  # type: ignore[arg-type]
-            elif q in _UNITS:
-                text = f"{label} {after - before:+.2g}{_UNITS[q]}".replace("-", "−")
+            elif change:
+                text = f"{label} {after - before:+.2g} {declared.unit}".rstrip().replace("-", "−")
             else:
                 text = f"{label} {_fmt(before)} → {_fmt(after)}"
-            if ts is lead or q in _UNITS or where in ("", scope):
+            if ts is lead or change or where in ("", scope):
                 inner.append(text) if kind == "step" else outer.append(text)
             else:
                 outer.append(f"{where} {text}")

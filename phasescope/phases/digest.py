@@ -1,14 +1,24 @@
 """A per-checkpoint digest of a results table: the order parameters a transition shows in.
 
-One row per checkpoint with the loss, the strongest induction and previous-token heads, and the last
-layer's mean entropy, median β* and mean stable rank, which is what a person scans first.
+One row per checkpoint, one column per quantity the measures declare for it (a registry quantity's
+``digest``): e.g. the loss, the strongest induction and previous-token heads, and the last layer's
+mean entropy, median β* and mean stable rank, which is what a person scans first.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["checkpoint_digest"]
+from phasescope.measures.registry import Quantity, measures
+
+__all__ = ["checkpoint_digest", "digest_column"]
+
+
+def digest_column(quantity: Quantity) -> str:
+    """The digest's column name of a quantity, e.g. ``induction_score_max``, ``beta_star_last_layer``."""
+    assert quantity.digest is not None, quantity.name
+    how, last_layer = quantity.digest
+    return quantity.name + ("_max" if how == "max" else "") + ("_last_layer" if last_layer else "")
 
 
 def _per_checkpoint(
@@ -23,20 +33,15 @@ def _per_checkpoint(
 
 def checkpoint_digest(table: pd.DataFrame) -> pd.DataFrame:
     """Summarise a tidy results table per checkpoint (columns present only when measured)."""
-    columns = {
-        "loss": ("loss", "loss", "mean", False),
-        "accuracy": ("loss", "accuracy", "mean", False),
-        "induction_max": ("heads", "induction_score", "max", False),
-        "prev_token_max": ("heads", "prev_token_score", "max", False),
-        "entropy_last_layer": ("entropy", "entropy_mean", "mean", True),
-        "beta_star_last_layer": ("thermo", "beta_star", "median", True),
-        "stable_rank_last_layer": ("spectra", "stable_rank", "mean", True),
-    }
     digest = {}
-    for name, (measure, quantity, how, last) in columns.items():
-        series = _per_checkpoint(table, measure, quantity, how, last)
-        if len(series):
-            digest[name] = series
+    for entry in measures():
+        for quantity in entry.quantities:
+            if quantity.digest is None:
+                continue
+            how, last_layer = quantity.digest
+            series = _per_checkpoint(table, entry.name, quantity.name, how, last_layer)
+            if len(series):
+                digest[digest_column(quantity)] = series
     frame = pd.DataFrame(digest)
     frame.index.name = "checkpoint"
     return frame.sort_index()

@@ -1,8 +1,12 @@
 """Findings of an analysis: the transitions of its order parameters and one sentence about them.
 
 Runs ``phasescope.phases.detect`` on a finished results table (pure pandas: the backend and the CLI both call
-it). Which series are order parameters, and how each is reduced to one value per checkpoint, is the
-table below; per-head quantities are tested head by head.
+it). Which series are order parameters, their row filter and the transition shapes fitted to them
+are declared by the measures (``phasescope.measures.registry.order_parameters``); per-head
+quantities are tested head by head. Order parameters that change level (loss, scores, β*, ranks) are
+fitted as steps only: a bump on a step would otherwise win on an asymmetric rise and put the
+"transition" at the bump. Sharpness and the LLC rise and fall back during a transition, so they may
+also be peaks.
 """
 
 from __future__ import annotations
@@ -11,40 +15,13 @@ from typing import Any
 
 import pandas as pd
 
+from phasescope.measures.registry import order_parameters
 from phasescope.phases.describe import co_moving, summarise
 from phasescope.phases.detect import Transition, detect_transitions
 
-__all__ = ["ORDER_PARAMETERS", "find_transitions"]
+__all__ = ["find_transitions"]
 
-# (measure, quantity, extra row filter, shapes): one value per checkpoint per (layer, head) after the
-# filter. Order parameters that change level (loss, scores, β*, ranks) are fitted as steps only: a
-# bump on a step would otherwise win on an asymmetric rise and put the "transition" at the bump.
-# Sharpness and the LLC rise and fall back during a transition, so they may also be peaks.
-STEP = ("step",)
-STEP_OR_PEAK = ("step", "peak")
-ORDER_PARAMETERS: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
-    ("loss", "loss", {}, STEP),
-    ("loss", "loss_train", {}, STEP),
-    ("loss", "accuracy_train", {}, STEP),
-    ("loss", "loss_test", {}, STEP),
-    ("loss", "accuracy_test", {}, STEP),
-    ("heads", "induction_score", {}, STEP),
-    ("heads", "prev_token_score", {}, STEP),
-    ("thermo", "beta_star", {}, STEP),
-    ("entropy", "entropy_mean", {}, STEP),
-    ("spectra", "stable_rank", {}, STEP),
-    ("sharpness", "hessian_eigenvalue", {"index": 0}, STEP_OR_PEAK),
-    ("llc", "llc_mean", {}, STEP_OR_PEAK),
-]
 MIN_CHECKPOINTS = 6  # two on each side of a transition plus its interval (phases' min_side = 2)
-
-
-def _series(table: pd.DataFrame, measure: str, quantity: str, where: dict[str, Any]) -> pd.DataFrame:
-    rows = table[(table["measure"] == measure) & (table["quantity"] == quantity)]
-    for column, value in where.items():
-        if column in rows:
-            rows = rows[rows[column] == value]
-    return rows[["quantity", "checkpoint", "layer", "head", "value"]]
 
 
 def find_transitions(table: pd.DataFrame, n_boot: int = 50, seed: int = 0) -> dict[str, Any]:
@@ -70,11 +47,11 @@ def find_transitions(table: pd.DataFrame, n_boot: int = 50, seed: int = 0) -> di
             "summary": f"{len(steps)} checkpoints after step 0: at least {MIN_CHECKPOINTS} are needed to detect a transition",
         }
     found: list[Transition] = []
-    for measure, quantity, where, kinds in ORDER_PARAMETERS:
-        series = _series(table, measure, quantity, where)
+    for op in order_parameters():
+        series = op.rows(table)[["quantity", "checkpoint", "layer", "head", "value"]]
         if series["checkpoint"].nunique() < MIN_CHECKPOINTS:
             continue
-        found.extend(detect_transitions(series, kinds=kinds, n_boot=n_boot, seed=seed))
+        found.extend(detect_transitions(series, kinds=op.kinds, n_boot=n_boot, seed=seed))
     found.sort(key=lambda t: t.step)
     index = {id(t): i for i, t in enumerate(found)}
     groups = [[index[id(t)] for t in group] for group in co_moving(found)]
