@@ -11,27 +11,15 @@ import math
 from typing import Any
 
 from frontend import client
+from phasescope.measures import quantities
 
-__all__ = ["ORDER_PARAMETERS", "analysis_meta", "order_options", "transition"]
-
-# Order parameters per (layer, head) the overview can colour by, in the order they are offered.
-ORDER_PARAMETERS = (
-    "heads.induction_score",
-    "heads.prev_token_score",
-    "entropy.entropy_mean",
-    "entropy.entropy_norm_mean",
-    "entropy.k90_mean",
-    "thermo.beta_star",
-    "thermo.heat_capacity_max",
-    "spectra.stable_rank",
-    "spectra.effective_rank",
-    "spectra.gap",
-)
+__all__ = ["analysis_meta", "order_options", "transition"]
 
 
 def order_options(measures: list[str]) -> list[str]:
-    """The order parameters an analysis with ``measures`` has."""
-    return [q for q in ORDER_PARAMETERS if q.split(".")[0] in measures]
+    """The per-head order parameters the overview offers for an analysis with ``measures``, as
+    ``"measure.quantity"`` in the registry's order (``Quantity.offered`` holds ``"overview"``)."""
+    return [key for key, _ in quantities(offered="overview", measures_run=measures)]
 
 
 _META: dict[tuple[str, str], dict[str, Any]] = {}

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import colorsys
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from phasescope.measures import quantities
 
 __all__ = [
     "LABELS",
@@ -36,24 +38,25 @@ __all__ = [
 WEBGL_POINTS = 4000  # above this many points a line plot switches to WebGL (Scattergl)
 FONT = {"family": "Inter, Segoe UI, Helvetica, Arial, sans-serif", "size": 12}
 
-# Quantity → (axis title with unit, what it is in a few words).
-LABELS: dict[str, str] = {
-    "heads.induction_score": "induction score (attention mass, 0–1)",
-    "heads.prev_token_score": "previous-token score (attention mass, 0–1)",
-    "entropy.entropy_mean": "attention entropy S (nats)",
-    "entropy.entropy_norm_mean": "normalised entropy S / ln n",
-    "entropy.k90_mean": "k90 (keys holding 90% of mass)",
-    "entropy.k90_frac_mean": "k90 / n (fraction of keys)",
-    "entropy.hopfield_regime": "Hopfield regime (0 fixed, 1 metastable, 2 global)",
-    "thermo.beta_star": "β* (peak of C(β), inverse temperature)",
-    "thermo.heat_capacity_max": "max C(β) (nats)",
-    "spectra.stable_rank": "stable rank ‖A‖²_F / σ₁²",
-    "spectra.effective_rank": "effective rank exp H(σ)",
-    "spectra.gap": "σ₁ − σ₂",
-    "spectra.sigma_max": "σ₁ of attention matrix",
-    "loss.loss": "loss (nats)",
-    "loss.accuracy": "accuracy (fraction)",
-}
+class _Labels(Mapping[str, str]):
+    """Axis titles by ``"measure.quantity"`` (label and unit), read from the measure registry on each
+    access, so a measure registered after this module was imported has its titles too."""
+
+    def _titles(self) -> dict[str, str]:
+        return {key: quantity.title for key, quantity in quantities()}
+
+    def __getitem__(self, key: str) -> str:
+        return self._titles()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._titles())
+
+    def __len__(self) -> int:
+        return len(self._titles())
+
+
+LABELS: Mapping[str, str] = _Labels()
+"""``LABELS.get("thermo.beta_star", fallback)``: every declared quantity's axis title."""
 
 
 def head_label(layer: Any, head: Any) -> str:

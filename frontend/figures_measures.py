@@ -22,6 +22,7 @@ from frontend.figures import (
     head_label,
     step_axis,
 )
+from phasescope.measures import label as axis_title
 
 __all__ = ["alpha_figure", "beta_star_figure", "esd_figure", "surface_figure", "thermo_figure"]
 
@@ -40,11 +41,9 @@ def thermo_figure(
         sweep: rows ``layer, head, beta, quantity, value`` for entropy, heat_capacity, internal_energy, beta_f.
         stars: rows ``layer, head, quantity, value`` for beta_star, beta_star_censored, beta_star_bound.
     """
+    # Panel titles are the registry's axis titles of the thermo quantities.
     panels = [
-        ("entropy", "S(β) (nats)"),
-        ("heat_capacity", "C(β) (nats)"),
-        ("internal_energy", "U(β) (score units)"),
-        ("beta_f", "βF(β) = −ln Z"),
+        (q, axis_title(f"thermo.{q}")) for q in ("entropy", "heat_capacity", "internal_energy", "beta_f")
     ]
     fig = make_subplots(
         rows=2, cols=2, subplot_titles=[t for _, t in panels], horizontal_spacing=0.09, vertical_spacing=0.14
@@ -241,7 +240,7 @@ def esd_figure(eigs: np.ndarray, scalars: dict[str, float], title: str) -> go.Fi
     alpha, se = scalars.get("esd_alpha"), scalars.get("esd_alpha_se")
     if alpha is not None:
         title += f" · α = {alpha:.2f} ± {se:.2f}" if se is not None else f" · α = {alpha:.2f}"
-    fig.update_xaxes(title_text="eigenvalue λ of WᵀW / N")
+    fig.update_xaxes(title_text=axis_title("spectra.esd_eigenvalue"))
     fig.update_yaxes(title_text="density")
     return _style(fig, title)
 
@@ -289,7 +288,7 @@ def surface_figure(frame: pd.DataFrame, checkpoint: int) -> go.Figure:
                 x=grid.columns,
                 y=grid.index,
                 colorscale="Viridis",
-                colorbar={"title": {"text": "loss (nats)"}},
+                colorbar={"title": {"text": axis_title("landscape.loss_surface")}},
                 hovertemplate="a %{x:.2f}, b %{y:.2f}<br>loss %{z:.4f}<extra></extra>",
             )
         )

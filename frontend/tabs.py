@@ -15,6 +15,7 @@ from frontend import client, data
 from frontend import figures as F
 from frontend import figures_measures as M
 from frontend.components import csv_href, empty_state, error_state, figure_card
+from phasescope.measures import measures
 
 __all__ = ["RENDERERS", "pick_layer_heads"]
 
@@ -231,11 +232,9 @@ def render_spectra(aid: str, meta: dict[str, Any], state: dict[str, Any], step: 
     return [_note(note), html.Div(cards, className="grid2")]
 
 
-LANDSCAPE = ("landscape", "sharpness", "llc", "energies")
-
-
 def render_landscape(aid: str, meta: dict[str, Any], state: dict[str, Any], step: int) -> list[Any]:
-    present = [m for m in LANDSCAPE if m in meta["measures"]]
+    # The measures the registry puts on this tab (Measure.tab).
+    present = [m.name for m in measures(tab="landscape") if m.name in meta["measures"]]
     if not present:
         return [
             empty_state(
@@ -282,7 +281,7 @@ def render_landscape(aid: str, meta: dict[str, Any], state: dict[str, Any], step
                 F.curves_figure(
                     llc,
                     title="Local learning coefficient (± chain spread)",
-                    ytitle="LLC λ̂",
+                    ytitle=F.LABELS.get("llc.llc_mean", "LLC"),
                     error=llc["checkpoint"].map(std),
                     **kw,
                 ),

@@ -11,17 +11,22 @@ from dash import Input, Output, dcc, html
 from frontend import client
 from frontend import figures as F
 from frontend.components import error_state, figure_card
-from frontend.data import ORDER_PARAMETERS
+from phasescope.measures import quantities
 
 dash.register_page(__name__, path="/compare", name="Compare", title="Compare · phasescope")
 
-QUANTITIES = ("loss.loss", "loss.accuracy", *ORDER_PARAMETERS)
 AGGREGATES = ("max", "mean", "min")
 
 
 def _analysis_options() -> list[dict[str, str]]:
     items = client.api().list_analyses(limit=200).get("items", [])
     return [{"label": f"{a['model']} · {a['id'][:8]} · {a['status']}", "value": a["id"]} for a in items]
+
+
+def compare_quantities() -> dict[str, bool]:
+    """What the comparison offers (registry quantities offered to ``"compare"``), each with whether it
+    is per head (then aggregated over heads), read when the page renders."""
+    return {key: "head" in quantity.dims for key, quantity in quantities(offered="compare")}
 
 
 def layout(
@@ -41,6 +46,7 @@ def layout(
     ids = [o["value"] for o in options]
     a = a if a in ids else (ids[0] if ids else None)
     b = b if b in ids else (ids[1] if len(ids) > 1 else None)
+    offered = compare_quantities()
     return html.Div(
         [
             html.H1("Compare analyses"),
@@ -61,8 +67,8 @@ def layout(
                             dcc.Dropdown(
                                 id="cmp-quantity",
                                 clearable=False,
-                                options=[{"label": F.LABELS.get(q, q), "value": q} for q in QUANTITIES],
-                                value=quantity if quantity in QUANTITIES else "loss.loss",
+                                options=[{"label": F.LABELS.get(q, q), "value": q} for q in offered],
+                                value=quantity if quantity in offered else "loss.loss",
                             ),
                         ],
                         className="control wide",
@@ -159,7 +165,7 @@ def _compare(
         else:
             label, frame = got
             series[label if label not in series else label + " (B)"] = frame
-    per_head = not quantity.startswith("loss.")
+    per_head = compare_quantities().get(quantity, True)
     title = F.LABELS.get(quantity, quantity) + (f", {agg} over heads" if per_head else "")
     fig = F.compare_figure(series, title, xscale=xscale, yscale=yscale)
     return [*[error_state(p) for p in problems], figure_card("compare", fig)]

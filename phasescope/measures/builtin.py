@@ -163,10 +163,10 @@ register_measure(
         quantities=(
             Quantity("log_z", "ln Z(β)", "", _SWEEP),
             Quantity("beta_f", "βF(β) = −ln Z", "", _SWEEP),
-            Quantity("free_energy", "free energy F(β) = −ln Z / β", "score units", _SWEEP),
-            Quantity("internal_energy", "internal energy U(β)", "score units", _SWEEP),
-            Quantity("entropy", "entropy S(β)", "nats", _SWEEP),
-            Quantity("heat_capacity", "heat capacity C(β)", "nats", _SWEEP),
+            Quantity("free_energy", "F(β) = −ln Z / β", "score units", _SWEEP),
+            Quantity("internal_energy", "U(β)", "score units", _SWEEP),
+            Quantity("entropy", "S(β)", "nats", _SWEEP),
+            Quantity("heat_capacity", "C(β)", "nats", _SWEEP),
             Quantity(
                 "beta_star",
                 "β* (peak of C(β), inverse temperature)",
