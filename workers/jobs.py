@@ -60,7 +60,8 @@ def model_cache() -> Any:
         from phasescope.analysis.run import pick_device
         from phasescope.models.loading import ModelCache
 
-        _CACHE = ModelCache(device=pick_device(get_settings().device))
+        settings = get_settings()
+        _CACHE = ModelCache(device=pick_device(settings.device), prefetch=settings.prefetch_checkpoints)
     return _CACHE
 
 
@@ -120,6 +121,38 @@ def _load_checked(
         verify_step_identity(model, step, weights, settings)
     _LOADED[model] = (step, weights, digest)
     return loaded, digest or (weights if ref.kind == "hf" else "") or ""
+
+
+# How many of an analysis's later steps one prefetch decision looks at (one Redis round trip).
+_PREFETCH_LOOKAHEAD = 32
+
+
+def _prefetch_next(job: Any, store: ResultStore, aid: str, model: str, step: int) -> int | None:
+    """Start reading the weights of the analysis's next step still queued; returns that step.
+
+    The queue hands jobs out in order, so the first later step whose job is still queued (not taken
+    by another worker) is the one a worker takes next; if that is this worker, its weights are in
+    memory already. If another worker takes it, the read is dropped when this worker loads anything
+    else (``phasescope.models.prefetch``): one checkpoint's reading wasted at most. Best effort: a
+    failure here never costs the job.
+    """
+    if job is None or model_cache().prefetcher is None:
+        return None
+    from rq.job import Job, JobStatus
+
+    from phasescope.service.queue import job_id
+
+    try:
+        steps = list(store.load_request(aid)["steps"])
+        done = set(store.part_steps(aid))
+        later = [s for s in steps[steps.index(step) + 1 :] if s not in done][:_PREFETCH_LOOKAHEAD]
+        jobs = Job.fetch_many([job_id(aid, s) for s in later], connection=job.connection)
+        for later_step, later_job in zip(later, jobs, strict=True):
+            if later_job is not None and later_job.get_status(refresh=False) == JobStatus.QUEUED:
+                return later_step if model_cache().prefetch(model, later_step) else None
+    except (redis.ConnectionError, redis.TimeoutError, OSError, ValueError, KeyError) as exc:
+        log.info("job %s: no prefetch (%s)", job.id, exc)
+    return None
 
 
 def _reuse_plan(
@@ -186,6 +219,7 @@ def run_job(
     settings = get_settings()
     store = ResultStore(settings.store_dir)
     worker = (job.worker_name if job is not None else None) or f"{socket.gethostname()}:{os.getpid()}"
+    job_name = job.id if job is not None else f"{aid}-{step}"
     t0 = time.perf_counter()
     rows = None
     todo: list[str] = []
@@ -209,7 +243,11 @@ def run_job(
                 if len(_BATCHES) >= 16:
                     _BATCHES.clear()
                 batch = _BATCHES[key] = build_batch(loaded, spec)
-            _stage(job, "measuring")
+            prefetched = model_cache().last_prefetched
+            if prefetched:
+                log.info("job %s: weights prefetched while the previous job ran", job_name)
+            ahead = _prefetch_next(job, store, aid, model, step)  # read while this step is measured
+            _stage(job, "measuring", prefetched=prefetched, prefetching=ahead)
             table = measure_checkpoint(loaded, todo, spec, MeasureParams(**params), batch=batch)
             save_patterns(store, aid, loaded, batch)  # a small artefact for the dashboard
             if keys:

@@ -111,7 +111,13 @@ def run_worker(
     device = setup_torch(threads, settings)
     hb = settings.worker_heartbeat_s
     base = name or f"phasescope-{os.uname().nodename}-{os.getpid()}"
-    log.info("worker %s: device %s, queue %s", base, device, settings.queue_name)
+    log.info(
+        "worker %s: device %s, queue %s, prefetch %s",
+        base,
+        device,
+        settings.queue_name,
+        "on" if settings.prefetch_checkpoints else "off",
+    )
     for attempt in itertools.count():
         # A fresh name per attempt: after a Redis restart the old worker's record may still be there.
         worker_name = base if attempt == 0 else f"{base}.{attempt}"

@@ -375,6 +375,7 @@ class ModelCache:
         previous = self._models.pop(key, None)
         if previous is not None and previous.step == step:
             self._models[key] = previous
+            self.last_prefetched = False
             return previous
         reuse = previous if previous is not None and previous.ref.kind in ("zoo", "series") else None
         # Weights read ahead, when their files still match (else None: the file is read here).
