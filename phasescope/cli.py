@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from typer.models import OptionInfo
 
 from phasescope.errors import PhasescopeError
 
@@ -107,14 +108,38 @@ def models(
     typer.echo(" ".join(str(s) for s in steps))
 
 
+def _measure_help() -> str:
+    from phasescope.measures.registry import default_measures, measures
+
+    listed = "; ".join(f"{m.name}: {m.summary}" for m in measures())
+    return (
+        f"Comma-separated measures, or 'all' for every one. {listed}. "
+        f"Default: {','.join(default_measures())}."
+    )
+
+
+class _MeasureOption(OptionInfo):
+    """``--measure``, whose help lists the measures registered when the command is built (every run
+    builds it), so a measure registered after this module was imported is listed too."""
+
+    @property  # type: ignore[override]
+    def help(self) -> str:
+        return _measure_help()
+
+    @help.setter
+    def help(self, value: str | None) -> None:
+        pass  # OptionInfo.__init__ assigns one; the registry's is the one shown
+
+
 @app.command("analyze")
 def analyze(
     model: Annotated[
         str, typer.Argument(help="zoo:<name>, tl:<name> or a local path under the model roots.")
     ],
+    # What typer.Option("--measure", "-m") builds (under Annotated the first name travels as `default`).
     measure: Annotated[
-        str, typer.Option("--measure", "-m", help="Comma-separated: entropy,thermo,spectra,heads,loss.")
-    ] = "entropy,thermo,spectra,heads,loss",
+        str | None, _MeasureOption(default="--measure", param_decls=("-m",), show_default=False)
+    ] = None,
     checkpoints: Annotated[
         str, typer.Option(help="all | last | 0,25,50 | START:STOP[:EVERY] | log:N | linear:N")
     ] = "all",
@@ -151,10 +176,12 @@ def analyze(
         if not texts.is_file():
             _fail(f"no such text file: {texts}")
         text_list = [p.strip() for p in texts.read_text().split("\n\n") if p.strip()]
+    # No --measure: the registry's defaults; "all": every registered measure (AnalysisRequest expands it).
+    chosen = {} if measure is None else {"measures": [m.strip() for m in measure.split(",") if m.strip()]}
     request = AnalysisRequest(
         model=model,
         checkpoints=parse_checkpoints(checkpoints),
-        measures=[m.strip() for m in measure.split(",") if m.strip()],
+        **chosen,
         inputs=InputSpec(
             texts=text_list, n_prompts=n_prompts, seq_len=seq_len, seed=seed, prompt_style=prompt_style
         ),
