@@ -25,6 +25,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from phasescope.errors import MeasureError
+from phasescope.measures.boltzmann import boltzmann_sums, slabs, sweep_plan, weights_buffer
 from phasescope.measures.entropy import _prepare
 from phasescope.measures.tables import concat_tables, tidy
 
@@ -33,15 +34,19 @@ __all__ = ["ROW_QUANTITIES", "beta_grid", "row_thermo", "thermo_table"]
 ROW_QUANTITIES = ("log_z", "beta_f", "free_energy", "internal_energy", "entropy", "heat_capacity")
 """The quantities ``row_thermo`` returns, and ``thermo_table`` averages per (layer, head, beta)."""
 
-# Bound on the elements of one [beta, ..., key] intermediate (float64: 256 MiB). The sweep runs over
-# chunks of β sized to this; a single β over a larger score tensor is still done in one piece.
+# Bound on the elements of one [beta, ..., key] intermediate of row_thermo (float64: 256 MiB). The
+# sweep runs over chunks of β sized to this; a single β over a larger score tensor is done in one piece.
 _CHUNK_ELEMENTS = 2**25
-# thermo_table sweeps its rows in slabs of this many elements (float64: 2 MiB, cache-sized on a CPU;
-# larger on an accelerator, where each kernel launch costs more than its memory traffic) and in
-# blocks of this many queries (see _query_blocks).
-_SLAB_ELEMENTS = 2**18
-_SLAB_ELEMENTS_ACCEL = 2**24
-_QUERY_BLOCK = 16
+# beta_grid's knots: every this many points of the log grid (default: 10 uniform runs of 6 steps).
+_SEGMENT_STEPS = 6
+# thermo_table sweeps its rows in slabs of this many scores, and keeps the weights of a slab at up to
+# _BUFFER_ELEMENTS / _SLAB_ELEMENTS values of β for one matrix product (float64: 64 KiB and 4 MiB, so
+# a slab's passes stay in a CPU's caches; larger on an accelerator, where a kernel launch costs more
+# than its memory traffic).
+_SLAB_ELEMENTS = 2**15
+_BUFFER_ELEMENTS = 2**18
+_SLAB_ELEMENTS_ACCEL = 2**22
+_BUFFER_ELEMENTS_ACCEL = 2**26
 # A row-averaged heat capacity below this everywhere on the grid is flat: all energies of every row
 # are (numerically) degenerate. That is the vanishing-gap limit, whose peak β* ~ 1/gap runs off the
 # top of the grid, so it is reported as censored above.
@@ -49,7 +54,13 @@ _FLAT_C = 1e-12
 
 
 def beta_grid(beta_min: float = 0.05, beta_max: float = 20.0, n: int = 61) -> Float[Tensor, " beta"]:
-    """Log-spaced inverse temperatures, float64 on the CPU.
+    """Inverse temperatures from ``beta_min`` to ``beta_max``: log-spaced knots, uniform between them.
+
+    The knots are every ``_SEGMENT_STEPS``-th point of the log-spaced grid of ``n`` points (plus its
+    last point and its β = 1); between two knots the points are equally spaced in β. The density in
+    ``ln β`` stays close to the log grid's (for the default, steps of 0.08 to 0.13 in ``ln β``
+    instead of 0.1), and on each equal-step run the sweep replaces ``exp`` by one multiplication per
+    β (``phasescope.measures.boltzmann``; docs/measures.md).
 
     Args:
         beta_min: first point (> 0, dimensionless: β = 1 is the model's own temperature).
@@ -57,20 +68,29 @@ def beta_grid(beta_min: float = 0.05, beta_max: float = 20.0, n: int = 61) -> Fl
         n: number of points (>= 2).
 
     Returns:
-        ``[n]`` increasing values with the exact endpoints. A point within 1e-9 of β = 1 in ``ln β``
-        is set to exactly 1.0, so a range symmetric around 1 in log (``beta_min * beta_max == 1``)
-        with odd ``n`` contains the model's own β exactly.
+        ``[n]`` increasing float64 values on the CPU with the exact endpoints. A log-grid point within
+        1e-9 of β = 1 in ``ln β`` is a knot set to exactly 1.0, so a range symmetric around 1 in log
+        (``beta_min * beta_max == 1``) with odd ``n`` contains the model's own β exactly.
 
     >>> grid = beta_grid()
-    >>> len(grid), float(grid[30])
-    (61, 1.0)
+    >>> len(grid), float(grid[30]), round(float(grid[6]), 6), round(float(grid[3] - grid[2]), 6)
+    (61, 1.0, 0.091028, 0.006838)
     """
     if not (0 < beta_min < beta_max) or not math.isfinite(beta_max) or n < 2:
         raise MeasureError(f"need 0 < beta_min < beta_max < inf and n >= 2, got {beta_min}, {beta_max}, {n}")
     log_grid = torch.linspace(math.log(beta_min), math.log(beta_max), n, dtype=torch.float64)
-    grid = log_grid.exp()
-    grid[0], grid[-1] = beta_min, beta_max
-    return torch.where(log_grid.abs() < 1e-9, torch.ones_like(grid), grid)
+    log_points = log_grid.exp()
+    log_points[0], log_points[-1] = beta_min, beta_max
+    one = log_grid.abs() < 1e-9
+    log_points[one] = 1.0
+    knots = sorted({0, n - 1, *range(0, n, _SEGMENT_STEPS), *one.nonzero().flatten().tolist()})
+    grid = torch.empty(n, dtype=torch.float64)
+    for a, b in zip(knots, knots[1:], strict=False):
+        lo, hi = float(log_points[a]), float(log_points[b])
+        step = (hi - lo) / (b - a)
+        grid[a:b] = lo + step * torch.arange(b - a, dtype=torch.float64)
+    grid[-1] = beta_max
+    return grid
 
 
 def _check_betas(betas: Tensor, device: torch.device) -> Float[Tensor, " beta"]:
@@ -129,78 +149,63 @@ def _quantities(
     }
 
 
-def _query_blocks(allowed: Bool[Tensor, "rows query key"]) -> list[tuple[int, int, int]]:
-    """``(q0, q1, keys)`` query blocks, each with the number of leading keys any of its rows may attend to.
-
-    A causal row ``i`` only sees keys ``j <= i``: sweeping blocks of ``_QUERY_BLOCK`` queries over
-    their own key extent skips most of the masked upper triangle (for 128 tokens, 45% of the work).
-    Any other mask (bidirectional: none) gives full-width blocks; the results do not depend on it.
-    """
-    n_query = allowed.shape[-2]
-    seen = allowed.reshape(-1, n_query, allowed.shape[-1]).any(dim=0)  # [query, key]
-    blocks = []
-    for q0 in range(0, n_query, _QUERY_BLOCK):
-        q1 = min(q0 + _QUERY_BLOCK, n_query)
-        keys = seen[q0:q1].any(dim=0).nonzero()
-        blocks.append((q0, q1, int(keys.max()) + 1 if keys.numel() else 1))
-    return blocks
-
-
 def _table_sums(
-    e0: Float[Tensor, "layer batch head query key"],
-    top: Float[Tensor, "layer batch head query"],
-    allowed: Bool[Tensor, "layer batch head query key"],
-    valid: Bool[Tensor, "layer batch head query"],
-    betas: Float[Tensor, " beta"],
-) -> Float[Tensor, "4 layer head beta"]:
-    """Sums over valid rows of ``ln Z``, ``U``, ``S`` and ``Var(E)``, per (layer, head, β); no autograd.
+    scores: Float[Tensor, "layer batch head query key"], betas: Float[Tensor, " beta"]
+) -> tuple[Float[Tensor, "layer head 5 beta"], Float[Tensor, "layer head"]]:
+    """Sums over the valid rows (``n >= 2``) of each head, and their number; no autograd.
 
-    The rows are swept in slabs of ``_SLAB_ELEMENTS`` (a few MB, so every per-β pass over a slab stays
-    in cache instead of streaming the whole score tensor from memory once per pass and per β), over
-    each query block's key extent only (``_query_blocks``), in two preallocated slab buffers. Per β a
-    slab costs one ``exp`` and six cheap passes; the sums over keys are ``vecdot``s and ``p`` is never
-    normalised in place (the row sums are divided by ``Z'`` instead).
+    Returns ``(sums, count)``: ``sums[..., i, :]`` holds, per β, ``Σ <e>``, ``Σ <e>²``, ``Σ <e²>``,
+    ``Σ ln Z'`` and (constant in β) ``Σ max s`` over the head's valid rows (prompts x queries), from
+    which ``_table_means`` makes the averaged quantities. The rows are swept in slabs
+    (``boltzmann.slabs``) with the three sums of ``boltzmann.boltzmann_sums``; per row and β only a
+    few divisions remain, and ``ln Z'`` is taken once per query block of a row's product
+    (``Π Z' <= n^16`` cannot overflow), not once per row.
     """
-    n_layers, n_batch, n_heads, n_query, n_key = e0.shape
-    n_rows = n_layers * n_batch * n_heads
-    e_all = e0.reshape(n_rows, n_query, n_key)  # (L·B·H, Q, K): views, no copy
-    masked_all = ~allowed.reshape(n_rows, n_query, n_key)
-    top_all = top.reshape(n_rows, n_query)
-    weight_all = valid.reshape(n_rows, n_query).to(e0.dtype)  # 1 for rows that enter the averages
-    slab_elements = _SLAB_ELEMENTS if e0.device.type == "cpu" else _SLAB_ELEMENTS_ACCEL
-    sums = torch.zeros(4, n_rows, betas.numel(), dtype=e0.dtype, device=e0.device)
-    for q0, q1, n_k in _query_blocks(allowed):
-        group = max(1, slab_elements // ((q1 - q0) * n_k))
-        for r0 in range(0, n_rows, group):
-            r1 = min(r0 + group, n_rows)
-            e = e_all[r0:r1, q0:q1, :n_k].contiguous()  # (g, q, k) energies above the row's ground state
-            masked = masked_all[r0:r1, q0:q1, :n_k]
-            # Multiplying by 0/1 is cheaper than masked_fill_ on a CPU.
-            keep = (~masked).to(e.dtype) if bool(masked.any()) else None
-            top_s, weight = top_all[r0:r1, q0:q1], weight_all[r0:r1, q0:q1]
-            w, t = torch.empty_like(e), torch.empty_like(e)
-            for j, beta in enumerate(betas.tolist()):
-                torch.mul(e, -beta, out=w)
-                # Boltzmann weights exp(-β e) in (0, 1], 1 at the ground state. Below -708 exp leaves
-                # the normal range (denormals, then 0), which CPUs compute 4-7x slower; such a weight
-                # is under 3.4e-308 against Z' >= 1, so clamping it to exp(-708) changes no sum by
-                # more than that per key.
-                w.clamp_min_(-708.0).exp_()
-                if keep is not None:
-                    w.mul_(keep)
-                z = w.sum(dim=-1)  # Z' = Z exp(-β max s), in [1, n]
-                mean_e = torch.linalg.vecdot(w, e).div_(z)  # <e> >= 0
-                torch.sub(e, mean_e.unsqueeze(-1), out=t).square_()  # centred: two-pass variance
-                var = torch.linalg.vecdot(w, t).div_(z)
-                log_zp = z.log_()
-                # -Σ p ln p with ln p = -β e - ln Z': with energies above the ground state both
-                # terms are >= 0, so this sum does not cancel (β(U - F) in raw scores would).
-                entropy = mean_e * beta + log_zp
-                sums[0, r0:r1, j] += torch.linalg.vecdot(top_s * beta + log_zp, weight)
-                sums[1, r0:r1, j] += torch.linalg.vecdot(mean_e - top_s, weight)
-                sums[2, r0:r1, j] += torch.linalg.vecdot(entropy, weight)
-                sums[3, r0:r1, j] += torch.linalg.vecdot(var, weight)
-    return sums.reshape(4, n_layers, n_batch, n_heads, -1).sum(dim=2)  # (4, L, H, β)
+    n_layers, n_batch, n_heads, n_query, n_key = scores.shape
+    n_rows, n_beta = n_layers * n_batch * n_heads, betas.numel()
+    accel = scores.device.type != "cpu"
+    slab_elements = _SLAB_ELEMENTS_ACCEL if accel else _SLAB_ELEMENTS
+    buffer = weights_buffer(
+        slab_elements, n_beta, _BUFFER_ELEMENTS_ACCEL if accel else _BUFFER_ELEMENTS, scores.device
+    )
+    plan = sweep_plan(betas.tolist())
+    sums = torch.zeros(n_rows, 5, n_beta, dtype=torch.float64, device=scores.device)
+    count = torch.zeros(n_rows, dtype=torch.int64, device=scores.device)
+    for slab in slabs(scores.reshape(n_rows, n_query, n_key), slab_elements):
+        g, q = slab.r1 - slab.r0, slab.q1 - slab.q0
+        raw = boltzmann_sums(slab.e, slab.allowed.to(torch.float64), plan, buffer)  # [g·q, 3, β]
+        z = raw[:, 0]
+        mean_e = raw[:, 1] / z  # <e> >= 0
+        stats = torch.stack((mean_e, mean_e * mean_e, raw[:, 2] / z), dim=1)  # <e>, <e>², <e²>
+        valid = slab.allowed.sum(dim=-1) >= 2  # one-key rows have no thermodynamics
+        weight = valid.to(torch.float64).view(g, 1, q)
+        part = sums[slab.r0 : slab.r1]
+        part[:, :3] += torch.bmm(weight, stats.view(g, q, 3 * n_beta)).view(g, 3, n_beta)
+        product = torch.where(valid.unsqueeze(-1), z, 1.0).view(g, q, n_beta).prod(dim=1)
+        part[:, 3] += product.log_()
+        part[:, 4] += torch.bmm(weight, slab.top.view(g, q, 1)).view(g, 1)
+        count[slab.r0 : slab.r1] += valid.view(g, q).sum(dim=1)
+    if not bool(sums.isfinite().all()):
+        raise MeasureError("scores span too wide a range for float64 (energies above 1e154)")
+    shape = (n_layers, n_batch, n_heads)
+    return sums.view(*shape, 5, n_beta).sum(dim=1), count.view(shape).sum(dim=1)
+
+
+def _table_means(
+    sums: Float[Tensor, "layer head 5 beta"], count: Float[Tensor, "layer head"], betas: Tensor
+) -> dict[str, Tensor]:
+    """The six quantities averaged over each head's valid rows, each ``[layer, head, beta]``.
+
+    Per row ``S = β<e> + ln Z'`` (both terms >= 0: no cancellation, unlike ``β(U - F)`` in raw
+    scores), ``U = <e> - max s``, ``ln Z = β max s + ln Z'`` and ``Var(E) = <e²> - <e>²``, whose
+    rounding error is bounded by ``Var(e) >= <e>²/n`` (docs/measures.md).
+    """
+    n = count.clamp(min=1).to(torch.float64).unsqueeze(-1)
+    mean_e, mean_e_sq, mean_e2, log_zp = (sums[..., i, :] / n for i in range(4))
+    top = sums[..., 4, :] / n
+    return _quantities(
+        betas * top + log_zp, betas, mean_e - top, betas * mean_e + log_zp, mean_e2 - mean_e_sq
+    )
 
 
 def _chunks(betas: Tensor, row_elements: int) -> list[Tensor]:
@@ -286,19 +291,14 @@ def thermo_table(
         raise MeasureError(
             f"scores must be [layer, batch, head, query, key], got shape {tuple(scores.shape)}"
         )
-    s, allowed = _prepare(scores.detach())
-    betas = _check_betas(beta_grid() if betas is None else betas, s.device)
+    if scores.shape[-1] == 0:
+        raise MeasureError(f"scores need a non-empty key axis, got shape {tuple(scores.shape)}")
+    betas = _check_betas(beta_grid() if betas is None else betas, scores.device)
     if betas.numel() < 3 or not bool((betas.diff() > 0).all()):
         raise MeasureError("betas must be an increasing grid of at least 3 points")
-    valid = allowed.sum(dim=-1) >= 2  # [layer, batch, head, query]
-    count = valid.sum(dim=(1, 3))  # [layer, head]
+    sums, count = _table_sums(scores.detach(), betas)
     has_rows = count > 0
-    e0, top = _shifted(s, allowed)
-    del s
-    log_z, internal, entropy, var = _table_sums(e0, top, allowed, valid, betas) / count.clamp(
-        min=1
-    ).unsqueeze(-1)
-    sweep = _quantities(log_z, betas, internal, entropy, var)  # each [layer, head, beta]
+    sweep = _table_means(sums, count, betas)  # each [layer, head, beta]
 
     heat = sweep["heat_capacity"]
     heat_max = heat.max(dim=-1).values

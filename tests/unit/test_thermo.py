@@ -11,6 +11,7 @@ from scipy.optimize import brentq
 
 from phasescope.errors import MeasureError
 from phasescope.measures import thermo
+from phasescope.measures.boltzmann import sweep_plan
 from phasescope.measures.entropy import row_entropy
 from phasescope.measures.tables import BASE_COLUMNS
 from phasescope.measures.thermo import ROW_QUANTITIES, beta_grid, row_thermo, thermo_table
@@ -39,13 +40,23 @@ def _beta(out: torch.Tensor) -> torch.Tensor:
     return BETAS.reshape(-1, *([1] * (out.ndim - 1)))
 
 
-def test_beta_grid_is_log_spaced_with_exact_one() -> None:
+def test_beta_grid_is_uniform_between_log_spaced_knots_with_exact_one() -> None:
     grid = beta_grid()
     assert grid.dtype == torch.float64 and grid.shape == (61,)
     assert grid[0].item() == 0.05 and grid[-1].item() == 20.0
     assert grid[30].item() == 1.0  # exactly, not 0.9999999999999998
-    steps = grid.log().diff()
-    torch.testing.assert_close(steps, torch.full_like(steps, math.log(400) / 60), rtol=1e-12, atol=0)
+    assert (grid.diff() > 0).all()
+    # Every 6th point is the log grid's; between two such knots the steps are equal in β.
+    log_grid = torch.logspace(math.log10(0.05), math.log10(20.0), 61, dtype=torch.float64)
+    torch.testing.assert_close(grid[::6], log_grid[::6], rtol=1e-13, atol=0)
+    steps = grid.diff().reshape(10, 6)
+    torch.testing.assert_close(steps, steps[:, :1].expand(10, 6), rtol=1e-12, atol=0)
+    # The density in ln β stays near the log grid's 0.1 per step.
+    log_steps = grid.log().diff()
+    assert 0.07 < log_steps.min() and log_steps.max() < 0.13
+    # So the sweep makes one exp and ten rates for the whole default grid.
+    plan = sweep_plan(grid.tolist())
+    assert [kind for kind, _ in plan].count("exp") == 1 and len({v for k, v in plan if k == "mul"}) == 10
     assert (beta_grid(0.1, 10.0, 21) == 1.0).sum() == 1
     assert (beta_grid(0.5, 3.0, 10).diff() > 0).all()
     for bad in [(0.0, 1.0, 5), (2.0, 1.0, 5), (0.1, 1.0, 1)]:
@@ -190,7 +201,8 @@ def test_beta_star_of_a_two_level_system() -> None:
     for head, (gap, target) in enumerate(zip(gaps, targets, strict=True)):
         heat = _two_level_heat(grid, gap)
         assert summary.loc[head, "beta_star"] == grid[np.argmax(heat)]
-        assert abs(math.log(summary.loc[head, "beta_star"] / target)) <= math.log(400) / 60 / 2 + 1e-12
+        # Within half a grid step of the analytic peak (steps of at most 0.13 in ln β).
+        assert abs(math.log(summary.loc[head, "beta_star"] / target)) <= 0.13 / 2
         assert summary.loc[head, "beta_star_censored"] == 0 and np.isnan(summary.loc[head, "beta_star_bound"])
         assert summary.loc[head, "heat_capacity_max"] == pytest.approx(heat.max(), rel=1e-12)
         sweep = table[(table["quantity"] == "heat_capacity") & (table["head"] == head)]
