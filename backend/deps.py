@@ -14,6 +14,7 @@ from phasescope.errors import PhasescopeError, ServiceUnavailable
 from phasescope.service.store import ResultStore
 
 __all__ = [
+    "JOB_FUNCTION",
     "RedisDep",
     "SettingsDep",
     "StoreDep",
@@ -27,6 +28,11 @@ __all__ = [
 
 
 log = logging.getLogger("phasescope.api")
+
+# The function RQ workers run for one checkpoint of an analysis, by dotted name: the API enqueues it
+# (phasescope.service.queue.submit takes it as a parameter) without importing it, so the API never
+# imports torch, and the library never names the workers (imports point downward only).
+JOB_FUNCTION = "workers.jobs.run_job"
 
 
 class Unauthorized(PhasescopeError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -28,6 +28,20 @@ zoo_app = typer.Typer(
     help="Small models we train ourselves, with real phase transitions.", no_args_is_help=True
 )
 app.add_typer(zoo_app, name="zoo")
+
+
+def _program(name: str) -> Any:
+    """The object the ``phasescope.programs`` entry point ``name`` names (pyproject.toml).
+
+    ``phasescope api`` serves the API and dashboard, ``phasescope worker`` runs a worker: both live in
+    packages above the library, which it reaches through its installed metadata, never by import.
+    """
+    from importlib.metadata import entry_points
+
+    found = entry_points(group="phasescope.programs", name=name)
+    if not found:
+        _fail(f"'phasescope {name}' is not installed here: run 'pip install -e .' in the repository")
+    return next(iter(found)).load()
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -236,8 +250,7 @@ def api(
     """Serve the REST API (OpenAPI at /docs) and the dashboard (at /); starts the embedded Redis unless REDIS_URL is set."""
     import uvicorn
 
-    from frontend.server import create_combined_app
-
+    create_combined_app = _program("api")
     uvicorn.run(create_combined_app(), host=host, port=port, log_level=log_level)
 
 
@@ -280,8 +293,7 @@ def worker(
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from workers.worker import run_worker
-
+    run_worker = _program("worker")
     run_worker(burst=burst, threads=threads, name=name)
 
 

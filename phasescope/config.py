@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         "CPU, load in float32.",
     )
 
-    # The job system (phasescope.service.queue, workers/).
+    # The job system (phasescope.service.queue and the RQ workers).
     queue_name: str = Field(default="phasescope", description="RQ queue the analyses' jobs go on.")
     job_retries: int = Field(default=3, ge=0, le=20, description="Retries of a job whose worker died.")
     job_timeout_base_s: int = Field(default=120, ge=1, description="Seconds every job may take (model load).")

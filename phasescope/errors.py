@@ -16,8 +16,8 @@
         └── QueueFull                the job queue holds max_queued_jobs already
 
 Exceptions carry context (model, checkpoint, field, choices) so the CLI can print one clear line and
-the backend can answer with JSON that tells a person what to change. Only ``backend/`` turns them into
-HTTP responses.
+the API can answer with JSON that tells a person what to change. Only the API turns them into HTTP
+responses (the library never imports it).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The job function RQ workers run: one analysis's measures on one checkpoint.
 
-Enqueued by dotted name (``workers.jobs.run_job``) from ``phasescope.service.queue``. The worker process runs
-jobs in itself (no fork per job), so the module-level model cache keeps the architecture of a series
-between its checkpoints and only swaps weights.
+Enqueued by dotted name (``backend.deps.JOB_FUNCTION``, passed to ``phasescope.service.queue.submit``),
+so the API never imports it. The worker process runs jobs in itself (no fork per job), so the
+module-level model cache keeps the architecture of a series between its checkpoints and only swaps
+weights.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
-from backend.deps import RedisDep, SettingsDep, StoreDep, get_redis, require_token
+from backend.deps import JOB_FUNCTION, RedisDep, SettingsDep, StoreDep, get_redis, require_token
 from backend.errors import error_responses
 from backend.ratelimit import limit_writes
 from phasescope.errors import InvalidRequest, NotFound, ServiceUnavailable
@@ -65,7 +65,7 @@ def create_analysis(
         if conn is None:
             raise ServiceUnavailable("the job queue (Redis) cannot be reached; try again shortly")
         check_queue_room(conn, len(set(resolved.steps) - set(store.part_steps(aid))), settings)
-        aid, _ = jobs.submit(body, conn, store, settings, resolved=resolved)
+        aid, _ = jobs.submit(body, conn, store, settings, resolved=resolved, job_function=JOB_FUNCTION)
     state = jobs.status(store, aid, conn, settings)
     response.status_code = 200 if state["status"] == "finished" else 202
     response.headers["Location"] = state["links"]["self"]

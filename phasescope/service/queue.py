@@ -2,8 +2,10 @@
 
 An analysis fans out into one RQ job per (checkpoint, group of measures). Every measure we have reads
 the same single forward pass, so all requested measures of one checkpoint form one group and a sweep
-over N checkpoints is N jobs, spread over every worker. Jobs are enqueued by dotted name
-(``workers.jobs.run_job``), so this module, and the backend that uses it, never import torch.
+over N checkpoints is N jobs, spread over every worker. Jobs are enqueued by the dotted name of the
+job function, which the caller of ``submit`` passes and the analysis's record keeps: this module,
+and the API that uses it, never import torch, and the library never names the program that runs
+its jobs (imports point downward only, docs/architecture.md).
 
 Job ids are ``<analysis id>-<step>``: a second submit of the same request finds the jobs it already
 has instead of duplicating them. Measures already computed on the same weights, parameters and inputs
@@ -43,7 +45,6 @@ from phasescope.service.storage import ensure_free_space
 from phasescope.service.store import ResultStore
 
 __all__ = [
-    "RUN_JOB",
     "cancel",
     "finalize",
     "get_queue",
@@ -55,7 +56,6 @@ __all__ = [
     "submit",
 ]
 
-RUN_JOB = "workers.jobs.run_job"
 _ACTIVE = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED, JobStatus.CREATED}
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
@@ -88,6 +88,8 @@ def submit(
     store: ResultStore,
     settings: Settings | None = None,
     resolved: ResolvedRequest | None = None,
+    *,
+    job_function: str,
 ) -> tuple[str, bool]:
     """Validate a request against the model, record it and enqueue its missing jobs.
 
@@ -98,6 +100,10 @@ def submit(
     Args:
         resolved: the request already resolved by the caller (steps, weights, id), so that the id it
             answered with is the one submitted.
+        job_function: dotted name of the function RQ workers run for one checkpoint, called with the
+            keyword arguments ``aid, model, step, measures, inputs, params, weights, compute, dtype``
+            (the API passes its ``JOB_FUNCTION``). Recorded with the analysis, so a status read
+            re-enqueues a lost job with the same function.
 
     Returns:
         ``(analysis id, finished)``: a finished analysis is not recomputed, and one whose every
@@ -122,6 +128,7 @@ def submit(
             "weights": describe(resolved.weights),
             "created_at": time.time(),
             "job_timeout_s": job_timeout(request, settings),
+            "job_function": job_function,
             # The model's dimensions its files declare (None for kinds we would have to download).
             "model_shape": declared_shape(request.model, settings),
         }
@@ -130,7 +137,7 @@ def submit(
     try:
         # Two identical POSTs at once must not both enqueue the same checkpoints.
         with conn.lock(f"phasescope:submit:{aid}", timeout=60, blocking_timeout=30):
-            _enqueue_missing(conn, store, aid, settings, requeue_failed=True)
+            _enqueue_missing(conn, store, aid, settings, requeue_failed=True, job_function=job_function)
     except redis.exceptions.LockError as exc:
         raise ServiceUnavailable(f"analysis {aid} is being submitted by another request; retry") from exc
     except _REDIS_DOWN as exc:
@@ -140,7 +147,12 @@ def submit(
 
 
 def _enqueue_missing(
-    conn: redis.Redis, store: ResultStore, aid: str, settings: Settings, requeue_failed: bool
+    conn: redis.Redis,
+    store: ResultStore,
+    aid: str,
+    settings: Settings,
+    requeue_failed: bool,
+    job_function: str,
 ) -> list[int]:
     """Enqueue a job for every step with neither a stored part nor a live job; returns those steps.
 
@@ -176,7 +188,7 @@ def _enqueue_missing(
         steps.append(step)
         datas.append(
             Queue.prepare_data(
-                RUN_JOB,
+                job_function,
                 kwargs={
                     "aid": aid,
                     "model": request["model"],
@@ -408,10 +420,16 @@ def status(
                             "error": _error_line(job),
                         }
                     )
-            if lost and resume and not cancelled:
+            # An analysis recorded before its job function was (a re-POST resumes it instead).
+            job_function = record.get("job_function")
+            if lost and resume and not cancelled and job_function:
                 with suppress(redis.exceptions.LockError):
                     with conn.lock(f"phasescope:submit:{aid}", timeout=60, blocking_timeout=10):
-                        queued.extend(_enqueue_missing(conn, store, aid, settings, requeue_failed=False))
+                        queued.extend(
+                            _enqueue_missing(
+                                conn, store, aid, settings, requeue_failed=False, job_function=job_function
+                            )
+                        )
         except _REDIS_DOWN:
             queue_ok = False
     if not queue_ok:
@@ -466,7 +484,7 @@ def cancel(
     """Cancel an analysis: drop its queued jobs and stop its running ones; finished parts are kept.
 
     A running job is stopped with RQ's stop-job command; the worker interrupts it before it writes its
-    part (``workers.stop``) and RQ records it as ``stopped``. The store's cancelled mark, written
+    part and RQ records it as ``stopped``. The store's cancelled mark, written
     first, stops a job that a worker takes in between.
     """
     store.load_request(aid)  # NotFound for an unknown id

@@ -207,6 +207,7 @@ def test_auto_is_float32_on_a_cpu_and_half_precision_for_big_models_on_a_gpu(set
 def test_a_worker_loads_the_requested_dtype(
     tmp_path: Path, redis_server: object, isolated_data_dir: Path
 ) -> None:
+    from backend.deps import JOB_FUNCTION
     from phasescope.config import get_settings
     from phasescope.service.queue import submit
     from phasescope.service.store import ResultStore
@@ -221,7 +222,7 @@ def test_a_worker_loads_the_requested_dtype(
     ids = {}
     for dtype in ("float32", "bfloat16"):
         request = AnalysisRequest(model="tiny", checkpoints=[10], measures=["entropy", "thermo"], dtype=dtype)
-        aid, _ = submit(request, conn, store, settings)
+        aid, _ = submit(request, conn, store, settings, job_function=JOB_FUNCTION)
         assert Job.fetch(f"{aid}-10", connection=conn).kwargs["dtype"] == dtype
         ids[dtype] = aid
     assert ids["float32"] != ids["bfloat16"]

@@ -161,7 +161,8 @@ def _analysis(store, aid_seed: int, *, finished_days_ago: float | None, created_
 def test_gc_deletes_old_finished_and_stale_keeps_new_and_live(data_dir, redis_server):
     from rq import Queue
 
-    from phasescope.service.queue import RUN_JOB, job_id
+    from backend.deps import JOB_FUNCTION
+    from phasescope.service.queue import job_id
     from phasescope.service.store import ResultStore
 
     store = ResultStore(data_dir / "results")
@@ -171,8 +172,9 @@ def test_gc_deletes_old_finished_and_stale_keeps_new_and_live(data_dir, redis_se
     stale = _analysis(store, 4, finished_days_ago=None, created_days_ago=50)  # no job left
     conn = redis.Redis.from_url(redis_server.url)
     queue = Queue("phasescope", connection=conn)
-    queue.enqueue(RUN_JOB, job_id=job_id(live, 3), kwargs={"aid": live})
-    gone = queue.enqueue(RUN_JOB, job_id=job_id("f" * 24, 7), kwargs={"aid": "f" * 24})  # analysis deleted
+    queue.enqueue(JOB_FUNCTION, job_id=job_id(live, 3), kwargs={"aid": live})
+    # The analysis of this job was deleted:
+    gone = queue.enqueue(JOB_FUNCTION, job_id=job_id("f" * 24, 7), kwargs={"aid": "f" * 24})
     orphan = data_dir / "results" / ("e" * 24)  # a folder without request.json, hours old
     orphan.mkdir()
     os.utime(orphan, (time.time() - 7200, time.time() - 7200))
