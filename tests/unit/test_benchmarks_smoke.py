@@ -17,7 +17,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
 ]
 
-OFFLINE = ["activations", "weights", "landscape"]
+OFFLINE = ["activations", "weights", "landscape", "sweep"]
 # These start real deployments (embedded Redis, RQ workers, the API) on a tiny random series; the
 # API benchmark has its own test below.
 SERVICES = ["scaleout"]
