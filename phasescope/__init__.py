@@ -46,6 +46,15 @@ if TYPE_CHECKING:  # the one list of re-exports: phasescope._lazy reads it at ru
     from phasescope.measures.landscape import landscape_table
     from phasescope.measures.llc import llc_table
     from phasescope.measures.loss import loss_table
+    from phasescope.measures.registry import (
+        Measure,
+        OrderParameter,
+        Quantity,
+        default_measures,
+        get_measure,
+        measure_names,
+        register_measure,
+    )
     from phasescope.measures.sharpness import sharpness_table
     from phasescope.measures.spectra import spectra_table
     from phasescope.measures.tables import concat_tables, empty_table
@@ -88,6 +97,7 @@ __all__ = [
     "InvalidRequest",
     "LoadedModel",
     "MEASURES_VERSION",
+    "Measure",
     "MeasureError",
     "MeasureParams",
     "ModelCache",
@@ -96,8 +106,10 @@ __all__ = [
     "ModelNotFound",
     "ModelRef",
     "NotFound",
+    "OrderParameter",
     "PathNotAllowed",
     "PhasescopeError",
+    "Quantity",
     "QueueFull",
     "RateLimited",
     "ResultStore",
@@ -112,11 +124,13 @@ __all__ = [
     "analysis_id",
     "checkpoint_digest",
     "concat_tables",
+    "default_measures",
     "detect_transitions",
     "empty_table",
     "energy_table",
     "entropy_table",
     "find_transitions",
+    "get_measure",
     "get_settings",
     "heads_table",
     "landscape_table",
@@ -126,8 +140,10 @@ __all__ = [
     "load_model",
     "loss_table",
     "measure_checkpoint",
+    "measure_names",
     "parse_model_spec",
     "read_table",
+    "register_measure",
     "run_local",
     "select_steps",
     "sharpness_table",

@@ -11,7 +11,7 @@ worker and CLI dispatch                ``phasescope.analysis.run`` (``Measure.fu
 job cost and timeout                   ``phasescope.service.cost`` (``Measure.cost``, ``cost_params``)
 reuse-cache keys                       ``phasescope.service.reuse`` (``Measure.params``)
 findings and their sentences           ``phasescope.phases`` (``order_parameters``, ``quantity``)
-axis titles, menus, tabs               ``frontend`` (``label``, ``quantities``, ``measures(tab=...)``)
+axis titles, menus, tabs               the dashboard (``label``, ``quantities``, ``measures(tab=...)``)
 ``phasescope analyze --help``          ``phasescope.cli``
 =====================================  =========================================================
 
@@ -196,7 +196,7 @@ class Measure:
         quantities: what it emits.
         order_parameters: ``(quantity, where, kinds)`` per order parameter, as in ``OrderParameter``.
         default: whether a request without ``measures`` runs it.
-        tab: the dashboard tab that shows it (``frontend.urlstate.TABS``).
+        tab: the dashboard tab that shows it (one of the dashboard's tabs, docs/dashboard.md).
         reads_logits: an activation measure that needs the forward pass's logits too.
         docs: the section of docs/measures.md that defines it.
     """

@@ -13,12 +13,11 @@ if TYPE_CHECKING:  # the re-exports, imported on first use (phasescope._lazy)
     from phasescope.phases.describe import co_moving, summarise
     from phasescope.phases.detect import Transition, detect_transitions, fit_transition
     from phasescope.phases.digest import checkpoint_digest
-    from phasescope.phases.findings import ORDER_PARAMETERS, find_transitions
+    from phasescope.phases.findings import find_transitions
 
 __getattr__, __dir__ = attach(__name__, __file__)
 
 __all__ = [
-    "ORDER_PARAMETERS",
     "Transition",
     "checkpoint_digest",
     "co_moving",
