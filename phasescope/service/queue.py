@@ -309,14 +309,13 @@ def _write_final(store: ResultStore, aid: str, record: dict[str, Any]) -> None:
     store.finalize(aid, summary)
 
 
-def _stored_shape(store: ResultStore, aid: str, record: dict[str, Any], steps: list[int]) -> Any:
-    """The shape while an analysis runs: from the first stored checkpoint (two columns of one file)."""
+def _stored_shape(record: dict[str, Any], path: Any) -> dict[str, int | None] | None:
+    """The model's shape from the layer and head columns of one stored table (read alone: cheap)."""
     import pandas as pd
 
     table = None
-    if steps:
-        path = store.root / aid / "parts" / f"{steps[0]:09d}.parquet"
-        with suppress(OSError, ValueError):
+    if path is not None:
+        with suppress(OSError, ValueError, KeyError):
             table = pd.read_parquet(path, columns=["layer", "head"])
     return model_shape(record.get("model_shape"), table)
 
@@ -332,8 +331,8 @@ def _finished_status(store: ResultStore, aid: str, record: dict[str, Any]) -> di
     summary = store.summary(aid)
     total = len(record["steps"])
     shape = summary.get("shape")
-    if shape is None:  # finished before shapes were recorded: read it off the table once
-        shape = model_shape(record.get("model_shape"), store.results(aid))
+    if shape is None:  # finished before shapes were recorded: read it off the table
+        shape = _stored_shape(record, store.results_path(aid))
     return {
         "status": "finished",
         "progress": {
@@ -466,7 +465,10 @@ def status(
         "errors": failed,
         "rows": None,
         "findings": None,
-        "shape": _stored_shape(store, aid, record, sorted(done)),
+        # Running: from the first stored checkpoint (None before one is stored).
+        "shape": _stored_shape(
+            record, store.root / aid / "parts" / f"{min(done):09d}.parquet" if done else None
+        ),
         "queue_reachable": queue_ok,
     }
 
