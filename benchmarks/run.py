@@ -32,6 +32,10 @@ BENCHMARKS = {
     "api": ("benchmarks.api", "3. API: cached-result GET latency and throughput"),
     "scaleout": ("benchmarks.scaleout", "4. Scale-out: a checkpoint sweep with 1 and 2 workers"),
     "landscape": ("benchmarks.landscape", "5. Loss-surface slice: batched vs plain loop"),
+    "dashboard": (
+        "benchmarks.dashboard",
+        "6. Dashboard: a 154-checkpoint analysis in headless Chromium, and its one-quantity requests",
+    ),
     "sweep": (
         "benchmarks.sweep",
         "7. Sweep: checkpoint loading overlapped with measuring (prefetch)",

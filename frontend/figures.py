@@ -9,6 +9,7 @@ still says 0), axis titles with units, and ``uirevision`` set so zoom survives u
 from __future__ import annotations
 
 import colorsys
+import functools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from frontend.downsample import column_indices, line_indices
 from phasescope.measures import quantities
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "compare_figure",
     "curves_figure",
     "empty_figure",
+    "fast_figure",
     "head_color",
     "head_label",
     "log_ticks",
@@ -82,10 +85,58 @@ def step_axis(steps: Sequence[int] | np.ndarray, xscale: str) -> np.ndarray:
     return x
 
 
+@functools.cache
+def _template_json() -> str:
+    import json
+
+    import plotly.io as pio
+
+    return json.dumps({"layout": pio.templates["plotly_white"].to_plotly_json()["layout"]})
+
+
+def _template() -> dict[str, Any]:
+    """plotly_white's layout part as a plain dict: a figure built without validation does not expand a
+    template's name, and the per-trace defaults (its "data" part) cost ~100 ms to set per figure."""
+    import json
+
+    return json.loads(_template_json())
+
+
+def fast_figure(traces: list[dict[str, Any]], layout: dict[str, Any] | None = None) -> go.Figure:
+    """A Figure from plain trace and layout dicts, built without plotly's per-property validation.
+
+    Validating costs about 5 ms per trace (a tab of 50 lines spent seconds there, docs/dashboard.md
+    "Large analyses"); the builders here write only known properties, and tests/unit/test_figures.py
+    checks what they produce. The result is an ordinary ``go.Figure`` (``fig.data[i].x``, ``fig.layout``).
+    """
+    return go.Figure(data=traces, layout={"template": _template(), **(layout or {})}, _validate=False)
+
+
+def _vline(x: float, axis: str = "", line: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A vertical line over the whole height of the subplot on axes ``x<axis>``/``y<axis>`` (a shape)."""
+    return {
+        "type": "line",
+        "xref": f"x{axis}",
+        "yref": f"y{axis} domain",
+        "x0": x,
+        "x1": x,
+        "y0": 0,
+        "y1": 1,
+        "line": line or {},
+    }
+
+
+def _add_shapes(fig: go.Figure, shapes: list[dict[str, Any]]) -> None:
+    if shapes:
+        fig.update_layout(shapes=[*fig.layout.shapes, *shapes])
+
+
 def _style(fig: go.Figure, title: str | None = None, height: int = 360) -> go.Figure:
+    if title:  # (a title set to None cannot be updated later on a figure built without validation)
+        fig.update_layout(title={"text": title, "x": 0.01, "font": {"size": 14}})
+    if fig._validate:  # a fast_figure has its template already (setting it again walks every key)
+        fig.update_layout(template="plotly_white")
     fig.update_layout(
-        title={"text": title, "x": 0.01, "font": {"size": 14}} if title else None,
-        template="plotly_white",
         font=FONT,
         height=height,
         margin={"l": 60, "r": 20, "t": 40 if title else 16, "b": 48},
@@ -125,19 +176,25 @@ def _mark_steps(
     cursor: int | None,
     row: Any = None,
 ) -> None:
-    """The detected transition (line, band) and the checkpoint cursor on a checkpoint axis."""
-    kw = {"row": row, "col": 1} if row is not None else {}
+    """The detected transition (line, band) and the checkpoint cursor on a checkpoint axis.
+
+    ``row``: the subplot's row in a one-column grid (its axes are ``x<row>``, ``y<row>``); None: one plot.
+    Shapes are written as dicts (``add_vline(row=...)`` spends ~50 ms finding the subplot's axes).
+    """
+    axis = "" if row in (None, 1) else str(row)
+    shapes: list[dict[str, Any]] = []
     if transition and transition.get("step") is not None:
         at = float(step_axis([transition["step"]], xscale)[0])
         lo, hi = transition.get("lo"), transition.get("hi")
         if lo is not None and hi is not None and hi > lo:
             x0, x1 = step_axis([lo, hi], xscale)
-            fig.add_vrect(x0=x0, x1=x1, fillcolor="#d62728", opacity=0.08, line_width=0, **kw)
-        fig.add_vline(x=at, line={"color": "#d62728", "dash": "dash", "width": 2}, **kw)
+            band = {**_vline(float(x0), axis), "type": "rect", "x1": float(x1), "line": {"width": 0}}
+            shapes.append({**band, "fillcolor": "#d62728", "opacity": 0.08})
+        shapes.append(_vline(at, axis, {"color": "#d62728", "dash": "dash", "width": 2}))
     if cursor is not None and len(steps):
-        fig.add_vline(
-            x=float(step_axis([cursor], xscale)[0]), line={"color": "#444", "width": 1, "dash": "dot"}, **kw
-        )
+        at = float(step_axis([cursor], xscale)[0])
+        shapes.append(_vline(at, axis, {"color": "#444", "width": 1, "dash": "dot"}))
+    _add_shapes(fig, shapes)
 
 
 def log_ticks(steps: Sequence[int] | np.ndarray) -> tuple[list[float], list[str]]:
@@ -164,12 +221,34 @@ def log_ticks(steps: Sequence[int] | np.ndarray) -> tuple[list[float], list[str]
     return vals, texts
 
 
-def _checkpoint_axis(fig: go.Figure, xscale: str, steps: Sequence[int] | None = None, **kw: Any) -> None:
+def _checkpoint_axis(
+    fig: go.Figure, xscale: str, steps: Sequence[int] | None = None, axis: str | None = None, **kw: Any
+) -> None:
+    """Title, scale and log ticks of a checkpoint axis: every x axis, or the one named by ``axis``."""
     ticks: dict[str, Any] = {}
     if xscale == "log" and steps is not None and len(steps):
         vals, texts = log_ticks(steps)
         ticks = {"tickvals": vals, "ticktext": texts}
+    if axis is not None:
+        kind = "log" if xscale == "log" else "linear"
+        fig.update_layout({axis: {"title": {"text": "training step"}, "type": kind, **ticks}})
+        return
     fig.update_xaxes(title_text="training step", type="log" if xscale == "log" else "linear", **ticks, **kw)
+
+
+@functools.cache
+def _overview_grid_layout() -> str:
+    import json
+
+    grid = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.3, 0.7], vertical_spacing=0.04)
+    return json.dumps(grid.layout.to_plotly_json())
+
+
+def _overview_grid() -> dict[str, Any]:
+    """The overview's two-row grid (loss above, heatmap below, x shared), as a fresh layout dict."""
+    import json
+
+    return json.loads(_overview_grid_layout())
 
 
 def overview_figure(
@@ -192,58 +271,67 @@ def overview_figure(
         cursor: the checkpoint the slider is on.
         xscale: "log" or "linear".
     """
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.3, 0.7], vertical_spacing=0.04)
+    # Traces on the grid's axes by name (row 1: x, y; row 2: x2, y2), one Figure built at the end.
+    traces: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     steps: list[int] = sorted(order["checkpoint"].unique().tolist()) if len(order) else []
+    marked = [v for v in (cursor, (transition or {}).get("step")) if v is not None]
     if loss is not None and len(loss):
         for name, rows in loss[loss["quantity"].str.startswith("loss")].groupby("quantity", sort=True):
             if name == "loss_se":
                 continue
             rows = rows.sort_values("checkpoint")
             x = step_axis(rows["checkpoint"], xscale)
+            values = rows["value"].to_numpy(dtype=float)
             se = (
                 loss[loss["quantity"] == "loss_se"].set_index("checkpoint")["value"]
                 if name == "loss"
                 else None
             )
             if se is not None and len(se):
-                band = rows["checkpoint"].map(se).fillna(0).to_numpy()
-                fig.add_trace(
-                    go.Scatter(
-                        x=np.r_[x, x[::-1]],
-                        y=np.r_[rows["value"] + band, (rows["value"] - band)[::-1]],
-                        fill="toself",
-                        fillcolor="rgba(40,40,40,0.15)",
-                        line={"width": 0},
-                        hoverinfo="skip",
-                        showlegend=False,
-                    ),
-                    row=1,
-                    col=1,
+                band = rows["checkpoint"].map(se).fillna(0).to_numpy(dtype=float)
+                traces.append(
+                    {
+                        "type": "scatter",
+                        "x": np.r_[x, x[::-1]],
+                        "y": np.r_[values + band, (values - band)[::-1]],
+                        "fill": "toself",
+                        "fillcolor": "rgba(40,40,40,0.15)",
+                        "line": {"width": 0},
+                        "hoverinfo": "skip",
+                        "showlegend": False,
+                        "xaxis": "x",
+                        "yaxis": "y",
+                    }
                 )
-            fig.add_trace(
-                go.Scatter(
-                    x=x,
-                    y=rows["value"],
-                    name=str(name),
-                    mode="lines+markers",
-                    marker={"size": 4},
-                    customdata=rows["checkpoint"],
-                    hovertemplate="step %{customdata}<br>%{y:.4f} nats<extra>" + str(name) + "</extra>",
-                ),
-                row=1,
-                col=1,
+            traces.append(
+                {
+                    "type": "scatter",
+                    "x": x,
+                    "y": values,
+                    "name": str(name),
+                    "mode": "lines+markers",
+                    "marker": {"size": 4},
+                    "customdata": rows["checkpoint"].to_numpy(),
+                    "hovertemplate": "step %{customdata}<br>%{y:.4f} nats<extra>" + str(name) + "</extra>",
+                    "xaxis": "x",
+                    "yaxis": "y",
+                }
             )
         steps = steps or sorted(loss["checkpoint"].unique().tolist())
     else:
-        fig.add_annotation(
-            text="loss not measured in this analysis",
-            x=0.5,
-            y=0.5,
-            xref="x domain",
-            yref="y domain",
-            showarrow=False,
-            font={"color": "#888"},
+        annotations.append(
+            {
+                "text": "loss not measured in this analysis",
+                "x": 0.5,
+                "y": 0.5,
+                "xref": "x domain",
+                "yref": "y domain",
+                "showarrow": False,
+                "font": {"color": "#888"},
+            }
         )
+    yaxis2: dict[str, Any] = {}
     if len(order):
         order = order.dropna(subset=["layer", "head"])
         grid = order.pivot_table(
@@ -251,44 +339,53 @@ def overview_figure(
         )
         labels = [head_label(layer, head) for layer, head in grid.index]
         cols = grid.columns.to_numpy()
-        fig.add_trace(
-            go.Heatmap(
-                z=grid.to_numpy(),
-                x=step_axis(cols, xscale),
-                y=labels,
-                colorscale="Viridis",
-                customdata=np.broadcast_to(cols, grid.shape),
-                colorbar={
+        z = grid.to_numpy(dtype=float)
+        # Many checkpoints: keep the columns where something changes, and the marked steps.
+        kept = column_indices(cols.astype(float), z, keep_x=marked)
+        cols, z = cols[kept], z[:, kept]
+        traces.append(
+            {
+                "type": "heatmap",
+                "z": z,
+                "x": step_axis(cols, xscale),
+                "y": labels,
+                "colorscale": "Viridis",
+                "customdata": np.broadcast_to(cols, z.shape),
+                "colorbar": {
                     "title": {"text": LABELS.get(quantity, quantity), "side": "right"},
                     "len": 0.7,
                     "y": 0.35,
                 },
-                hovertemplate="%{y} · step %{customdata}<br>%{z:.4g}<extra></extra>",
-            ),
-            row=2,
-            col=1,
+                "hovertemplate": "%{y} · step %{customdata}<br>%{z:.4g}<extra></extra>",
+                "xaxis": "x2",
+                "yaxis": "y2",
+            }
         )
-        fig.update_yaxes(autorange="reversed", title_text="layer · head", row=2, col=1)
-    for row in (1, 2):
-        _mark_steps(fig, xscale, steps, transition, cursor, row=row)
+        yaxis2 = {"autorange": "reversed", "title": {"text": "layer · head"}}
     if transition and transition.get("step") is not None:
         at = float(step_axis([transition["step"]], xscale)[0])
-        fig.add_annotation(
-            x=math.log10(at) if xscale == "log" else at,
-            y=1,
-            yref="y domain",
-            xref="x",
-            text=transition.get("label") or f"transition ≈ step {transition['step']}",
-            showarrow=False,
-            yanchor="bottom",
-            font={"color": "#d62728"},
-            row=1,
-            col=1,
+        annotations.append(
+            {
+                "x": math.log10(at) if xscale == "log" else at,
+                "y": 1,
+                "yref": "y domain",
+                "xref": "x",
+                "text": transition.get("label") or f"transition ≈ step {transition['step']}",
+                "showarrow": False,
+                "yanchor": "bottom",
+                "font": {"color": "#d62728"},
+            }
         )
-    fig.update_yaxes(title_text="loss (nats)", row=1, col=1)
-    _checkpoint_axis(fig, xscale, steps, row=2, col=1)
-    _checkpoint_axis(fig, xscale, steps, row=1, col=1)
-    fig.update_xaxes(title_text=None, row=1, col=1)
+    layout = _overview_grid()
+    layout["annotations"] = [*layout.get("annotations", []), *annotations]
+    layout["yaxis"] = {**layout["yaxis"], "title": {"text": "loss (nats)"}}
+    layout["yaxis2"] = {**layout["yaxis2"], **yaxis2}
+    fig = fast_figure(traces, layout)
+    for row in (1, 2):
+        _mark_steps(fig, xscale, steps, transition, cursor, row=row)
+    _checkpoint_axis(fig, xscale, steps, axis="xaxis2")
+    _checkpoint_axis(fig, xscale, steps, axis="xaxis")
+    fig.update_layout(xaxis_title_text=None)
     n_heads = len(order.groupby(["layer", "head"])) if len(order) else 4
     return _style(fig, height=max(460, min(900, 200 + 14 * n_heads)))
 
@@ -314,34 +411,36 @@ def curves_figure(
         shape: ``(n_layers, n_heads)`` of the model, for the colours.
         error: optional ± error per row of ``frame`` (same index), drawn as error bars.
     """
-    fig = go.Figure()
     if not len(frame):
         return empty_figure("no data for this selection")
-    kind = _scatter(len(frame))
+    kind = "scattergl" if len(frame) > WEBGL_POINTS else "scatter"
+    marked = [v for v in (cursor, (transition or {}).get("step")) if v is not None and x == "checkpoint"]
+    traces = []
     for (layer, head), rows in frame.groupby(["layer", "head"], sort=True, dropna=False):
         rows = rows.sort_values(x)
+        raw = rows[x].to_numpy(dtype=float)
+        values = rows["value"].to_numpy(dtype=float)
+        # A long line keeps its extremes and the marked steps, not every point (frontend/downsample.py).
+        kept = line_indices(raw, values, keep_x=marked)
         has_head = not (pd.isna(layer) or pd.isna(head))
         name = head_label(layer, head) if has_head else ("all" if pd.isna(layer) else f"L{int(layer)}")
         color = head_color(int(layer), int(head), *shape) if has_head else None
-        xs = step_axis(rows[x], xscale) if x == "checkpoint" else rows[x].to_numpy(dtype=float)
-        err = (
-            None
-            if error is None
-            else {"type": "data", "array": error.loc[rows.index].to_numpy(), "visible": True}
-        )
-        fig.add_trace(
-            kind(
-                x=xs,
-                y=rows["value"],
-                name=name,
-                mode="lines+markers",
-                marker={"size": 4, "color": color},
-                line={"color": color, "width": 1.5},
-                error_y=err,
-                customdata=rows[x],
-                hovertemplate=f"{name} · {x} %{{customdata}}<br>%{{y:.4g}}<extra></extra>",
-            )
-        )
+        trace: dict[str, Any] = {
+            "type": kind,
+            "x": step_axis(raw[kept], xscale) if x == "checkpoint" else raw[kept],
+            "y": values[kept],
+            "name": name,
+            "mode": "lines+markers",
+            "marker": {"size": 4, "color": color},
+            "line": {"color": color, "width": 1.5},
+            "customdata": raw[kept],
+            "hovertemplate": f"{name} · {x} %{{customdata}}<br>%{{y:.4g}}<extra></extra>",
+        }
+        if error is not None:
+            err = error.loc[rows.index].to_numpy(dtype=float)[kept]
+            trace["error_y"] = {"type": "data", "array": err, "visible": True}
+        traces.append(trace)
+    fig = fast_figure(traces)
     if x == "checkpoint":
         _mark_steps(fig, xscale, frame["checkpoint"].unique().tolist(), transition, cursor)
         _checkpoint_axis(fig, xscale, frame["checkpoint"].unique())

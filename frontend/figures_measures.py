@@ -5,6 +5,7 @@ Same conventions as ``frontend.figures``: colours per (layer, head), units on ev
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -14,10 +15,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from frontend.figures import (
+    _add_shapes,
     _checkpoint_axis,
     _mark_steps,
     _style,
+    _vline,
     empty_figure,
+    fast_figure,
     head_color,
     head_label,
     step_axis,
@@ -45,42 +49,45 @@ def thermo_figure(
     panels = [
         (q, axis_title(f"thermo.{q}")) for q in ("entropy", "heat_capacity", "internal_energy", "beta_f")
     ]
-    fig = make_subplots(
-        rows=2, cols=2, subplot_titles=[t for _, t in panels], horizontal_spacing=0.09, vertical_spacing=0.14
-    )
     if not len(sweep):
         return empty_figure("thermodynamics not measured in this analysis")
     star = (
         stars.pivot_table(index=["layer", "head"], columns="quantity", values="value") if len(stars) else None
     )
+    # One Figure from plain dicts (fast_figure): panel i sits on axes x<i+1>, y<i+1> of the 2×2 grid.
+    traces: list[dict[str, Any]] = []
+    shapes: list[dict[str, Any]] = []
     for i, (quantity, _) in enumerate(panels):
-        row, col = divmod(i, 2)
+        axis = "" if i == 0 else str(i + 1)
         rows_q = sweep[sweep["quantity"] == quantity]
         for (layer, head), rows in rows_q.groupby(["layer", "head"], sort=True):
             rows = rows.sort_values("beta")
             color = head_color(int(layer), int(head), *shape)
             name = head_label(layer, head)
-            fig.add_trace(
-                go.Scatter(
-                    x=rows["beta"],
-                    y=rows["value"],
-                    name=name,
-                    legendgroup=name,
-                    showlegend=i == 0,
-                    mode="lines",
-                    line={"color": color, "width": 1.5},
-                    hovertemplate=f"{name} · β %{{x:.3g}}<br>%{{y:.4g}}<extra></extra>",
-                ),
-                row=row + 1,
-                col=col + 1,
+            traces.append(
+                {
+                    "type": "scatter",
+                    "x": rows["beta"].to_numpy(dtype=float),
+                    "y": rows["value"].to_numpy(dtype=float),
+                    "name": name,
+                    "legendgroup": name,
+                    "showlegend": i == 0,
+                    "mode": "lines",
+                    "line": {"color": color, "width": 1.5},
+                    "hovertemplate": f"{name} · β %{{x:.3g}}<br>%{{y:.4g}}<extra></extra>",
+                    "xaxis": f"x{axis}",
+                    "yaxis": f"y{axis}",
+                }
             )
             if quantity == "heat_capacity" and star is not None and (layer, head) in star.index:
-                _star_marker(fig, star.loc[(layer, head)], rows, name, color)
-        fig.add_vline(x=1.0, line={"color": "#222", "dash": "dash", "width": 1}, row=row + 1, col=col + 1)
+                marker = _star_marker(star.loc[(layer, head)], rows, name, color)
+                if marker is not None:
+                    traces.append({**marker, "xaxis": "x2", "yaxis": "y2"})
+        shapes.append(_vline(1.0, axis, {"color": "#222", "dash": "dash", "width": 1}))
         if abs(beta - 1.0) > 1e-9:
-            fig.add_vline(
-                x=beta, line={"color": "#9467bd", "dash": "dot", "width": 1.5}, row=row + 1, col=col + 1
-            )
+            shapes.append(_vline(beta, axis, {"color": "#9467bd", "dash": "dot", "width": 1.5}))
+    fig = fast_figure(traces, _thermo_grid(tuple(t for _, t in panels)))
+    _add_shapes(fig, shapes)
     ticks = [
         v
         for v in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -98,45 +105,58 @@ def thermo_figure(
     )
 
 
-def _star_marker(fig: go.Figure, star: pd.Series, rows: pd.DataFrame, name: str, color: str) -> None:
+@functools.cache
+def _thermo_grid_layout(titles: tuple[str, ...]) -> str:
+    import json
+
+    grid = make_subplots(
+        rows=2, cols=2, subplot_titles=list(titles), horizontal_spacing=0.09, vertical_spacing=0.14
+    )
+    return json.dumps(grid.layout.to_plotly_json())
+
+
+def _thermo_grid(titles: tuple[str, ...]) -> dict[str, Any]:
+    """The thermo figure's 2×2 grid with its panel titles, as a fresh layout dict (built once)."""
+    import json
+
+    return json.loads(_thermo_grid_layout(titles))
+
+
+def _star_marker(star: pd.Series, rows: pd.DataFrame, name: str, color: str) -> dict[str, Any] | None:
+    """β* on one head's C(β) curve: a star, or an open triangle on the grid's edge when censored."""
     censored = float(star.get("beta_star_censored", 0) or 0)
     if censored == 0 and pd.notna(star.get("beta_star")):
         b = float(star["beta_star"])
         c = float(np.interp(math.log(b), np.log(rows["beta"].to_numpy()), rows["value"].to_numpy()))
-        fig.add_trace(
-            go.Scatter(
-                x=[b],
-                y=[c],
-                mode="markers",
-                legendgroup=name,
-                showlegend=False,
-                marker={"symbol": "star", "size": 11, "color": color, "line": {"width": 1, "color": "#222"}},
-                hovertemplate=f"{name}: β* = {b:.3g}<extra></extra>",
-            ),
-            row=1,
-            col=2,
-        )
-    elif pd.notna(star.get("beta_star_bound")):
+        return {
+            "type": "scatter",
+            "x": [b],
+            "y": [c],
+            "mode": "markers",
+            "legendgroup": name,
+            "showlegend": False,
+            "marker": {"symbol": "star", "size": 11, "color": color, "line": {"width": 1, "color": "#222"}},
+            "hovertemplate": f"{name}: β* = {b:.3g}<extra></extra>",
+        }
+    if pd.notna(star.get("beta_star_bound")):
         b = float(star["beta_star_bound"])
         sign = "≥" if censored > 0 else "≤"
         c = float(rows["value"].iloc[-1] if censored > 0 else rows["value"].iloc[0])
-        fig.add_trace(
-            go.Scatter(
-                x=[b],
-                y=[c],
-                mode="markers",
-                legendgroup=name,
-                showlegend=False,
-                marker={
-                    "symbol": "triangle-right-open" if censored > 0 else "triangle-left-open",
-                    "size": 11,
-                    "color": color,
-                },
-                hovertemplate=f"{name}: β* {sign} {b:.3g} (censored: peak on the grid's edge)<extra></extra>",
-            ),
-            row=1,
-            col=2,
-        )
+        return {
+            "type": "scatter",
+            "x": [b],
+            "y": [c],
+            "mode": "markers",
+            "legendgroup": name,
+            "showlegend": False,
+            "marker": {
+                "symbol": "triangle-right-open" if censored > 0 else "triangle-left-open",
+                "size": 11,
+                "color": color,
+            },
+            "hovertemplate": f"{name}: β* {sign} {b:.3g} (censored: peak on the grid's edge)<extra></extra>",
+        }
+    return None
 
 
 def beta_star_figure(
@@ -153,44 +173,51 @@ def beta_star_figure(
     wide = stars.pivot_table(
         index=["layer", "head", "checkpoint"], columns="quantity", values="value"
     ).reset_index()
-    fig = go.Figure()
+    traces: list[dict[str, Any]] = []
     for (layer, head), rows in wide.groupby(["layer", "head"], sort=True):
         rows = rows.sort_values("checkpoint")
         name, color = head_label(layer, head), head_color(int(layer), int(head), *shape)
         x = step_axis(rows["checkpoint"], xscale)
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=rows.get("beta_star"),
-                name=name,
-                legendgroup=name,
-                mode="lines+markers",
-                line={"color": color, "width": 1.5},
-                marker={"size": 5},
-                customdata=rows["checkpoint"],
-                hovertemplate=f"{name} · step %{{customdata}}<br>β* = %{{y:.3g}}<extra></extra>",
-            )
+        traces.append(
+            {
+                "type": "scatter",
+                "x": x,
+                "y": rows["beta_star"].to_numpy(dtype=float) if "beta_star" in rows else None,
+                "name": name,
+                "legendgroup": name,
+                "mode": "lines+markers",
+                "line": {"color": color, "width": 1.5},
+                "marker": {"size": 5},
+                "customdata": rows["checkpoint"].to_numpy(),
+                "hovertemplate": f"{name} · step %{{customdata}}<br>β* = %{{y:.3g}}<extra></extra>",
+            }
         )
         cens = rows[rows.get("beta_star_censored", pd.Series(0, index=rows.index)).fillna(0) != 0]
         if len(cens):
-            up = cens["beta_star_censored"] > 0
-            fig.add_trace(
-                go.Scatter(
-                    x=step_axis(cens["checkpoint"], xscale),
-                    y=cens["beta_star_bound"],
-                    mode="markers",
-                    legendgroup=name,
-                    showlegend=False,
-                    customdata=np.c_[cens["checkpoint"], np.where(up, "≥", "≤")],
-                    marker={
+            up = (cens["beta_star_censored"] > 0).to_numpy()
+            traces.append(
+                {
+                    "type": "scatter",
+                    "x": step_axis(cens["checkpoint"], xscale),
+                    "y": cens["beta_star_bound"].to_numpy(dtype=float),
+                    "mode": "markers",
+                    "legendgroup": name,
+                    "showlegend": False,
+                    "customdata": np.c_[cens["checkpoint"].to_numpy(), np.where(up, "≥", "≤")],
+                    "marker": {
                         "symbol": np.where(up, "triangle-up-open", "triangle-down-open"),
                         "size": 9,
                         "color": color,
                     },
-                    hovertemplate=f"{name} · step %{{customdata[0]}}<br>β* %{{customdata[1]}} %{{y:.3g}} (censored)<extra></extra>",
-                )
+                    "hovertemplate": f"{name} · step %{{customdata[0]}}<br>β* %{{customdata[1]}} %{{y:.3g}} (censored)<extra></extra>",
+                }
             )
-    fig.add_hline(y=1.0, line={"color": "#222", "dash": "dash", "width": 1})
+    fig = fast_figure(traces)
+    line = {"color": "#222", "dash": "dash", "width": 1}  # β* = 1: the model's own temperature
+    _add_shapes(
+        fig,
+        [{"type": "line", "xref": "x domain", "yref": "y", "x0": 0, "x1": 1, "y0": 1, "y1": 1, "line": line}],
+    )
     _mark_steps(fig, xscale, wide["checkpoint"].unique().tolist(), transition, cursor)
     _checkpoint_axis(fig, xscale, wide["checkpoint"].unique())
     ticks = [0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
@@ -256,22 +283,26 @@ def alpha_figure(frame: pd.DataFrame, *, xscale: str = "log", cursor: int | None
         .reset_index()
         .dropna(subset=["esd_alpha"])
     )
-    fig = go.Figure()
+    traces: list[dict[str, Any]] = []
     for (matrix, layer), rows in wide.groupby(["matrix", "layer"], sort=True, dropna=False):
         name = f"{matrix}" + ("" if pd.isna(layer) else f" L{int(layer)}")
         rows = rows.sort_values("checkpoint")
-        fig.add_trace(
-            go.Scatter(
-                x=step_axis(rows["checkpoint"], xscale),
-                y=rows["esd_alpha"],
-                name=name,
-                mode="lines+markers",
-                customdata=rows["checkpoint"],
-                error_y={"type": "data", "array": rows.get("esd_alpha_se"), "visible": True, "thickness": 1},
-                hovertemplate=f"{name} · step %{{customdata}}<br>α = %{{y:.3g}}<extra></extra>",
-            )
+        se = rows["esd_alpha_se"].to_numpy(dtype=float) if "esd_alpha_se" in rows else None
+        traces.append(
+            {
+                "type": "scatter",
+                "x": step_axis(rows["checkpoint"], xscale),
+                "y": rows["esd_alpha"].to_numpy(dtype=float),
+                "name": name,
+                "mode": "lines+markers",
+                "customdata": rows["checkpoint"].to_numpy(),
+                "error_y": {"type": "data", "array": se, "visible": True, "thickness": 1},
+                "hovertemplate": f"{name} · step %{{customdata}}<br>α = %{{y:.3g}}<extra></extra>",
+            }
         )
-    fig.add_hrect(y0=2, y1=6, fillcolor="#59a14f", opacity=0.06, line_width=0)
+    fig = fast_figure(traces)
+    band = {"type": "rect", "xref": "x domain", "yref": "y", "x0": 0, "x1": 1, "y0": 2, "y1": 6}
+    _add_shapes(fig, [{**band, "fillcolor": "#59a14f", "opacity": 0.06, "line": {"width": 0}}])
     _mark_steps(fig, xscale, wide["checkpoint"].unique().tolist(), None, cursor)
     _checkpoint_axis(fig, xscale, wide["checkpoint"].unique())
     fig.update_yaxes(title_text="ESD tail exponent α (shaded: 2–6)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from backend.deps import JOB_FUNCTION, RedisDep, SettingsDep, StoreDep, get_redis, require_token
 from backend.errors import error_responses
@@ -25,6 +25,8 @@ AnalysisId = Annotated[
     Path(pattern=ANALYSIS_ID_PATTERN, description="Analysis id: 24 hex digits, as POST /analyses returned."),
 ]
 _TEXT = Annotated[str | None, Query(max_length=100)]
+# How long a client may use a finished result without asking again (then it revalidates: a 304).
+FINISHED_MAX_AGE_S = 86_400
 _INDEX = Annotated[int | None, Query(ge=0, le=10**9)]
 # Writes: the token first (a refused token takes no one's bucket), then the client's write rate.
 _WRITE = [Depends(require_token), Depends(limit_writes)]
@@ -165,6 +167,7 @@ def _columnar_json(aid: str, frame: Any, complete: bool) -> bytes:
 )
 def get_results(
     analysis_id: AnalysisId,
+    request: Request,
     store: StoreDep,
     settings: SettingsDep,
     conn: RedisDep,
@@ -190,18 +193,27 @@ def get_results(
             field="measure",
             choices=record["request"]["measures"],
         )
-    filters = {"layer": layer, "head": head, "checkpoint": checkpoint}
-    headers = {"X-Phasescope-Complete": "true" if complete else "false"}
+    filters = {"layer": layer, "head": head}
+    headers = {"X-Phasescope-Complete": "true" if complete else "false", "Cache-Control": "no-store"}
     path = store.results_path(analysis_id) if complete else None
+    if path is not None:
+        # A finished result never changes (docs/api.md, "Caching"): clients may keep it and revalidate
+        # with If-None-Match, answered here before any table is read. A running one is never cached.
+        query = (measure, quantity, layer, head, checkpoint, format)
+        headers.update(_finished_cache_headers(analysis_id, path, query))
+        if _etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
+            return Response(status_code=304, headers=headers)
     if (
         format == "parquet"
         and path is not None
-        and all(v is None for v in (measure, quantity, *filters.values()))
+        and all(v is None for v in (measure, quantity, checkpoint, *filters.values()))
     ):
         # The whole finished table: the stored file is already this response.
         headers["Content-Disposition"] = f'attachment; filename="{analysis_id}.parquet"'
         return Response(path.read_bytes(), media_type="application/vnd.apache.parquet", headers=headers)
-    frame = _filtered(store.results(analysis_id, measure=measure, quantity=quantity), filters)
+    frame = _filtered(
+        store.results(analysis_id, measure=measure, quantity=quantity, checkpoint=checkpoint), filters
+    )
     if format == "csv":
         return Response(frame.to_csv(index=False), media_type="text/csv", headers=headers)
     if format == "parquet":
@@ -213,6 +225,29 @@ def get_results(
     return Response(
         _columnar_json(analysis_id, frame, complete), media_type="application/json", headers=headers
     )
+
+
+def _finished_cache_headers(aid: str, path: Any, query: tuple[Any, ...]) -> dict[str, str]:
+    """ETag and Cache-Control of a finished result: the tag names the stored file (its inode, time
+    and size: a recomputed result is a new file), the query and the server's version."""
+    import hashlib
+
+    from phasescope import __version__
+
+    stat = path.stat()
+    key = f"{aid}|{stat.st_ino}|{stat.st_mtime_ns}|{stat.st_size}|{query!r}|{__version__}"
+    return {
+        "ETag": '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"',
+        "Cache-Control": f"public, max-age={FINISHED_MAX_AGE_S}",
+    }
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names ``etag`` (a list, weak tags and ``*`` included, RFC 9110)."""
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
 
 
 def _empty_parquet(frame: Any) -> bytes:

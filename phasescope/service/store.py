@@ -117,15 +117,44 @@ def write_local_result(
     atomic_write_bytes(out / "summary.json", _json_bytes(summary))
 
 
+def _row_spans(table: pd.DataFrame) -> dict[tuple[str, str, int], list[tuple[int, int]]]:
+    """(measure, quantity, checkpoint) → the ``[start, stop)`` row spans holding it, in table order.
+
+    Each job writes its checkpoint's table one quantity after another, so every key is one span in
+    a merged table: the index is a few thousand spans even for 26M rows, and a lookup returns a slice.
+    """
+    if not len(table):
+        return {}
+    codes = [pd.factorize(table[c])[0] for c in ("measure", "quantity", "checkpoint")]
+    change = np.zeros(len(table), dtype=bool)
+    change[0] = True
+    for code in codes:
+        change[1:] |= code[1:] != code[:-1]
+    starts = np.flatnonzero(change)
+    stops = np.append(starts[1:], len(table))
+    keys = zip(
+        table["measure"].to_numpy()[starts],
+        table["quantity"].to_numpy()[starts],
+        table["checkpoint"].to_numpy()[starts],
+        strict=True,
+    )
+    spans: dict[tuple[str, str, int], list[tuple[int, int]]] = {}
+    for (m, q, c), a, b in zip(keys, starts.tolist(), stops.tolist(), strict=True):
+        spans.setdefault((str(m), str(q), int(c)), []).append((a, b))
+    return spans
+
+
 class ResultStore:
     """Finished results and canonical requests on disk, keyed by analysis id."""
 
     # Finished tables kept in memory by the API process (the dashboard asks for one analysis many
     # times over): parsing Parquet is most of a filtered GET's time. Keyed by the file's identity, so
     # a rewritten or deleted result is never served from here. Bounded by count and by rows (a row
-    # is about 100 bytes in memory: 4M rows ~ 400 MB); a larger table is read each time.
+    # is about 100 bytes in memory); a larger table is read each time. A Pythia-160m sweep of the
+    # default measures (154 checkpoints × 144 heads, 61 β) is 26M rows, ~2.6 GB: it must fit, or
+    # every request of its dashboard re-reads a 150 MB file (seconds).
     CACHED_TABLES = 8
-    CACHED_ROWS = 4_000_000
+    CACHED_ROWS = 32_000_000
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -222,12 +251,19 @@ class ResultStore:
         path = self._dir(aid) / "results.parquet"
         return path if path.is_file() else None
 
-    def results(self, aid: str, measure: str | None = None, quantity: str | None = None) -> pd.DataFrame:
+    def results(
+        self,
+        aid: str,
+        measure: str | None = None,
+        quantity: str | None = None,
+        checkpoint: int | None = None,
+    ) -> pd.DataFrame:
         """The merged table of a finished analysis, or whatever parts exist so far.
 
-        ``measure`` / ``quantity`` keep only those rows; on a finished table this is a lookup in an
-        index built once (the dashboard asks for one quantity at a time, many times over). A finished
-        table may be shared with other callers (it is cached): do not modify it in place.
+        ``measure`` / ``quantity`` / ``checkpoint`` keep only those rows; on a finished table this is a
+        lookup in an index built once (the dashboard asks for one quantity, or one measure at one
+        checkpoint, many times over). A finished table may be shared with other callers (it is
+        cached): do not modify it in place.
         """
         d = self._dir(aid)
         try:
@@ -239,34 +275,40 @@ class ResultStore:
             if not parts and not self.has_request(aid):
                 raise NotFound(f"no analysis {aid}", field="id")
             table = concat_tables([read_table(p) for p in parts])
-            for column, value in (("measure", measure), ("quantity", quantity)):
+            for column, value in (("measure", measure), ("quantity", quantity), ("checkpoint", checkpoint)):
                 if value is not None and len(table):
                     table = table[table[column] == value]
             return table
         table, groups = self._finished(
             (aid, stat.st_ino, stat.st_mtime_ns, stat.st_size), d / "results.parquet"
         )
-        if measure is None and quantity is None:
+        if measure is None and quantity is None and checkpoint is None:
             return table
-        rows = [
-            idx
-            for (m, q), idx in groups.items()
-            if (measure is None or m == measure) and (quantity is None or q == quantity)
-        ]
-        return table.iloc[np.sort(np.concatenate(rows))] if rows else table.iloc[:0]
+        spans = sorted(
+            span
+            for (m, q, c), runs in groups.items()
+            if (measure is None or m == measure)
+            and (quantity is None or q == quantity)
+            and (checkpoint is None or c == checkpoint)
+            for span in runs
+        )
+        if not spans:
+            return table.iloc[:0]
+        if len(spans) == 1:  # one block of rows: a slice, no gather
+            return table.iloc[spans[0][0] : spans[0][1]]
+        return table.iloc[np.concatenate([np.arange(a, b) for a, b in spans])]
 
-    def _finished(self, key: tuple, path: Path) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
-        """A finished table and its (measure, quantity) → row positions index, from memory or disk."""
+    def _finished(
+        self, key: tuple, path: Path
+    ) -> tuple[pd.DataFrame, dict[tuple[str, str, int], list[tuple[int, int]]]]:
+        """A finished table and its (measure, quantity, checkpoint) → row spans index, from memory or disk."""
         with self._lock:
             hit = self._tables.get(key)
             if hit is not None:
                 self._tables.move_to_end(key)
                 return hit
         table = read_table(path)
-        groups = (
-            table.groupby(["measure", "quantity"], observed=True, sort=False).indices if len(table) else {}
-        )
-        entry = (table, {(str(m), str(q)): idx for (m, q), idx in groups.items()})
+        entry = (table, _row_spans(table))
         if len(table) <= self.CACHED_ROWS:
             with self._lock:
                 self._tables[key] = entry

@@ -104,6 +104,25 @@ def test_cancel_then_resubmit(start_stack, redis_server, tiny_model):
         assert api.wait(aid, timeout=120, poll=0.2, progress=False)["status"] == "finished"
 
 
+def test_all_is_every_registered_measure(start_stack, redis_server, tiny_model):
+    from phasescope.measures import measure_names
+
+    model, _ = tiny_model
+    stack = start_stack(workers=0)  # nothing runs: the accepted request is what is checked
+    with Client(stack.url) as api:
+        body = {"model": model, "measures": "all", "checkpoints": "last"}
+        r = http.post(f"{stack.url}/api/v1/analyses", json=body)
+        assert r.status_code == 202, r.text
+        status = r.json()
+        assert status["request"]["measures"] == sorted(measure_names())
+        # The same analysis as the list "all" stands for.
+        assert api.submit(model, checkpoints="last", measures=sorted(measure_names()))["id"] == status["id"]
+        with pytest.raises(ApiError) as err:
+            api.results(status["id"], measure="vibes")
+        assert err.value.status_code == 422 and err.value.choices == list(measure_names())
+        api.cancel(status["id"])
+
+
 def test_write_endpoints_need_the_token(start_stack, redis_server, tiny_model):
     model, _ = tiny_model
     stack = start_stack(workers=0, PHASESCOPE_API_TOKEN="s3cret")
