@@ -7,7 +7,10 @@ Three ways to get the same numbers for one batch of prompts:
   ``entropy``, ``thermo`` and ``spectra``: ``capture_attention`` (one forward pass, hooks keep only the
   pre-softmax scores), then ``entropy_table``, ``thermo_table`` (default β grid) and ``spectra_table``
   (attention singular values, plus the weight spectra, timed apart because they do not depend on the
-  prompts; benchmark 2 compares them with WeightWatcher).
+  prompts; benchmark 2 compares them with WeightWatcher). The thermo sweep runs on the default grid
+  (equal steps between log-spaced knots, where multiplications replace most exponentials); a row
+  apart times it on a log-spaced grid of as many points, where it takes one ``exp`` per β (what a
+  user-chosen grid without equal steps costs; not counted in the totals).
 * **recipe** — what a researcher writes today: ``model.run_with_cache(tokens)`` of everything, then
   numpy loops over layers, heads and prompts: entropy and k90 per row, a β sweep per head with a loop
   over β, ``np.linalg.svd`` per attention matrix. Its numpy part is timed on a subset of layers and
@@ -18,6 +21,7 @@ Models are built from ``HookedTransformerConfig`` with random weights: the cost 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -28,6 +32,7 @@ from benchmarks.common import Row, time_it, toy_config
 __all__ = ["CASES", "run"]
 
 BENCHMARK = "activations"
+_LOG_GRID = "thermo_table on a log-spaced grid (one exp per β; not in the totals)"
 
 
 def _gpt2_config(**overrides: Any) -> Any:
@@ -158,6 +163,8 @@ def _phasescope_parts(
     parts = {"capture_attention (forward + hooks)": capture}
     parts["entropy_table"] = time_it(lambda: entropy_table(scores, 0), repeats, device)
     parts["thermo_table"] = time_it(lambda: thermo_table(scores, 0, betas), repeats, device)
+    log_grid = torch.logspace(math.log10(betas[0]), math.log10(betas[-1]), len(betas), dtype=torch.float64)
+    parts[_LOG_GRID] = time_it(lambda: thermo_table(scores, 0, log_grid), repeats, device)
     parts["spectra_table (attention)"] = time_it(
         lambda: spectra_table(torch.softmax(scores.double(), dim=-1), {}, 0), repeats, device
     )
@@ -218,7 +225,7 @@ def _run_case(
                 cpu_ratio=t.cpu_seconds / bare.cpu_seconds,
             )
         )
-    act = [t for name, t in parts.items() if "weights" not in name]
+    act = [t for name, t in parts.items() if "weights" not in name and name != _LOG_GRID]
     act_s, act_cpu = sum(t.seconds for t in act), sum(t.cpu_seconds for t in act)
     all_s = act_s + parts["spectra_table (weights)"].seconds
     all_cpu = act_cpu + parts["spectra_table (weights)"].cpu_seconds
