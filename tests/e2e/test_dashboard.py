@@ -96,6 +96,34 @@ def test_overview_marks_the_transition(demo: dict[str, Any], chromium: Chromium)
     assert chromium.all("#content-overview .heatmaplayer"), "no heatmap"
 
 
+def test_the_marked_step_is_the_apis_finding(demo: dict[str, Any], chromium: Chromium) -> None:
+    """The overview and the home page mark the transition the API's findings name (findings.marked)."""
+    state = httpx.get(f"{demo['url']}/api/v1/analyses/{demo['id']}", timeout=60).json()
+    findings = state["findings"]
+    assert findings is not None and findings["marked"] is not None, findings
+    marked = findings["transitions"][findings["marked"]]
+    step = round(marked["step"])
+    if demo["model"].startswith("zoo:induction"):
+        assert marked["quantity"] == "loss" and 300 <= step <= 700, marked  # docs/zoo.md
+    # A linear step axis: the marker's x is the step itself.
+    _open_view(chromium, f"{demo['url']}/analyses/{demo['id']}?tab=overview&xscale=linear", "overview")
+    note = chromium.find("#transition-note").text
+    assert f"step {step}" in note and marked["quantity"] in note, note
+    lines = chromium.driver.execute_script(
+        """
+        const plot = document.querySelector('#content-overview .js-plotly-plot');
+        return (plot.layout.shapes || [])
+            .filter(s => s.line && s.line.dash === 'dash' && s.line.color === '#d62728')
+            .map(s => [s.x0, s.x1]);
+        """
+    )
+    assert lines and all(x0 == x1 == step for x0, x1 in lines), (lines, step)
+    chromium.get(demo["url"] + "/")
+    row = chromium.wait_text("#home-analyses", demo["id"])
+    assert f"≈ step {marked['step']:.0f} ({marked['quantity']})" in row, row
+    assert chromium.severe_logs() == []
+
+
 def test_share_link_restores_the_view_in_a_fresh_browser(demo: dict[str, Any], stack: dict[str, Any]) -> None:
     a = Chromium()
     try:
