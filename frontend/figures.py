@@ -24,6 +24,7 @@ from phasescope.measures import quantities
 
 __all__ = [
     "LABELS",
+    "MARKER_POINTS",
     "WEBGL_POINTS",
     "compare_figure",
     "curves_figure",
@@ -39,7 +40,9 @@ __all__ = [
 ]
 
 WEBGL_POINTS = 4000  # above this many points a line plot switches to WebGL (Scattergl)
+MARKER_POINTS = 60  # lines with more points than this are drawn without markers
 FONT = {"family": "Inter, Segoe UI, Helvetica, Arial, sans-serif", "size": 12}
+
 
 class _Labels(Mapping[str, str]):
     """Axis titles by ``"measure.quantity"`` (label and unit), read from the measure registry on each
@@ -109,7 +112,8 @@ def fast_figure(traces: list[dict[str, Any]], layout: dict[str, Any] | None = No
     "Large analyses"); the builders here write only known properties, and tests/unit/test_figures.py
     checks what they produce. The result is an ordinary ``go.Figure`` (``fig.data[i].x``, ``fig.layout``).
     """
-    return go.Figure(data=traces, layout={"template": _template(), **(layout or {})}, _validate=False)
+    # Our template wins over one in ``layout`` (make_subplots' grids carry plotly's default).
+    return go.Figure(data=traces, layout={**(layout or {}), "template": _template()}, _validate=False)
 
 
 def _vline(x: float, axis: str = "", line: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -430,7 +434,8 @@ def curves_figure(
             "x": step_axis(raw[kept], xscale) if x == "checkpoint" else raw[kept],
             "y": values[kept],
             "name": name,
-            "mode": "lines+markers",
+            # A marker is one SVG node per point: on long lines they cost the browser more than they show.
+            "mode": "lines+markers" if len(kept) <= MARKER_POINTS else "lines",
             "marker": {"size": 4, "color": color},
             "line": {"color": color, "width": 1.5},
             "customdata": raw[kept],

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from frontend.figures import (
+    MARKER_POINTS,
     _add_shapes,
     _checkpoint_axis,
     _mark_steps,
@@ -27,6 +28,9 @@ from frontend.figures import (
     step_axis,
 )
 from phasescope.measures import label as axis_title
+
+# More weight-matrix lines than this and α's error bars move into the hover text.
+ALPHA_BARS_LINES = 12
 
 __all__ = ["alpha_figure", "beta_star_figure", "esd_figure", "surface_figure", "thermo_figure"]
 
@@ -185,7 +189,7 @@ def beta_star_figure(
                 "y": rows["beta_star"].to_numpy(dtype=float) if "beta_star" in rows else None,
                 "name": name,
                 "legendgroup": name,
-                "mode": "lines+markers",
+                "mode": "lines+markers" if len(rows) <= MARKER_POINTS else "lines",
                 "line": {"color": color, "width": 1.5},
                 "marker": {"size": 5},
                 "customdata": rows["checkpoint"].to_numpy(),
@@ -284,7 +288,10 @@ def alpha_figure(frame: pd.DataFrame, *, xscale: str = "log", cursor: int | None
         .dropna(subset=["esd_alpha"])
     )
     traces: list[dict[str, Any]] = []
-    for (matrix, layer), rows in wide.groupby(["matrix", "layer"], sort=True, dropna=False):
+    groups = wide.groupby(["matrix", "layer"], sort=True, dropna=False)
+    # Error bars are one SVG node per point: with many lines they are in the hover text only.
+    bars = groups.ngroups <= ALPHA_BARS_LINES
+    for (matrix, layer), rows in groups:
         name = f"{matrix}" + ("" if pd.isna(layer) else f" L{int(layer)}")
         rows = rows.sort_values("checkpoint")
         se = rows["esd_alpha_se"].to_numpy(dtype=float) if "esd_alpha_se" in rows else None
@@ -294,10 +301,13 @@ def alpha_figure(frame: pd.DataFrame, *, xscale: str = "log", cursor: int | None
                 "x": step_axis(rows["checkpoint"], xscale),
                 "y": rows["esd_alpha"].to_numpy(dtype=float),
                 "name": name,
-                "mode": "lines+markers",
-                "customdata": rows["checkpoint"].to_numpy(),
-                "error_y": {"type": "data", "array": se, "visible": True, "thickness": 1},
-                "hovertemplate": f"{name} · step %{{customdata}}<br>α = %{{y:.3g}}<extra></extra>",
+                "mode": "lines+markers" if len(rows) <= MARKER_POINTS else "lines",
+                "customdata": np.c_[
+                    rows["checkpoint"].to_numpy(dtype=float),
+                    se if se is not None else np.full(len(rows), np.nan),
+                ],
+                "error_y": {"type": "data", "array": se, "visible": bars, "thickness": 1},
+                "hovertemplate": f"{name} · step %{{customdata[0]}}<br>α = %{{y:.3g}} ± %{{customdata[1]:.2g}}<extra></extra>",
             }
         )
     fig = fast_figure(traces)
