@@ -10,6 +10,9 @@ Quantities (docs/measures.md):
 - ``entropy_norm``: ``S_i / ln n_i`` in ``[0, 1]``; undefined (NaN, and left out of every average)
   for rows with a single key, such as position 0 of a causal head.
 - ``k90``: the fewest keys holding at least 90% of the row's attention (Ramsauer et al. 2020).
+
+The rows are taken in slabs (``phasescope.measures.boltzmann.slabs``: blocks of queries over the keys
+they may see), with energies above each row's ground state, ``S = <e> + ln Z'`` (docs/measures.md).
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def row_entropy(scores: Float[Tensor, "... key"]) -> dict[str, Tensor]:
         - ``n_keys``: number of allowed keys ``n`` (int64).
 
     Raises:
-        MeasureError: a row has no allowed key.
+        MeasureError: a row has no allowed key, or a NaN or ``+inf`` score.
 
     >>> out = row_entropy(torch.zeros(2, 4))
     >>> out["entropy_norm"].tolist(), out["k90"].tolist()

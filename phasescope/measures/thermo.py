@@ -13,6 +13,11 @@ keys only (docs/measures.md):
 
 Everything is float64; masked keys (``-inf`` scores) are removed with explicit masks, so no
 ``0 * (-inf)`` appears in the values or in their gradients.
+
+``row_thermo`` is the exact, differentiable form (one ``exp`` per β, the centred two-pass variance).
+``thermo_table`` computes the same averages through ``phasescope.measures.boltzmann``: three sums per
+row and β, ``S = β<e> + ln Z'``, the one-pass variance and multiplications for exponentials on the
+equal-step runs of ``beta_grid``, each with the error bound docs/measures.md states.
 """
 
 from __future__ import annotations
@@ -254,12 +259,12 @@ def thermo_table(
 
     Args:
         scores: pre-softmax attention scores ``[layer, batch, head, query, key]``, ``-inf`` at
-            masked keys. float32 or float64, any device. Rows are swept in cache-sized slabs, so memory
-            stays near one copy of the scores in float64 (GPT-2 small, 16 prompts x 128 tokens:
-            about 300 MB) plus the boolean mask.
+            masked keys. float32 or float64, any device. Rows are swept in cache-sized slabs
+            converted to float64 one at a time, so beyond the scores memory stays at a few MiB.
         checkpoint: training step of the checkpoint the scores come from.
         betas: increasing ``[beta]`` grid of at least 3 points (default: ``beta_grid()``, 0.05 to 20,
-            61 points, β = 1 included).
+            61 points, β = 1 included). Runs of equal steps are swept by multiplications; any other
+            grid gets one ``exp`` per β (docs/measures.md).
 
     Returns:
         A tidy table with these quantities:
@@ -284,8 +289,9 @@ def thermo_table(
         A head without a single row of two or more keys has no rows at all.
 
     Raises:
-        MeasureError: ``scores`` is not 5-d, a row has no allowed key, or ``betas`` is not an
-            increasing grid of at least 3 positive values.
+        MeasureError: ``scores`` is not 5-d, a row has no allowed key or a NaN or ``+inf`` score,
+            scores span more than float64 can square (1e154), or ``betas`` is not an increasing grid
+            of at least 3 positive values.
     """
     if scores.ndim != 5:
         raise MeasureError(
