@@ -112,8 +112,35 @@ def fast_figure(traces: list[dict[str, Any]], layout: dict[str, Any] | None = No
     "Large analyses"); the builders here write only known properties, and tests/unit/test_figures.py
     checks what they produce. The result is an ordinary ``go.Figure`` (``fig.data[i].x``, ``fig.layout``).
     """
-    # Our template wins over one in ``layout`` (make_subplots' grids carry plotly's default).
-    return go.Figure(data=traces, layout={**(layout or {}), "template": _template()}, _validate=False)
+    # Our template wins over one in ``layout`` (make_subplots' grids carry plotly's default). The data
+    # revision is a digest of the traces: Plotly.react then redraws a figure only when its data
+    # changed, not when only a shape moved (a checkpoint-slider step moves the cursor line of every
+    # figure over checkpoints; without it each one is recomputed and redrawn from scratch).
+    full = {**(layout or {}), "template": _template(), "datarevision": _digest(traces)}
+    return go.Figure(data=traces, layout=full, _validate=False)
+
+
+def _digest(value: Any, h: Any = None) -> str:
+    """A short content hash of nested dicts, lists and numpy arrays (the traces of a figure)."""
+    import hashlib
+
+    top = h is None
+    h = h or hashlib.blake2b(digest_size=12)
+    if isinstance(value, dict):
+        for key in sorted(value):
+            h.update(str(key).encode())
+            _digest(value[key], h)
+    elif isinstance(value, np.ndarray) and value.dtype != object:
+        h.update(f"{value.dtype}{value.shape}".encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, (list, tuple, np.ndarray)):
+        h.update(b"[")
+        for item in value:
+            _digest(item, h)
+        h.update(b"]")
+    else:
+        h.update(repr(value).encode())
+    return h.hexdigest() if top else ""
 
 
 def _vline(x: float, axis: str = "", line: dict[str, Any] | None = None) -> dict[str, Any]:

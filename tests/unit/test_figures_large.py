@@ -96,3 +96,17 @@ def test_thermo_panels_sit_on_their_own_axes_with_the_beta_lines() -> None:
     for axis in ("x", "x2", "x3", "x4"):
         assert (axis, 1.0) in lines and (axis, 0.5) in lines  # β = 1 and the β cursor on every panel
     assert all(fig.layout[f"xaxis{i}"].type == "log" for i in ("", "2", "3", "4"))
+
+
+def test_the_data_revision_follows_the_data_not_the_cursor() -> None:
+    # Plotly.react redraws a figure with a datarevision only when that revision changes: moving the
+    # cursor must keep it, any change of a value must change it.
+    frame = _curves(154, heads=3)
+    a = F.curves_figure(frame, title="t", ytitle="y", shape=(1, 3), cursor=100)
+    b = F.curves_figure(frame, title="t", ytitle="y", shape=(1, 3), cursor=1200)
+    changed = frame.copy()
+    changed.loc[7, "value"] += 1e-12
+    c = F.curves_figure(changed, title="t", ytitle="y", shape=(1, 3), cursor=100)
+    assert a.layout.datarevision == b.layout.datarevision
+    assert a.layout.datarevision != c.layout.datarevision
+    assert [s.x0 for s in a.layout.shapes] != [s.x0 for s in b.layout.shapes]  # the cursor moved
