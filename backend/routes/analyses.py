@@ -162,6 +162,7 @@ def _columnar_json(aid: str, frame: Any, complete: bool) -> bytes:
             "description": "The tidy table: columnar JSON (format=json), CSV or Parquet. "
             "X-Phasescope-Complete says whether more rows will come.",
         },
+        304: {"description": "Not modified: If-None-Match names this finished result's ETag (no body)."},
         **_READ_ERRORS,
     },
 )
