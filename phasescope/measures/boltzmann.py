@@ -178,7 +178,7 @@ def boltzmann_sums(
     if buffer.numel() < 2 * size:  # a slab larger than the buffer was sized for (one long row block)
         buffer = torch.empty(2 * size, dtype=e.dtype, device=e.device)
     per_chunk = max(1, min(len(plan), buffer.numel() // size - 1))
-    w = buffer[: per_chunk * size].view(n_rows, per_chunk, n_key)
+    w = buffer[: per_chunk * size].view(per_chunk, n_rows, n_key)  # each β's weights contiguous
     rate = buffer[per_chunk * size : (per_chunk + 1) * size].view(n_rows, n_key)
     # [1, e, e²] against the weights: masked keys (e = 0, weight 1) count in none of the three sums.
     e3 = torch.stack((keep, e, e * e), dim=1)  # [row, 3, key]
@@ -186,7 +186,7 @@ def boltzmann_sums(
     delta, prev = None, None
     for j, (kind, value) in enumerate(plan):
         slot = j % per_chunk
-        cur = w[:, slot]
+        cur = w[slot]
         if kind == "exp":
             torch.mul(e, -value, out=cur).clamp_min_(EXP_FLOOR).exp_()
         else:
@@ -196,5 +196,5 @@ def boltzmann_sums(
             torch.mul(prev, rate, out=cur)
         prev = cur
         if slot == per_chunk - 1 or j == len(plan) - 1:
-            out[:, :, j - slot : j + 1] = torch.bmm(e3, w[:, : slot + 1].transpose(1, 2))
+            out[:, :, j - slot : j + 1] = torch.bmm(e3, w[: slot + 1].permute(1, 2, 0))
     return out
