@@ -11,43 +11,156 @@ and a heavy power-law tail ``p(λ) ∝ λ^-α`` is what WeightWatcher reads as a
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["marchenko_pastur_edges", "power_law_fit", "weight_esd"]
+__all__ = ["gram_eigenvalues", "gram_matrix", "marchenko_pastur_edges", "power_law_fit", "weight_esd"]
 
 # Eigenvalues below this fraction of the largest are numerically zero (rank deficiency) and are left
 # out of the power-law fit: their logarithms would dominate the MLE.
 _ZERO_EIG_RTOL = 1e-10
 # Upper bound on the elements of one chunk of the KS scan (candidates × tail points), ~32 MB in float64.
 _KS_CHUNK_ELEMENTS = 1 << 22
+# Elements of one float64 slab of a Gram product (~32 MB): a 50k-vocabulary embedding is cast slab by slab.
+_GRAM_SLAB_ELEMENTS = 1 << 22
 
 
 def weight_esd(W: Float[Tensor, "*batch rows cols"]) -> Float[Tensor, "*batch m"]:
-    """Eigenvalues of the correlation matrix ``WᵀW / N`` of a weight matrix, largest first.
+    """Eigenvalues of the correlation matrix ``XᵀX / N`` of a weight matrix, largest first.
 
-    The matrix is oriented so that ``N ≥ M`` (``W`` is transposed when it has fewer rows than columns),
-    so there are ``M = min(rows, cols)`` eigenvalues, equal to ``σ² / N`` for the singular values ``σ``.
-    Computed from singular values in float64 (no ``WᵀW`` is formed, which would square the condition
-    number).
+    ``X`` is ``W`` oriented so that ``N ≥ M`` (``W`` is transposed when it has fewer rows than columns),
+    so there are ``M = min(rows, cols)`` eigenvalues, equal to ``σ² / N`` for the singular values ``σ``
+    of ``W``. Computed by the Gram route (:func:`gram_matrix`, then :func:`gram_eigenvalues`): in float64,
+    exact to ``~M·ε·λ_max`` in absolute terms (docs/measures.md, "Weight matrices", for why that does not
+    touch the MP edges or the tail fit).
 
     Args:
         W: weight matrices, with any leading batch axes (e.g. one per layer).
 
     Returns:
-        The eigenvalues, float64, in descending order, ``[*batch, min(rows, cols)]``. Unit: squared weight
-        units (the element variance of a random matrix sets the bulk's scale).
+        The eigenvalues, float64, in descending order, ``[*batch, min(rows, cols)]``, ``≥ 0``. Unit:
+        squared weight units (the element variance of a random matrix sets the bulk's scale).
     """
-    n = max(W.shape[-2], W.shape[-1])
-    W = W.to(torch.float64)
-    if W.shape[-2] < W.shape[-1]:
-        # Same singular values; LAPACK (MKL) takes 4-7x longer on a wide matrix than on its tall
-        # transpose (768 x 50257: 12 s against 3 s on one core).
-        W = W.transpose(-1, -2)
-    sigma = torch.linalg.svdvals(W)  # [*batch, M], descending
-    return sigma.square() / n
+    gram, _ = gram_matrix(W)
+    return gram_eigenvalues(gram, max(W.shape[-2], W.shape[-1]))
+
+
+def gram_matrix(
+    W: Float[Tensor, "*batch rows cols"], transpose: bool | None = None
+) -> tuple[Float[Tensor, "*batch m m"], Float[Tensor, " *batch"]]:
+    """The float64 Gram matrix ``XᵀX`` of each matrix, and the float64 sum of its elements.
+
+    ``X`` is ``W`` (``transpose=False``) or ``Wᵀ`` (``True``); by default the tall orientation
+    (``Wᵀ`` when ``W`` has fewer rows than columns, as :func:`weight_esd` orients it). The product is
+    accumulated over slabs of the long axis, each cast to float64 on its own, so a 50k-row embedding
+    never exists in float64 as a whole; on the CPU each slab is one symmetric rank-k update (BLAS
+    ``syrk``, half the flops of a general product) run with torch's thread count.
+
+    Args:
+        W: matrices with any leading batch axes.
+        transpose: take ``X = Wᵀ``; None picks the tall orientation (no transpose for a square matrix).
+
+    Returns:
+        ``(gram, total)``: ``gram`` ``[*batch, m, m]`` with ``m`` the column count of ``X``, and
+        ``total`` ``[*batch]`` the sum of all elements of each matrix (for its mean), both float64, on
+        ``W``'s device.
+    """
+    rows, cols = W.shape[-2], W.shape[-1]
+    if transpose is None:
+        transpose = rows < cols
+    batch = W.shape[:-2]
+    flat = W.detach().reshape(-1, rows, cols)
+    m = rows if transpose else cols
+    step = max(1, _GRAM_SLAB_ELEMENTS // m)
+    gram_fn = _gram_numpy if flat.device.type == "cpu" else _gram_torch
+    grams, totals = gram_fn(flat, transpose, step)
+    return grams.reshape(*batch, m, m), totals.reshape(batch)
+
+
+def _gram_torch(flat: Tensor, transpose: bool, step: int) -> tuple[Tensor, Tensor]:
+    """:func:`gram_matrix` with torch's batched products (any device; the GPU path)."""
+    count, rows, cols = flat.shape
+    m, n = (rows, cols) if transpose else (cols, rows)
+    grams = torch.zeros(count, m, m, dtype=torch.float64, device=flat.device)
+    totals = torch.zeros(count, dtype=torch.float64, device=flat.device)
+    for start in range(0, n, step):
+        # (B, k, m): a slab of X's rows, cast on its own
+        slab = flat[:, :, start : start + step].mT if transpose else flat[:, start : start + step]
+        slab = slab.to(torch.float64)
+        grams.baddbmm_(slab.mT, slab)
+        totals += slab.sum(dim=(-2, -1))
+    return grams, totals
+
+
+def _gram_numpy(flat: Tensor, transpose: bool, step: int) -> tuple[Tensor, Tensor]:
+    """:func:`gram_matrix` on the CPU: numpy's ``a @ a.T`` is one BLAS ``syrk`` (torch has none)."""
+    count, rows, cols = flat.shape
+    m, n = (rows, cols) if transpose else (cols, rows)
+    grams = np.zeros((count, m, m))
+    totals = np.zeros(count)
+    with _blas_threads():
+        for b in range(count):
+            for start in range(0, n, step):
+                # A slab of X's rows as stored, C-contiguous float64: (m, k) columns of W when X = Wᵀ,
+                # else (k, m) rows of W. numpy runs `a @ a.T` and `a.T @ a` as one syrk.
+                part = flat[b, :, start : start + step] if transpose else flat[b, start : start + step]
+                slab = part.to(torch.float64, memory_format=torch.contiguous_format).numpy()
+                grams[b] += slab @ slab.T if transpose else slab.T @ slab
+                totals[b] += slab.sum()
+    return torch.from_numpy(grams), torch.from_numpy(totals)
+
+
+def gram_eigenvalues(gram: Float[Tensor, "*batch m m"], n: int) -> Float[Tensor, "*batch m"]:
+    """Eigenvalues of ``gram / n``, largest first, clamped at 0.
+
+    ``gram`` is a float64 Gram matrix (:func:`gram_matrix`), symmetric positive semi-definite; rounding
+    can leave eigenvalues of a rank-deficient one at ``-M·ε·λ_max``, which are reported as 0. On the
+    CPU each matrix goes to LAPACK's ``dsyev`` (tridiagonal reduction and root-free QR: eigenvalues
+    only) through SciPy, on other devices to a batched ``torch.linalg.eigvalsh``.
+
+    Args:
+        gram: Gram matrices with any leading batch axes.
+        n: the normalisation ``N`` (the long side of the weight matrix).
+
+    Returns:
+        ``[*batch, m]`` float64, descending, ``≥ 0``.
+    """
+    gram = gram.to(torch.float64)
+    eigs = _eigvalsh_lapack(gram) if gram.device.type == "cpu" else torch.linalg.eigvalsh(gram)
+    return eigs.flip(-1).clamp_min_(0.0) / n
+
+
+def _eigvalsh_lapack(gram: Tensor) -> Tensor:
+    """Ascending eigenvalues of CPU symmetric matrices by SciPy's ``dsyev``, one matrix at a time.
+
+    On one core this is 1.5–2× faster than ``torch.linalg.eigvalsh`` (MKL's ``syevd``) at 768 × 768.
+    """
+    from scipy.linalg import eigh
+
+    flat = gram.reshape(-1, *gram.shape[-2:]).numpy()
+    out = np.empty(flat.shape[:2])
+    with _blas_threads():
+        for b, g in enumerate(flat):
+            out[b] = eigh(g, eigvals_only=True, driver="ev", check_finite=False)
+    return torch.from_numpy(out).reshape(gram.shape[:-1])
+
+
+@contextmanager
+def _blas_threads() -> Iterator[None]:
+    """numpy's and SciPy's BLAS with torch's thread count, so a worker set to one thread uses one.
+
+    Without it OpenBLAS takes every core, and two workers sharing cores slow each other down many
+    times over (docs/benchmarks.md, the environment finding).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+        yield
 
 
 def marchenko_pastur_edges(n_rows: int, n_cols: int, variance: float) -> tuple[float, float]:
@@ -148,28 +261,36 @@ def power_law_fit(
 def _ks_distances(
     x: Float[Tensor, " n"], logx: Float[Tensor, " n"], cand: Tensor, alpha: Float[Tensor, " c"]
 ) -> Float[Tensor, " c"]:
-    """KS distance of each candidate's tail ``x[cand[c]:]`` to its fitted power law; ``x`` ascending."""
+    """KS distance of each candidate's tail ``x[cand[c]:]`` to its fitted power law; ``x`` ascending.
+
+    For a tail of ``m`` points starting at index ``c`` the empirical CDF steps from ``k/m`` to
+    ``(k+1)/m`` at its ``k``-th point, so with the model CDF ``F = 1 − P``, ``P = (x/λ_min)^(1−α)``,
+    the two one-sided gaps are ``t + 1/(2m)`` and ``−t + 1/(2m)`` for ``t = P − 1 + (k + ½)/m``, and the
+    distance is ``max_k |t| + 1/(2m)``; with ``k = j − c`` and ``m = n − c`` the term ``(k + ½)/m − 1``
+    is ``(j + ½ − n)/m`` for the absolute index ``j``. Candidates are taken in chunks, each over the
+    columns from its first candidate on; only a chunk's leading triangle (points before a candidate's
+    own start) needs masking, so about half the candidates × points rectangle is never computed.
+    """
     n = x.numel()
     out = torch.empty(cand.numel(), dtype=torch.float64, device=x.device)
+    j_term = torch.arange(n, dtype=torch.float64, device=x.device).add_(0.5 - n)  # j + ½ − n ≤ 0
+    # Chunks of an eighth of the candidates (the rectangle's wasted triangle shrinks with the chunk),
+    # capped by the element budget.
+    per_chunk = max(16, -(-cand.numel() // 8))
     start = 0
     while start < cand.numel():
-        # Candidates ascend, so the chunk's first one has the longest tail: every candidate's tail is a
-        # suffix of x[first:], and points before a candidate's own start are masked.
         first = int(cand[start])
-        size = max(1, _KS_CHUNK_ELEMENTS // (n - first))
+        size = max(1, min(per_chunk, _KS_CHUNK_ELEMENTS // (n - first)))
         c = cand[start : start + size]
         a = alpha[start : start + size]
-        rank = (
-            torch.arange(first, n, device=x.device)[None, :] - c[:, None]
-        )  # (C, K) k-th point of each tail, < 0 before it
-        m = (n - c).to(torch.float64)[:, None]  # (C, 1) tail sizes
-        # Model CDF F(x) = 1 - (x / x_min)^(1 - α), in log form.
-        model = torch.exp((1.0 - a)[:, None] * (logx[first:][None, :] - logx[c][:, None]))
-        model.neg_().add_(1.0)
-        k = rank.to(torch.float64)
-        # Two-sided KS: the empirical CDF jumps from k/m to (k+1)/m at the k-th point.
-        gap = torch.maximum((k + 1.0).div_(m).sub_(model), model.sub_(k.div_(m)))
-        gap.masked_fill_(rank < 0, float("-inf"))
-        out[start : start + size] = gap.amax(dim=1)
+        inv_m = 1.0 / (n - c).to(torch.float64)  # (C,) one over each tail's size
+        t = logx[first:][None, :] - logx[c][:, None]  # (C, K) ln(x_j / λ_min)
+        t.mul_((1.0 - a)[:, None]).exp_()  # P
+        t.addcmul_(inv_m[:, None], j_term[first:][None, :]).abs_()  # |P − 1 + (k + ½)/m|
+        last = int(c[-1])
+        if last > first:  # points before each candidate's start: not in its tail, |t| = 0 never wins
+            cols = torch.arange(first, last, device=x.device)
+            t[:, : last - first].masked_fill_(cols[None, :] < c[:, None], 0.0)
+        out[start : start + size] = t.amax(dim=1).add_(0.5 * inv_m)
         start += size
     return out

@@ -17,12 +17,18 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from phasescope.measures.powerlaw import marchenko_pastur_edges, power_law_fit, weight_esd
+from phasescope.measures.powerlaw import (
+    gram_eigenvalues,
+    gram_matrix,
+    marchenko_pastur_edges,
+    power_law_fit,
+)
 from phasescope.measures.tables import concat_tables, tidy
 
 __all__ = [
     "attention_singular_values",
     "factored_svdvals",
+    "product_singular_values",
     "qk_ov_singular_values",
     "spectra_table",
     "weight_matrices",
@@ -32,6 +38,8 @@ MEASURE = "spectra"
 # Head-split weights whose heads concatenate along the rows ([head·d_head, d_model]); the others
 # ([layer, head, d_model, d_head]) concatenate along the columns.
 _HEADS_ON_ROWS = frozenset({"W_O"})
+# Rows of W_E compared with columns of W_U per slab when checking for tied embeddings.
+_GRAM_COMPARE_ROWS = 4096
 
 
 def attention_singular_values(
@@ -110,7 +118,9 @@ def qk_ov_singular_values(
 ) -> tuple[Float[Tensor, "layer head d_head"], Float[Tensor, "layer head d_head"]]:
     """Singular values of each head's ``W_QK = W_Q W_Kᵀ`` and ``W_OV = W_V W_O`` (TransformerLens layout).
 
-    The query-key bilinear form leaves out the Q/K biases, as TransformerLens's ``model.QK`` does.
+    The query-key bilinear form leaves out the Q/K biases, as TransformerLens's ``model.QK`` does. All
+    heads of all layers go through one batched Gram route (:func:`product_singular_values`): the
+    ``d_head × d_head`` Grams of the four factors, then one small symmetric eigenproblem per head.
 
     Args:
         W_Q: query weights.
@@ -122,9 +132,41 @@ def qk_ov_singular_values(
         ``(qk, ov)``, float64, descending along the last axis. Unit: that of the weight products
         (``qk`` scales the pre-softmax score before the ``1/√d_head``).
     """
-    qk = factored_svdvals(W_Q, W_K.transpose(-1, -2))
-    ov = factored_svdvals(W_V, W_O)
+    q, k, v, o = (w.detach().to(torch.float64) for w in (W_Q, W_K, W_V, W_O))
+    qk = product_singular_values(q.mT @ q, k.mT @ k, min(q.shape[-2], k.shape[-2]))
+    ov = product_singular_values(v.mT @ v, o @ o.mT, min(v.shape[-2], o.shape[-1]))
     return qk, ov
+
+
+def product_singular_values(
+    gram_left: Float[Tensor, "*batch r r"], gram_right: Float[Tensor, "*batch r r"], outer: int | None = None
+) -> Float[Tensor, "*batch s"]:
+    """Singular values of a product ``A B`` from the Grams of its factors (``A`` ``m × r``, ``B`` ``r × n``).
+
+    ``σ²(AB)`` are the eigenvalues of ``AᵀA · BBᵀ``, the same as those of the symmetric ``Lᵀ(BBᵀ)L``
+    for any ``L`` with ``LLᵀ = AᵀA`` (Cholesky; an eigendecomposition where the Gram is singular), so
+    only ``r × r`` matrices are factored: O(r³) per head after the O(mr²) Grams, batched over every
+    head of every layer. The Gram route resolves ``σ²`` to ``~r·ε·‖A‖²‖B‖²`` in absolute terms
+    (docs/measures.md, "QK and OV circuits"); a factor that is exactly zero gives exact zeros.
+
+    Args:
+        gram_left: ``AᵀA``, float64.
+        gram_right: ``BBᵀ``, float64.
+        outer: ``min(m, n)`` when smaller than ``r`` (the product's rank is then at most that), else None.
+
+    Returns:
+        ``s = min(r, outer)`` singular values in float64, descending.
+    """
+    chol, info = torch.linalg.cholesky_ex(gram_left)
+    singular = info != 0
+    if bool(singular.any()):
+        # A rank-deficient factor: its Gram's square root from the eigendecomposition, L = V·√λ.
+        lam, vecs = torch.linalg.eigh(gram_left[singular])
+        chol[singular] = vecs * lam.clamp_min(0.0).sqrt().unsqueeze(-2)
+    middle = chol.mT @ gram_right @ chol  # (*batch, r, r), symmetric PSD
+    sigma_sq = torch.linalg.eigvalsh(middle).flip(-1)  # descending
+    s = sigma_sq.shape[-1] if outer is None else min(sigma_sq.shape[-1], outer)
+    return sigma_sq[..., :s].clamp_min(0.0).sqrt()
 
 
 def weight_matrices(
@@ -226,58 +268,160 @@ def spectra_table(
             dims = ("layer", "head", "index") if quantity == "sigma" else ("layer", "head")
             tables.append(tidy(MEASURE, quantity, mean, dims, checkpoint=checkpoint))
 
+    matrices = weight_matrices(weights, n_key_value_heads)
+    spectra = _weight_spectra(matrices)
     if all(name in weights for name in ("W_Q", "W_K", "W_V", "W_O")):
-        qk, ov = qk_ov_singular_values(weights["W_Q"], weights["W_K"], weights["W_V"], weights["W_O"])
+        qk, ov = _qk_ov_from_grams(weights, matrices, spectra, n_key_value_heads)
         for quantity, values in (("qk_sigma", qk), ("ov_sigma", ov)):
             tables.append(tidy(MEASURE, quantity, values, ("layer", "head", "index"), checkpoint=checkpoint))
-
-    matrices = weight_matrices(weights, n_key_value_heads)
-    esds: dict[str, Tensor] = {}
     for name, W in matrices.items():
-        # Tied embeddings (GPT-2, most small models): W_U is W_Eᵀ, whose ESD is the same. On GPT-2 small
-        # that SVD is an eighth of the weight spectra's time, so it is taken once.
-        tied = name == "W_U" and "W_E" in esds and _is_transpose(W, matrices["W_E"])
-        esds[name] = esds["W_E"] if tied else weight_esd(W if W.ndim == 3 else W.unsqueeze(0))
-        tables.extend(_weight_tables(name, W, esds[name], checkpoint, min_tail))
+        eigs, variance, _ = spectra[name]
+        tables.extend(_weight_tables(name, W, eigs, variance, checkpoint, min_tail))
     return concat_tables(tables)
 
 
+# A spectrum: (eigenvalues [layer, M] descending, element variance [layer], (Gram [layer, M, M], whether
+# it is of the transpose) or None when shared with another matrix's).
+_Spectrum = tuple[Tensor, Tensor, tuple[Tensor, bool] | None]
+
+
+def _weight_spectra(matrices: Mapping[str, Tensor]) -> dict[str, _Spectrum]:
+    """ESD and element variance of every matrix (per layer) from one float64 Gram matrix each.
+
+    The Gram also gives the variance (its trace is ``Σw²``) and, for the head-split weights, every
+    head's ``d_head × d_head`` Gram (its diagonal blocks), which the QK/OV spectra reuse.
+    """
+    out: dict[str, _Spectrum] = {}
+    for name, W in matrices.items():
+        # Tied embeddings (GPT-2, most small models): W_U is W_Eᵀ, whose ESD is the same. On GPT-2 small
+        # that Gram is a sixth of the weight spectra's time, so it is taken once.
+        if name == "W_U" and "W_E" in out and _is_transpose(W, matrices["W_E"]):
+            out[name] = (out["W_E"][0], out["W_E"][1], None)
+            continue
+        stack = W if W.ndim == 3 else W.unsqueeze(0)  # (L, rows, cols)
+        rows, cols = stack.shape[-2:]
+        # The orientation with the shorter side as the Gram's; a square W_O is taken as W_O W_Oᵀ so that
+        # its Gram is over head·d_head, like W_Q's, and its diagonal blocks are the heads' own.
+        transpose = rows < cols or (name in _HEADS_ON_ROWS and rows == cols)
+        gram, total = gram_matrix(stack, transpose=transpose)
+        count = rows * cols
+        mean = total / count
+        mean_square = torch.diagonal(gram, dim1=-2, dim2=-1).sum(-1) / count  # Σw² = trace(XᵀX)
+        variance = mean_square - mean.square()
+        # E[w²] − E[w]² cancels when the mean dominates; there the two-pass form (never for weights
+        # seen so far, whose |mean| ≪ std).
+        cancels = mean.square() > 0.5 * mean_square
+        if bool(cancels.any()):
+            exact = stack[cancels].to(torch.float64).flatten(1).var(dim=1, correction=0)
+            variance[cancels] = exact.to(variance.device)
+        eigs = gram_eigenvalues(gram, max(rows, cols))
+        out[name] = (eigs, variance, (gram, transpose))
+    return out
+
+
+def _head_grams(name: str, W: Tensor, spectrum: _Spectrum) -> Tensor:
+    """Each head's ``d_head × d_head`` Gram of a head-split weight ``[layer, head, ·, ·]``, float64.
+
+    ``W_Q``/``W_K``/``W_V`` ``[layer, head, d_model, d_head]`` give ``W[h]ᵀW[h]``, ``W_O``
+    ``[layer, head, d_head, d_model]`` gives ``W[h]W[h]ᵀ``: the diagonal blocks of the layer's Gram when
+    that Gram is over head·d_head (``d_model ≥ head·d_head``), else a batched product.
+    """
+    layers, heads = W.shape[:2]
+    d_head = W.shape[2] if name in _HEADS_ON_ROWS else W.shape[3]
+    stored = spectrum[2]
+    over_heads = stored is not None and stored[1] == (name in _HEADS_ON_ROWS)
+    if stored is not None and over_heads and stored[0].shape[-1] == heads * d_head:
+        blocks = stored[0].reshape(layers, heads, d_head, heads, d_head)
+        return torch.diagonal(blocks, dim1=1, dim2=3).permute(0, 3, 1, 2)  # (L, H, d_head, d_head)
+    w = W.detach().to(torch.float64)
+    return w @ w.mT if name in _HEADS_ON_ROWS else w.mT @ w
+
+
+def _qk_ov_from_grams(
+    weights: Mapping[str, Tensor],
+    matrices: Mapping[str, Tensor],
+    spectra: Mapping[str, _Spectrum],
+    n_key_value_heads: int | None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`qk_ov_singular_values`, with the heads' Grams taken from the weight ESDs' Grams."""
+    W_Q, W_K, W_V, W_O = (weights[n] for n in ("W_Q", "W_K", "W_V", "W_O"))
+    if not all(w.ndim == 4 for w in (W_Q, W_K, W_V, W_O)):
+        return qk_ov_singular_values(W_Q, W_K, W_V, W_O)
+    n_heads = W_Q.shape[1]
+    grams: dict[str, Tensor] = {}
+    for name, W in (("W_Q", W_Q), ("W_K", W_K), ("W_V", W_V), ("W_O", W_O)):
+        kv = name in ("W_K", "W_V") and matrices[name].shape[-1] != W.shape[1] * W.shape[3]
+        if kv:
+            # Grouped-query attention: the matrix holds one copy per key/value head; each query head
+            # reads its group's (TransformerLens's repeat_interleave).
+            unique = W[:, :: n_heads // (n_key_value_heads or n_heads)]
+            grams[name] = _head_grams(name, unique, spectra[name]).repeat_interleave(
+                n_heads // unique.shape[1], dim=1
+            )
+        else:
+            grams[name] = _head_grams(name, W, spectra[name])
+    qk = product_singular_values(grams["W_Q"], grams["W_K"], min(W_Q.shape[-2], W_K.shape[-2]))
+    ov = product_singular_values(grams["W_V"], grams["W_O"], min(W_V.shape[-2], W_O.shape[-1]))
+    return qk, ov
+
+
 def _is_transpose(a: Tensor, b: Tensor) -> bool:
-    return a.shape == b.shape[::-1] and bool(torch.equal(a, b.transpose(-1, -2)))
+    """Whether ``a`` equals ``bᵀ`` exactly; compared in slabs, so an untied pair is told apart at once."""
+    if a.shape != b.shape[::-1]:
+        return False
+    step = max(1, _GRAM_COMPARE_ROWS)
+    for start in range(0, b.shape[0], step):
+        if not torch.equal(a[:, start : start + step], b[start : start + step].mT):
+            return False
+    return True
 
 
-def _weight_tables(name: str, W: Tensor, eigs: Tensor, checkpoint: int, min_tail: int) -> list[pd.DataFrame]:
-    """MP edges, spikes and power-law fit of one matrix (``[rows, cols]``) or one per layer, from its ESD.
+def _weight_tables(
+    name: str, W: Tensor, eigs: Tensor, variance: Tensor, checkpoint: int, min_tail: int
+) -> list[pd.DataFrame]:
+    """ESD, MP edges, spikes and power-law fit of one matrix (``[rows, cols]``) or one per layer.
 
-    ``eigs`` is ``weight_esd`` of ``W`` (``[layer, M]``; one layer for a single matrix), descending.
+    ``eigs`` ``[layer, M]`` (one layer for a single matrix), descending; ``variance`` ``[layer]``.
     """
     per_layer = W.ndim == 3
-    stack = W if per_layer else W.unsqueeze(0)  # (L, rows, cols)
-    # Element variance of each layer's matrix sets the MP scale.
-    variance = stack.to(torch.float64).flatten(1).var(dim=1, correction=0)
-    rows, cols = stack.shape[-2:]
-    tables: list[pd.DataFrame] = []
-    for layer in range(stack.shape[0]):
-        fixed: dict[str, object] = {"matrix": name}
-        if per_layer:
-            fixed["layer"] = layer
-        lo, hi = marchenko_pastur_edges(rows, cols, float(variance[layer]))
-        scalars: dict[str, float] = {
-            "mp_lambda_minus": lo,
-            "mp_lambda_plus": hi,
-            "spike_count": float((eigs[layer] > hi).sum()),
-        }
-        fit = power_law_fit(eigs[layer], min_tail=min_tail)
-        if fit["n_tail"] > 0:
-            scalars.update(
-                esd_alpha=fit["alpha"],
-                esd_alpha_se=fit["alpha_se"],
-                esd_xmin=fit["xmin"],
-                esd_n_tail=float(fit["n_tail"]),
-            )
-        tables.append(
-            tidy(MEASURE, "esd_eigenvalue", eigs[layer], ("index",), checkpoint=checkpoint, fixed=fixed)
+    rows, cols = W.shape[-2:]
+    fixed: dict[str, object] = {"matrix": name}
+    edges = torch.tensor(
+        [marchenko_pastur_edges(rows, cols, float(v)) for v in variance.cpu()], dtype=torch.float64
+    )  # (L, 2)
+    eigs = eigs.cpu()
+    scalars: dict[str, Tensor] = {
+        "mp_lambda_minus": edges[:, 0],
+        "mp_lambda_plus": edges[:, 1],
+        "spike_count": (eigs > edges[:, 1:]).sum(-1).to(torch.float64),
+    }
+    fits = [power_law_fit(e, min_tail=min_tail) for e in eigs]
+    fitted = [layer for layer, fit in enumerate(fits) if fit["n_tail"] > 0]
+    fit_values = {
+        quantity: torch.tensor([float(fits[layer][key]) for layer in fitted], dtype=torch.float64)
+        for quantity, key in (
+            ("esd_alpha", "alpha"),
+            ("esd_alpha_se", "alpha_se"),
+            ("esd_xmin", "xmin"),
+            ("esd_n_tail", "n_tail"),
         )
-        for quantity, value in scalars.items():
-            tables.append(tidy(MEASURE, quantity, value, checkpoint=checkpoint, fixed=fixed))
+    }
+    if not per_layer:
+        tables = [tidy(MEASURE, "esd_eigenvalue", eigs[0], ("index",), checkpoint=checkpoint, fixed=fixed)]
+        tables += [tidy(MEASURE, q, v[0], checkpoint=checkpoint, fixed=fixed) for q, v in scalars.items()]
+        if fitted:
+            tables += [
+                tidy(MEASURE, q, v[0], checkpoint=checkpoint, fixed=fixed) for q, v in fit_values.items()
+            ]
+        return tables
+    tables = [tidy(MEASURE, "esd_eigenvalue", eigs, ("layer", "index"), checkpoint=checkpoint, fixed=fixed)]
+    tables += [
+        tidy(MEASURE, q, v, ("layer",), checkpoint=checkpoint, fixed=fixed) for q, v in scalars.items()
+    ]
+    coords = {"layer": torch.tensor(fitted, dtype=torch.float64)}
+    tables += [
+        tidy(MEASURE, q, v, ("layer",), checkpoint=checkpoint, coords=coords, fixed=fixed)
+        for q, v in fit_values.items()
+        if fitted
+    ]
     return tables
