@@ -23,26 +23,6 @@ def isolated_data_dir(
     get_settings.cache_clear()
 
 
-def tiny_series(
-    directory: Path, n_layers: int = 2, steps: tuple[int, ...] = (0, 10, 20), seed: int = 0
-) -> Path:
-    """Write a tiny attention-only series in our checkpoint format (random weights per step)."""
-    from phasescope.models.series import write_random_series
-
-    config = dict(
-        n_layers=n_layers,
-        d_model=32,
-        n_heads=4,
-        d_head=8,
-        d_vocab=40,
-        n_ctx=24,
-        attn_only=True,
-        normalization_type=None,
-        act_fn=None,
-    )
-    return write_random_series(directory, config, list(steps), seed)
-
-
 @pytest.fixture(scope="session")
 def trained_induction_2l(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """zoo:induction-2l trained once (minutes of CPU) and kept in a cache keyed by its recipe.

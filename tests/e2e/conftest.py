@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.browser import Chromium, chromium_available
-from tests.integration.service import ApiServer, RedisServer, WorkerProcess, make_tiny_series
+from tests.helpers import tiny_series
+from tests.integration.service import ApiServer, RedisServer, WorkerProcess
 
 DEMO = "zoo:induction-2l"
 
@@ -25,7 +26,7 @@ def _train_demo(data_dir: Path, trained: Path) -> str:
     instead, for a quick check of the pages (the transition's position is then not checked).
     """
     if os.environ.get("PHASESCOPE_E2E_TINY"):
-        make_tiny_series(data_dir / "models" / "demo", n_checkpoints=9)
+        tiny_series(data_dir / "models" / "demo", steps=range(0, 90, 10))
         return "demo"
     shutil.copytree(trained, data_dir / "zoo" / "induction-2l")
     return DEMO

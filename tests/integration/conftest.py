@@ -10,10 +10,8 @@ from pathlib import Path
 import pytest
 
 from phasescope.config import get_settings
-from tests.integration.service import ApiServer, RedisServer, WorkerProcess, make_tiny_series
-
-# Fast abandonment in tests: a job whose worker misses ~3 one-second heartbeats is retried.
-FAST = {"PHASESCOPE_WORKER_HEARTBEAT_S": "1", "PHASESCOPE_WORKER_MAINTENANCE_S": "5"}
+from tests.helpers import tiny_series
+from tests.integration.service import FAST, ApiServer, RedisServer, WorkerProcess
 
 
 @pytest.fixture
@@ -112,7 +110,7 @@ def start_stack(data_dir: Path, tmp_path: Path, redis_server: RedisServer) -> It
 @pytest.fixture
 def tiny_model(data_dir: Path) -> tuple[str, list[int]]:
     """A 5-checkpoint attn-only 2-layer series under <data_dir>/models, named by its relative path."""
-    steps = make_tiny_series(data_dir / "models" / "tiny", 5)
+    steps = tiny_series(data_dir / "models" / "tiny")
     return "tiny", steps
 
 

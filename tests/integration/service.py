@@ -20,16 +20,18 @@ from typing import Any
 import httpx
 
 __all__ = [
+    "FAST",
     "ApiServer",
     "RedisServer",
     "WorkerProcess",
     "free_port",
     "http",
-    "make_tiny_series",
     "wait_for",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
+# Fast abandonment in tests: a job whose worker misses ~3 one-second heartbeats is retried.
+FAST = {"PHASESCOPE_WORKER_HEARTBEAT_S": "1", "PHASESCOPE_WORKER_MAINTENANCE_S": "5"}
 
 
 def _request(method: str) -> Callable[..., httpx.Response]:
@@ -235,44 +237,6 @@ class ApiServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def make_tiny_series(directory: Path, n_checkpoints: int = 5, seed: int = 0, **overrides: Any) -> list[int]:
-    """A real attn-only 2-layer HookedTransformer series, its weights drifting from init step by step.
-
-    Returns the steps written. Used until a test needs the zoo's trained series.
-    """
-    import torch
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    from phasescope.models.series import SeriesManifest, write_manifest, write_series_checkpoint
-
-    config = dict(
-        n_layers=2,
-        d_model=32,
-        n_heads=4,
-        d_head=8,
-        n_ctx=32,
-        d_vocab=24,
-        attn_only=True,
-        act_fn="relu",
-        normalization_type="LN",
-        seed=seed,
-        positional_embedding_type="standard",
-    )
-    config.update(overrides)
-    torch.manual_seed(seed)
-    model = HookedTransformer(HookedTransformerConfig(**config))
-    start = {k: v.clone() for k, v in model.state_dict().items()}
-    params = {name for name, _ in model.named_parameters()}  # buffers (masks, -inf) stay as they are
-    target = {k: start[k] + 0.5 * torch.randn_like(start[k]) for k in params}
-    steps = [i * 10 for i in range(n_checkpoints)]
-    for i, step in enumerate(steps):
-        t = i / max(1, n_checkpoints - 1)
-        state = {k: (1 - t) * v + t * target[k] if k in params else v for k, v in start.items()}
-        write_series_checkpoint(directory, step, state)
-    write_manifest(directory, SeriesManifest(name=directory.name, config=config, seed=seed, steps=steps))
-    return steps
 
 
 def sorted_table(frame: Any) -> Any:

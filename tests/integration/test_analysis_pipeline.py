@@ -15,14 +15,16 @@ import torch
 from phasescope.analysis.run import capture_attention, measure_checkpoint, run_local
 from phasescope.models.loading import ModelCache, load_model
 from phasescope.schemas import InputSpec
-from tests.conftest import tiny_series
+from tests.helpers import NULL_SERIES, tiny_series
 
 MEASURES = ["entropy", "heads", "loss", "spectra", "thermo"]
 
 
 @pytest.fixture()
 def series(isolated_data_dir: Path) -> str:
-    return str(tiny_series(isolated_data_dir / "models" / "tiny", steps=(0, 10, 20)))
+    path = isolated_data_dir / "models" / "tiny"
+    tiny_series(path, steps=(0, 10, 20), **NULL_SERIES)  # the numbers below rely on a null model
+    return str(path)
 
 
 def test_scores_are_true_pre_softmax(series: str) -> None:

@@ -9,15 +9,14 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.helpers import tiny_series
 from tests.integration.service import ApiServer, http
 
 
 @pytest.fixture
 def api(start_stack, tiny_model, tmp_path):
     outside = tmp_path / "outside" / "series"
-    from tests.integration.service import make_tiny_series
-
-    make_tiny_series(outside, 2)
+    tiny_series(outside, steps=(0, 10))
     stack = start_stack(workers=0, PHASESCOPE_MAX_CHECKPOINTS="3")
     http.get(f"{stack.url}/api/v1/models/zoo:induction-2l/checkpoints")  # warm the zoo import
     return stack.url + "/api/v1", tiny_model, outside

@@ -20,7 +20,8 @@ import httpx
 import pytest
 
 from phasescope.config import Settings
-from tests.integration.service import RedisServer, free_port, make_tiny_series, wait_for
+from tests.helpers import tiny_series
+from tests.integration.service import RedisServer, free_port, wait_for
 
 TOKEN = "s3cret-token-for-tests"
 LIMIT = 64 * 1024  # PHASESCOPE_MAX_BODY_BYTES for this server: small, so an over-limit body is cheap
@@ -66,7 +67,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
     root = tmp_path_factory.mktemp("dashsec")
     data_dir = root / "data"
-    steps = make_tiny_series(data_dir / "models" / "tiny", 5)
+    steps = tiny_series(data_dir / "models" / "tiny")
     server_redis = RedisServer(root / "redis").start()
     # REDIS_URL is the setting's name in the environment and in the constructor (its alias).
     settings = Settings(data_dir=data_dir, api_token=TOKEN, max_body_bytes=LIMIT, REDIS_URL=server_redis.url)

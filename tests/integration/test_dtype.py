@@ -24,10 +24,8 @@ from phasescope.measures.thermo import beta_grid, row_thermo
 from phasescope.models.dtype import count_parameters, resolve_load_dtype
 from phasescope.models.loading import LoadedModel, ModelCache, load_model, parse_model_spec
 from phasescope.schemas import AnalysisRequest, InputSpec, MeasureParams
-from tests.conftest import tiny_series
-from tests.integration.service import WorkerProcess, wait_for
-from tests.integration.test_hf_models import SPECIAL, VOCAB, _save
-from tests.integration.test_prompts import TEXTS, _tokenizer
+from tests.helpers import NULL_SERIES, SPECIAL, TEXTS, VOCAB, save_hf_model, tiny_series, word_tokenizer
+from tests.integration.service import FAST, WorkerProcess, wait_for
 
 # bfloat16 keeps 8 significant bits: machine epsilon 2^-7.
 BF16_EPS = 2.0**-7
@@ -54,9 +52,9 @@ def _gpt2() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("dtype-models")
-    _save(_gpt2, root / "gpt2")
-    _tokenizer(encoder=False).save_pretrained(root / "gpt2")
-    tiny_series(root / "series", steps=(0, 10))
+    save_hf_model(_gpt2, root / "gpt2")
+    word_tokenizer(encoder=False).save_pretrained(root / "gpt2")
+    tiny_series(root / "series", steps=(0, 10), **NULL_SERIES)
     return Settings(data_dir=root / "data", model_roots=[root])
 
 
@@ -211,10 +209,9 @@ def test_a_worker_loads_the_requested_dtype(
     from phasescope.config import get_settings
     from phasescope.service.queue import submit
     from phasescope.service.store import ResultStore
-    from tests.integration.conftest import FAST
 
     steps = (0, 10)
-    tiny_series(isolated_data_dir / "models" / "tiny", steps=steps)
+    tiny_series(isolated_data_dir / "models" / "tiny", steps=steps, **NULL_SERIES)
     settings = get_settings()
     conn = redis.Redis.from_url(redis_server.url)  # type: ignore[attr-defined]
     env = {"PHASESCOPE_DATA_DIR": str(isolated_data_dir), "REDIS_URL": redis_server.url, **FAST}  # type: ignore[attr-defined]

@@ -14,13 +14,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
-    BertConfig,
-    BertForMaskedLM,
-    BertModel,
-    GPT2Config,
-    GPT2LMHeadModel,
-    GPTNeoXConfig,
-    GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     OlmoeConfig,
@@ -43,55 +36,22 @@ from phasescope.models.hf import (
     resolve_tl_name,
     tl_checkpoint_steps,
 )
+from tests.helpers import (
+    HF_FAMILIES,
+    SMALL,
+    SPECIAL,
+    VOCAB,
+    hf_gpt2,
+    hf_neox,
+    save_hf_model,
+)
 
-VOCAB = 100
 SEQ = 12
-# Special token ids inside the tiny vocabulary (transformers logs about out-of-vocab defaults).
-SPECIAL = {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 2}
-SMALL = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
 
 
 @pytest.fixture(autouse=True)
 def _offline(no_network: None) -> None:
     """Every test here loads from disk only (the conftest's no_network fails any connection)."""
-
-
-def _gpt2() -> torch.nn.Module:
-    cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=VOCAB, n_positions=64, **SPECIAL)
-    return GPT2LMHeadModel(cfg)
-
-
-def _neox() -> torch.nn.Module:
-    # rotary_pct 0.5, as Pythia's 0.25, so partial rotary embeddings are exercised.
-    cfg = GPTNeoXConfig(**SMALL, vocab_size=VOCAB, max_position_embeddings=64, rotary_pct=0.5, **SPECIAL)
-    return GPTNeoXForCausalLM(cfg)
-
-
-def _llama() -> torch.nn.Module:
-    # Two key-value heads for four query heads: grouped-query attention.
-    cfg = LlamaConfig(**SMALL, num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64, **SPECIAL)
-    return LlamaForCausalLM(cfg)
-
-
-def _bert() -> torch.nn.Module:
-    return BertModel(BertConfig(**SMALL, vocab_size=VOCAB, max_position_embeddings=64, pad_token_id=2))
-
-
-def _bert_mlm() -> torch.nn.Module:
-    return BertForMaskedLM(BertConfig(**SMALL, vocab_size=VOCAB, max_position_embeddings=64, pad_token_id=2))
-
-
-FAMILIES = {"gpt2": _gpt2, "gpt-neox": _neox, "llama": _llama, "bert": _bert, "bert-mlm": _bert_mlm}
-
-
-def _save(build, path: Path, seed: int = 0) -> torch.nn.Module:
-    """Build a seeded random model with eager attention (so it can return its probabilities), save it."""
-    torch.manual_seed(seed)
-    model = build()
-    model.config._attn_implementation = "eager"
-    model.eval()
-    model.save_pretrained(path)
-    return model
 
 
 def _tokens(seed: int = 1) -> torch.Tensor:
@@ -111,9 +71,9 @@ def _entropy_from_probs(p: torch.Tensor) -> torch.Tensor:
     return -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(-1)
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", list(HF_FAMILIES))
 def test_scores_patterns_and_logits_match_the_hf_model(family: str, tmp_path: Path) -> None:
-    hf = _save(FAMILIES[family], tmp_path / family)
+    hf = save_hf_model(HF_FAMILIES[family], tmp_path / family)
     assert is_hf_model_dir(tmp_path / family)
     loaded = load_hf_directory(tmp_path / family, "cpu")
     tokens = _tokens()
@@ -168,7 +128,7 @@ def test_local_tokenizer_is_loaded_offline(tmp_path: Path) -> None:
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
     )
-    _save(_gpt2, tmp_path / "m")
+    save_hf_model(hf_gpt2, tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
 
     loaded = load_hf_directory(tmp_path / "m", "cpu")
@@ -176,14 +136,14 @@ def test_local_tokenizer_is_loaded_offline(tmp_path: Path) -> None:
     assert loaded.tokenizer("w0 w5")["input_ids"][-2:] == [3, 8]
     assert loaded.model.tokenizer is not None
 
-    _save(_gpt2, tmp_path / "bare")
+    save_hf_model(hf_gpt2, tmp_path / "bare")
     assert load_hf_directory(tmp_path / "bare", "cpu").tokenizer is None
 
 
 def test_trainer_series_lists_steps_from_names_and_loads_each(tmp_path: Path) -> None:
     series = tmp_path / "run"
-    _save(_neox, series / "checkpoint-20", seed=2)
-    _save(_neox, series / "checkpoint-10", seed=1)
+    save_hf_model(hf_neox, series / "checkpoint-20", seed=2)
+    save_hf_model(hf_neox, series / "checkpoint-10", seed=1)
     (series / "checkpoint-30").mkdir()  # an interrupted save: no weights, not a step
     (series / "runs").mkdir()
     (series / "trainer_state.json").write_text("{}")
@@ -297,7 +257,7 @@ def test_variants_transformerlens_would_compute_differently_are_refused(tmp_path
 
 
 def test_missing_attention_weights_are_refused_not_randomly_initialised(tmp_path: Path) -> None:
-    _save(_gpt2, tmp_path / "m")
+    save_hf_model(hf_gpt2, tmp_path / "m")
     weights = load_file(tmp_path / "m" / "model.safetensors")
     del weights["transformer.h.0.attn.c_attn.weight"]
     save_file(weights, tmp_path / "m" / "model.safetensors", metadata={"format": "pt"})

@@ -7,7 +7,6 @@ counted in RQ's own registries and in the record each part carries (which measur
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,22 +17,10 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry
 
 from phasescope.service.client import Client
 from phasescope.service.store import ResultStore
-from tests.integration.service import http, local_table, make_tiny_series, sorted_table
+from tests.helpers import rewrite_step, tiny_series
+from tests.integration.service import http, local_table, sorted_table
 
 MEASURES = ["entropy", "heads"]
-
-
-def _rewrite_step(series: Path, step: int) -> None:
-    """Replace one step's weights by different values (same names, shapes and dtypes: same header)."""
-    import torch
-    from safetensors.torch import load_file
-
-    from phasescope.models.series import checkpoint_filename, write_series_checkpoint
-
-    state = load_file(str(series / checkpoint_filename(step)))
-    torch.manual_seed(123)
-    changed = {k: v + 0.3 * torch.randn_like(v) if ".W_" in k else v for k, v in state.items()}
-    write_series_checkpoint(series, step, changed)
 
 
 def _finished_jobs(url: str) -> dict[str, dict]:
@@ -68,12 +55,12 @@ def test_identity_follows_the_files_and_refuses_links_out_of_the_roots(data_dir,
     from phasescope.models.identity import weights_identity
 
     series = data_dir / "models" / "tiny"
-    steps = make_tiny_series(series, 2)
+    steps = tiny_series(series, steps=(0, 10))
     first = weights_identity("tiny", steps)
     assert first == weights_identity("tiny", steps) and first[0] != first[10]
     # Same size and the same safetensors header (only values differ): the identity still changes.
     size = (series / "step_000010.safetensors").stat().st_size
-    _rewrite_step(series, 10)
+    rewrite_step(series, 10)
     assert (series / "step_000010.safetensors").stat().st_size == size
     second = weights_identity("tiny", steps)
     assert second[0] == first[0] and second[10] != first[10]
@@ -120,7 +107,7 @@ def test_new_weights_give_a_new_analysis_and_the_old_one_stays(
         assert _finished_jobs(redis_server.url) == jobs_before and _queued(redis_server.url) == 0
 
         # One step's file rewritten under the same request: a new id and new results.
-        _rewrite_step(series, steps[1])
+        rewrite_step(series, steps[1])
         code, new = _post(stack.url, body)
         assert new["id"] != old["id"]
         assert new["weights"][str(steps[0])] == old["weights"][str(steps[0])]
@@ -148,7 +135,7 @@ def test_new_weights_give_a_new_analysis_and_the_old_one_stays(
         from phasescope.models.series import read_manifest, write_manifest
 
         zoo_dir = data_dir / "zoo" / "induction-2l"
-        make_tiny_series(zoo_dir, 2)
+        tiny_series(zoo_dir, steps=(0, 10))
         zbody = {"model": "zoo:induction-2l", "checkpoints": "all", "measures": ["entropy"]}
         zold = api.wait(api.submit(**zbody)["id"], timeout=180, poll=0.2, progress=False)
         assert zold["status"] == "finished", stack.logs()
@@ -214,7 +201,7 @@ def test_weights_changed_after_submission_fail_the_job(start_stack, redis_server
     body = {"model": model, "checkpoints": [steps[1]], "measures": ["entropy"]}
     with Client(stack.url) as api:
         aid = api.submit(**body)["id"]
-        _rewrite_step(data_dir / "models" / "tiny", steps[1])
+        rewrite_step(data_dir / "models" / "tiny", steps[1])
         stack.add_worker()
         final = api.wait(aid, timeout=180, poll=0.2, progress=False)
         assert final["status"] == "failed", stack.logs()

@@ -22,7 +22,7 @@ from phasescope.errors import PathNotAllowed
 from phasescope.models.hf import load_hf_directory
 from phasescope.models.loading import list_checkpoints, load_model, parse_model_spec
 from phasescope.models.series import checkpoint_filename, load_series_state_dict, read_manifest
-from tests.conftest import tiny_series
+from tests.helpers import tiny_series
 from tests.integration.service import http
 
 

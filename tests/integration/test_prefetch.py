@@ -19,8 +19,8 @@ from rq.job import Job
 from phasescope.analysis.run import run_local
 from phasescope.schemas import InputSpec, MeasureParams
 from phasescope.service.client import Client
+from tests.helpers import rewrite_step
 from tests.integration.service import sorted_table, wait_for
-from tests.integration.test_identity_reuse import _rewrite_step
 
 MEASURES = ["entropy", "heads"]
 
@@ -109,7 +109,7 @@ def test_a_step_rewritten_after_it_was_prefetched_is_not_served_stale(
             wait_for(ready.exists, 180, "the worker to read the second step ahead", interval=0.1)
             assert json.loads(ready.read_text()) == [model, second]  # read and waiting in memory
 
-            _rewrite_step(data_dir / "models" / "tiny", second)
+            rewrite_step(data_dir / "models" / "tiny", second)
             new = api.submit(model, checkpoints=[first, second], measures=MEASURES)["id"]
             assert new != old  # the new weights are a new analysis, queued behind the old one
             go.touch()

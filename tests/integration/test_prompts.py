@@ -1,7 +1,7 @@
 """Text prompts framed the way each family expects, and the raw windows kept as an option.
 
-Tiny random-init Hugging Face models (the builders of test_hf_models.py), saved with a word-level
-tokenizer built in the test, loaded offline through ``phasescope.models.loading.load_model``.
+Tiny random-init Hugging Face models (the builders of tests/helpers.py), saved with its word-level
+tokenizer, loaded offline through ``phasescope.models.loading.load_model``.
 """
 
 from __future__ import annotations
@@ -11,21 +11,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from phasescope.analysis.run import build_batch, measure_checkpoint
 from phasescope.models.loading import LoadedModel, load_model
 from phasescope.schemas import AnalysisRequest, InputSpec, analysis_id
-from tests.conftest import tiny_series
-from tests.integration.test_hf_models import (
+from tests.helpers import (
     SMALL,
     SPECIAL,
+    TEXTS,
     VOCAB,
-    _bert_mlm,
-    _gpt2,
-    _neox,
-    _save,
+    hf_bert_mlm,
+    hf_gpt2,
+    hf_neox,
+    save_hf_model,
+    tiny_series,
+    word_tokenizer,
 )
 
 
@@ -34,24 +35,8 @@ def _offline(no_network: None) -> None:
     """Every test here loads from disk only (the conftest's no_network fails any connection)."""
 
 
-SPECIALS = ["<bos>", "<eos>", "<pad>", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
+# Ids of the helpers' word_tokenizer specials (SPECIALS order).
 BOS, EOS, CLS, SEP = 0, 1, 3, 4
-WORDS = [f"w{i}" for i in range(VOCAB - len(SPECIALS))]
-# Texts of different lengths (5 to 40 words), so text boundaries fall anywhere in a window.
-TEXTS = [" ".join(WORDS[(7 * t + 3 * i) % len(WORDS)] for i in range(5 + (11 * t) % 36)) for t in range(24)]
-
-
-def _tokenizer(encoder: bool) -> PreTrainedTokenizerFast:
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + WORDS)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    if encoder:  # BERT-style: no BOS/EOS, [CLS] and [SEP]
-        special = dict(
-            cls_token="[CLS]", sep_token="[SEP]", pad_token="<pad>", unk_token="[UNK]", mask_token="[MASK]"
-        )
-    else:
-        special = dict(bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="[UNK]")
-    return PreTrainedTokenizerFast(tokenizer_object=backend, **special)
 
 
 def _qwen2() -> torch.nn.Module:
@@ -65,14 +50,14 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("prompt-models")
     dirs = {}
     families = (
-        ("gpt2", _gpt2, False),
-        ("neox", _neox, False),
+        ("gpt2", hf_gpt2, False),
+        ("neox", hf_neox, False),
         ("qwen2", _qwen2, False),
-        ("bert", _bert_mlm, True),
+        ("bert", hf_bert_mlm, True),
     )
     for name, build, encoder in families:
-        _save(build, root / name)
-        _tokenizer(encoder).save_pretrained(root / name)
+        save_hf_model(build, root / name)
+        word_tokenizer(encoder).save_pretrained(root / name)
         dirs[name] = root / name
     return dirs
 
@@ -166,7 +151,7 @@ def test_family_prompts_of_a_decoder_that_prepends_no_bos_are_text_windows(loade
     if loaded.family == "qwen2":
         # transformers 5 reads a word-level tokenizer saved next to a Qwen2 config as a Qwen2Tokenizer,
         # which drops every word; the framing comes from the model's config, so use the tokenizer itself.
-        loaded = dataclasses.replace(loaded, tokenizer=_tokenizer(encoder=False))
+        loaded = dataclasses.replace(loaded, tokenizer=word_tokenizer(encoder=False))
     batch = build_batch(loaded, InputSpec(texts=TEXTS, n_prompts=12, seq_len=16))
     tokens = batch.tokens
     assert tokens.shape == (12, 16)
@@ -209,7 +194,8 @@ def test_the_style_changes_what_the_heads_see_and_the_analysis_id(loaded: Loaded
 
 
 def test_models_without_a_tokenizer_or_with_a_task_keep_their_prompts(isolated_data_dir: Path) -> None:
-    series = tiny_series(isolated_data_dir / "models" / "tiny", steps=(0,))
+    series = isolated_data_dir / "models" / "tiny"
+    tiny_series(series, steps=(0,))
     plain = load_model(str(series), 0)
     a, b = (build_batch(plain, InputSpec(n_prompts=4, seq_len=16, prompt_style=s)) for s in ("family", "raw"))
     assert torch.equal(a.tokens, b.tokens) and a.period == b.period == 8

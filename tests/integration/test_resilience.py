@@ -7,7 +7,8 @@ import pytest
 import redis
 
 from phasescope.service.client import Client
-from tests.integration.service import http, make_tiny_series, wait_for
+from tests.helpers import tiny_series
+from tests.integration.service import http, wait_for
 
 MEASURES = ["entropy", "heads", "loss", "spectra"]
 # A few seconds per checkpoint on one CPU thread: long enough to interrupt a job half-way.
@@ -16,7 +17,9 @@ INPUTS = {"n_prompts": 24, "seq_len": 128}
 
 @pytest.fixture
 def medium_model(data_dir):
-    steps = make_tiny_series(data_dir / "models" / "medium", 4, n_ctx=128, d_model=128, n_heads=8, d_head=16)
+    steps = tiny_series(
+        data_dir / "models" / "medium", (0, 10, 20, 30), n_ctx=128, d_model=128, n_heads=8, d_head=16
+    )
     return "medium", steps
 
 

@@ -22,8 +22,8 @@ from phasescope.errors import ServiceUnavailable
 from phasescope.service.client import Client
 from phasescope.service.launcher import Launcher
 from phasescope.service.supervisor import Child, ChildGaveUp, RestartPolicy, Supervisor, read_state
-from tests.integration.conftest import FAST
-from tests.integration.service import REPO, free_port, http, make_tiny_series, wait_for
+from tests.helpers import tiny_series
+from tests.integration.service import FAST, REPO, free_port, http, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -226,7 +226,7 @@ def test_an_api_that_cannot_start_is_reported_with_exit_code_and_log(data_dir: P
 
 def test_a_part_measured_while_redis_is_down_is_written_then_reported(start_stack, redis_server, data_dir):
     # One checkpoint that takes seconds to measure on one thread: Redis dies while it is measured.
-    steps = make_tiny_series(data_dir / "models" / "medium", 2, n_ctx=128, d_model=128, n_heads=8, d_head=16)
+    steps = tiny_series(data_dir / "models" / "medium", (0, 10), n_ctx=128, d_model=128, n_heads=8, d_head=16)
     stack = start_stack(workers=1)
     with Client(stack.url) as api:
         aid = api.submit(

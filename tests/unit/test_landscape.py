@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 
@@ -19,26 +17,7 @@ from phasescope.measures.landscape import (
     random_direction,
 )
 from phasescope.measures.loss import loss_table
-
-
-def tiny_model(dtype: torch.dtype = torch.float64, seed: int = 0, n_layers: int = 2):  # noqa: ANN201
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(
-        n_layers=n_layers,
-        d_model=16,
-        n_heads=2,
-        d_head=4,
-        n_ctx=8,
-        d_vocab=12,
-        attn_only=True,
-        normalization_type=None,
-        seed=seed,
-        dtype=dtype,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return HookedTransformer(cfg).eval()
+from tests.helpers import tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from phasescope.errors import MeasureError
 from phasescope.measures.landscape import batch_loss, model_params
 from phasescope.measures.llc import batch_item_loss, estimate_llc, llc_table
 from phasescope.measures.tables import BASE_COLUMNS
-from tests.unit.test_landscape import tiny_model
+from tests.helpers import tiny_model
 
 
 def linear_regression(n: int = 256, d: int = 4, seed: int = 0):  # noqa: ANN201

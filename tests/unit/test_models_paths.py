@@ -10,7 +10,7 @@ import pytest
 from phasescope.config import get_settings
 from phasescope.errors import ModelNotFound, PathNotAllowed
 from phasescope.models.loading import list_checkpoints, parse_model_spec, resolve_local_path
-from tests.conftest import tiny_series
+from tests.helpers import tiny_series
 
 
 def test_path_outside_roots_is_refused(tmp_path: Path) -> None:
@@ -56,7 +56,8 @@ def test_unknown_zoo_and_missing_dir() -> None:
 
 
 def test_listing_never_reads_weights(isolated_data_dir: Path) -> None:
-    series = tiny_series(isolated_data_dir / "models" / "s", steps=(0, 1))
+    series = isolated_data_dir / "models" / "s"
+    tiny_series(series, steps=(0, 1))
     # Corrupt the weights: listing must still work because it reads only the manifest.
     for f in series.glob("*.safetensors"):
         f.write_bytes(b"not a safetensors file")
@@ -65,7 +66,8 @@ def test_listing_never_reads_weights(isolated_data_dir: Path) -> None:
 
 def test_written_files_are_readable_by_others(isolated_data_dir: Path) -> None:
     """Series and store files must not be owner-only (a shared volume serves API and workers)."""
-    series = tiny_series(isolated_data_dir / "models" / "perm", steps=(0,))
+    series = isolated_data_dir / "models" / "perm"
+    tiny_series(series, steps=(0,))
     umask = os.umask(0o022)
     try:
         for f in [series / "manifest.json", *series.glob("*.safetensors")]:

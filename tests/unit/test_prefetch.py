@@ -14,7 +14,7 @@ from phasescope.models.identity import weights_identity
 from phasescope.models.loading import ModelCache, load_model
 from phasescope.models.series import checkpoint_filename, load_series_state_dict, write_series_checkpoint
 from phasescope.schemas import InputSpec, MeasureParams
-from tests.conftest import tiny_series
+from tests.helpers import tiny_series
 
 STEPS = (0, 10, 20, 30)
 

@@ -34,7 +34,7 @@ from phasescope.measures import (
     unregister_measure,
 )
 from phasescope.schemas import AnalysisRequest, MeasureParams
-from tests.conftest import tiny_series
+from tests.helpers import tiny_series
 
 DOCS = Path(__file__).parents[2] / "docs" / "measures.md"
 BUILTINS = ("loss", "heads", "entropy", "thermo", "spectra", "energies", "landscape", "sharpness", "llc")
@@ -80,7 +80,9 @@ def only(*entries: Measure) -> Iterator[None]:
 
 @pytest.fixture()
 def series(isolated_data_dir: Path) -> str:
-    return str(tiny_series(isolated_data_dir / "models" / "tiny", steps=(0, 10, 20)))
+    path = isolated_data_dir / "models" / "tiny"
+    tiny_series(path, steps=(0, 10, 20))
+    return str(path)
 
 
 # --- the built-in entries ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from phasescope.measures.sharpness import (
     power_top,
     sharpness_table,
 )
-from tests.unit.test_landscape import tiny_model
+from tests.helpers import tiny_model
 
 
 def quadratic(eigenvalues: list[float], seed: int = 0):  # noqa: ANN201
