@@ -303,5 +303,4 @@ def _keep_for_reuse(
 
     cache = MeasureCache(store.root)
     cache.write({m: keys[m] for m in computed}, table)
-    patterns = store.root / aid / "patterns"
-    cache.save_patterns(pattern_key, patterns / f"{step:09d}.parquet", patterns / "tokens.json")
+    cache.save_patterns(pattern_key, store.pattern_file(aid, step), store.pattern_tokens_file(aid))

@@ -38,5 +38,5 @@ def get_patterns(
     """One attention pattern with its tokens, or (without checkpoint) which patterns were kept."""
     store.load_request(analysis_id)  # 404 for an unknown analysis
     if checkpoint is None:
-        return pattern_index(store.root, analysis_id)
-    return read_pattern(store.root, analysis_id, checkpoint, layer, head, prompt)
+        return pattern_index(store, analysis_id)
+    return read_pattern(store, analysis_id, checkpoint, layer, head, prompt)

@@ -1,7 +1,9 @@
 """Attention patterns kept for the dashboard: a small artefact per checkpoint, beside the tidy table.
 
 The tidy results hold no patterns (they would dwarf everything else), so each job also keeps the
-patterns of the first few prompts, truncated to ``MAX_SEQ`` tokens, as float16::
+patterns of the first few prompts, truncated to ``MAX_SEQ`` tokens, as float16, in the results store
+(whose paths, id check and atomic writes these functions use: ``ResultStore.pattern_file`` and
+``pattern_tokens_file``)::
 
     <store>/<id>/patterns/<step:09d>.parquet   prompt, layer, head, seq, pattern (float16 bytes, [seq, seq])
     <store>/<id>/patterns/tokens.json          {"prompts": [[token string, ...], ...]} (same for every step)
@@ -13,9 +15,9 @@ them with :func:`read_pattern` and :func:`pattern_index` without importing torch
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +25,14 @@ import numpy as np
 import pandas as pd
 
 from phasescope.errors import InvalidRequest, NotFound
-from phasescope.models.series import atomic_write_bytes
-from phasescope.schemas import ANALYSIS_ID_PATTERN
+from phasescope.service.storage import atomic_write_bytes
+from phasescope.service.store import ResultStore
 
 __all__ = ["MAX_SEQ", "N_PROMPTS", "pattern_index", "read_pattern", "save_patterns"]
 
 N_PROMPTS = 3  # prompts kept per checkpoint
 MAX_SEQ = 64  # tokens kept per prompt
-_ID = re.compile(ANALYSIS_ID_PATTERN)
 log = logging.getLogger("phasescope.service.patterns")
-
-
-def _dir(store_root: Path, aid: str) -> Path:
-    if not _ID.match(aid):
-        raise NotFound(f"{aid!r} is not an analysis id (24 hex digits)", field="id")
-    return Path(store_root) / aid / "patterns"
 
 
 def _token_strings(loaded: Any, tokens: Any) -> list[list[str]]:
@@ -48,11 +43,11 @@ def _token_strings(loaded: Any, tokens: Any) -> list[list[str]]:
     return [[tok.decode([t]) for t in row] for row in rows]
 
 
-def save_patterns(store: Any, aid: str, loaded: Any, batch: Any) -> Path | None:
+def save_patterns(store: ResultStore, aid: str, loaded: Any, batch: Any) -> Path | None:
     """Run the first prompts of ``batch`` through ``loaded`` and store their attention patterns.
 
     Args:
-        store: the ``ResultStore`` (its ``root``) or the store directory itself.
+        store: the results store.
         aid: the analysis id.
         loaded: a ``phasescope.models.loading.LoadedModel`` at the checkpoint.
         batch: the analysis's ``phasescope.analysis.inputs.Batch``.
@@ -66,7 +61,6 @@ def save_patterns(store: Any, aid: str, loaded: Any, batch: Any) -> Path | None:
 
         from phasescope.analysis.run import capture_attention
 
-        root = Path(getattr(store, "root", store))
         tokens = batch.tokens[:N_PROMPTS, :MAX_SEQ]
         device = next(loaded.model.parameters()).device
         _, scores = capture_attention(loaded.model, tokens.to(device), want_logits=False)
@@ -86,13 +80,11 @@ def save_patterns(store: Any, aid: str, loaded: Any, batch: Any) -> Path | None:
         frame = pd.DataFrame(rows).astype(
             {"prompt": "int16", "layer": "int16", "head": "int16", "seq": "int32"}
         )
-        import io
-
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False, compression="zstd")
-        path = _dir(root, aid) / f"{int(loaded.step):09d}.parquet"
+        path = store.pattern_file(aid, int(loaded.step))
         atomic_write_bytes(path, buf.getvalue())
-        tokens_path = _dir(root, aid) / "tokens.json"
+        tokens_path = store.pattern_tokens_file(aid)
         if not tokens_path.is_file():
             body = {"prompts": _token_strings(loaded, tokens.cpu())}
             atomic_write_bytes(tokens_path, json.dumps(body).encode())
@@ -108,15 +100,12 @@ def _steps(directory: Path) -> list[int]:
     return sorted(int(p.stem) for p in directory.glob("*.parquet")) if directory.is_dir() else []
 
 
-def pattern_index(store_root: Path, aid: str) -> dict[str, Any]:
+def pattern_index(store: ResultStore, aid: str) -> dict[str, Any]:
     """Which patterns an analysis kept: checkpoints, layers, heads, prompts (empty lists when none)."""
-    directory = _dir(store_root, aid)
-    steps = _steps(directory)
+    steps = _steps(store.patterns_dir(aid))
     body: dict[str, Any] = {"id": aid, "checkpoints": steps, "n_layers": 0, "n_heads": 0, "n_prompts": 0}
     if steps:
-        frame = pd.read_parquet(
-            directory / f"{steps[0]:09d}.parquet", columns=["prompt", "layer", "head", "seq"]
-        )
+        frame = pd.read_parquet(store.pattern_file(aid, steps[0]), columns=["prompt", "layer", "head", "seq"])
         body.update(
             n_layers=int(frame["layer"].max()) + 1,
             n_heads=int(frame["head"].max()) + 1,
@@ -127,7 +116,7 @@ def pattern_index(store_root: Path, aid: str) -> dict[str, Any]:
 
 
 def read_pattern(
-    store_root: Path, aid: str, checkpoint: int, layer: int, head: int, prompt: int
+    store: ResultStore, aid: str, checkpoint: int, layer: int, head: int, prompt: int
 ) -> dict[str, Any]:
     """One stored pattern with its tokens.
 
@@ -136,13 +125,13 @@ def read_pattern(
         attention of query ``q`` to key ``k``.
 
     Raises:
-        NotFound: no patterns at that checkpoint (the error lists the checkpoints that have them).
+        NotFound: not an analysis id, or no patterns at that checkpoint (the error lists the
+            checkpoints that have them).
         InvalidRequest: layer, head or prompt out of range (the error says the valid range).
     """
-    directory = _dir(store_root, aid)
-    path = directory / f"{checkpoint:09d}.parquet"
+    path = store.pattern_file(aid, checkpoint)
     if not path.is_file():
-        steps = _steps(directory)
+        steps = _steps(store.patterns_dir(aid))
         raise NotFound(
             f"analysis {aid} kept no attention patterns at checkpoint {checkpoint}"
             + ("" if steps else " (it kept none at all: it ran before patterns were stored)"),
@@ -157,7 +146,7 @@ def read_pattern(
     row = frame[(frame["layer"] == layer) & (frame["head"] == head) & (frame["prompt"] == prompt)].iloc[0]
     seq = int(row["seq"])
     matrix = np.frombuffer(row["pattern"], dtype=np.float16).reshape(seq, seq).astype(np.float64)
-    tokens_path = directory / "tokens.json"
+    tokens_path = store.pattern_tokens_file(aid)
     prompts = json.loads(tokens_path.read_text())["prompts"] if tokens_path.is_file() else []
     tokens = prompts[prompt][:seq] if prompt < len(prompts) else [str(i) for i in range(seq)]
     return {

@@ -221,8 +221,7 @@ def _part_from_cache(
     table = cache.assemble(keys)
     if table is None:
         return False
-    patterns = store.root / aid / "patterns"
-    cache.restore_patterns(pattern_key, patterns / f"{step:09d}.parquet", patterns / "tokens.json")
+    cache.restore_patterns(pattern_key, store.pattern_file(aid, step), store.pattern_tokens_file(aid))
     record = {
         "seconds": 0.0,
         "rows": len(table),

@@ -10,6 +10,8 @@ Layout under ``Settings.store_dir`` (one folder per analysis id)::
     <id>/cancelled.json        present while the analysis is cancelled (DELETE); a new POST clears it
     <id>/results.parquet       all parts merged, written once every job has finished
     <id>/summary.json          per-checkpoint digest, timings, status
+    <id>/patterns/<step>.parquet  the attention patterns kept for the dashboard (phasescope.service.patterns)
+    <id>/patterns/tokens.json     their prompts' tokens
 
 Every file is written to a temporary name, flushed to the disk and renamed (phasescope.service.storage), so
 a failed or killed job, or a power loss, never leaves a half-written result; a part and its record
@@ -166,6 +168,22 @@ class ResultStore:
         if not _ID.match(aid):
             raise NotFound(f"{aid!r} is not an analysis id (24 hex digits)", field="id")
         return self.root / aid
+
+    def patterns_dir(self, aid: str) -> Path:
+        """``<id>/patterns``: the attention patterns kept for the dashboard (``phasescope.service.patterns``).
+
+        Raises:
+            NotFound: ``aid`` is not an analysis id.
+        """
+        return self._dir(aid) / "patterns"
+
+    def pattern_file(self, aid: str, step: int) -> Path:
+        """``<id>/patterns/<step:09d>.parquet``: the patterns kept at one checkpoint."""
+        return self.patterns_dir(aid) / f"{step:09d}.parquet"
+
+    def pattern_tokens_file(self, aid: str) -> Path:
+        """``<id>/patterns/tokens.json``: the kept prompts' tokens (the same at every checkpoint)."""
+        return self.patterns_dir(aid) / "tokens.json"
 
     def save_request(self, aid: str, request: AnalysisRequest, extra: dict[str, Any] | None = None) -> None:
         """Record the canonical request (idempotent)."""
