@@ -5,7 +5,7 @@ PIP := $(PYTHON) -m pip
 # any other torch spec would pull gigabytes of CUDA packages.
 PIP_INSTALL := $(PIP) install --quiet --constraint constraints.txt
 
-.PHONY: install system-deps test test-unit test-integration test-e2e screenshots lint demo up bench clean
+.PHONY: install system-deps test test-unit test-integration test-e2e screenshots lint format demo up bench clean
 
 install:
 	$(PIP) install --quiet torch==2.13.0
@@ -35,8 +35,17 @@ test-e2e: install system-deps
 screenshots: install system-deps
 	PHASESCOPE_REFRESH_SCREENSHOTS=1 $(PYTHON) -m pytest tests/e2e/test_dashboard.py
 
+# Every package: the library, the three programs on it, the tests and the benchmarks.
+PACKAGES := phasescope backend workers frontend tests benchmarks
+
+# Lint and formatting, checked (what a reviewer runs); `make format` applies both.
 lint: install
-	$(PYTHON) -m ruff check phasescope backend workers frontend tests benchmarks
+	$(PYTHON) -m ruff check $(PACKAGES)
+	$(PYTHON) -m ruff format --check $(PACKAGES)
+
+format: install
+	$(PYTHON) -m ruff format $(PACKAGES)
+	$(PYTHON) -m ruff check --fix $(PACKAGES)
 
 demo: install
 	$(PYTHON) -m phasescope.cli up --demo
