@@ -159,7 +159,9 @@ class MeasureParams(_Strict):
 
     beta_min: float = Field(0.05, gt=0, le=1, description="Lowest inverse temperature of the sweep.")
     beta_max: float = Field(20.0, ge=1, le=1000, description="Highest inverse temperature of the sweep.")
-    n_beta: int = Field(61, ge=3, description="Points on the log-spaced β grid (odd: β = 1 lies on it).")
+    n_beta: int = Field(
+        61, ge=3, description="Points on the β grid (uniform between log-spaced knots; odd: β = 1 is on it)."
+    )
     energy_bins: int = Field(50, ge=5, le=500, description="Histogram bins of attention energies.")
     heavy_prompts: int = Field(
         64,
