@@ -119,6 +119,18 @@ def write_local_result(
     atomic_write_bytes(out / "summary.json", _json_bytes(summary))
 
 
+_LABEL_COLUMNS = ("measure", "quantity", "matrix")
+
+
+def _gather(table: pd.DataFrame, labels: dict[str, pd.Categorical], rows: np.ndarray) -> pd.DataFrame:
+    """``table.iloc[rows]``, with the label columns taken from their categories (same dtypes)."""
+    rest = [c for c in table.columns if c not in labels]
+    out = table[rest].iloc[rows]
+    for column, categorical in labels.items():
+        out[column] = categorical.take(rows).astype(table[column].dtype)
+    return out[list(table.columns)]
+
+
 def _row_spans(table: pd.DataFrame) -> dict[tuple[str, str, int], list[tuple[int, int]]]:
     """(measure, quantity, checkpoint) → the ``[start, stop)`` row spans holding it, in table order.
 
@@ -297,7 +309,7 @@ class ResultStore:
                 if value is not None and len(table):
                     table = table[table[column] == value]
             return table
-        table, groups = self._finished(
+        table, groups, labels = self._finished(
             (aid, stat.st_ino, stat.st_mtime_ns, stat.st_size), d / "results.parquet"
         )
         if measure is None and quantity is None and checkpoint is None:
@@ -314,24 +326,29 @@ class ResultStore:
             return table.iloc[:0]
         if len(spans) == 1:  # one block of rows: a slice, no gather
             return table.iloc[spans[0][0] : spans[0][1]]
-        return table.iloc[np.concatenate([np.arange(a, b) for a, b in spans])]
+        return _gather(table, labels, np.concatenate([np.arange(a, b) for a, b in spans]))
 
     def _finished(
         self, key: tuple, path: Path
-    ) -> tuple[pd.DataFrame, dict[tuple[str, str, int], list[tuple[int, int]]]]:
-        """A finished table and its (measure, quantity, checkpoint) → row spans index, from memory or disk."""
+    ) -> tuple[pd.DataFrame, dict[tuple[str, str, int], list[tuple[int, int]]], dict[str, pd.Categorical]]:
+        """A finished table, its (measure, quantity, checkpoint) → row spans index and its label
+        columns as categories, from memory or disk."""
         with self._lock:
             hit = self._tables.get(key)
             if hit is not None:
                 self._tables.move_to_end(key)
                 return hit
         table = read_table(path)
-        entry = (table, _row_spans(table))
+        # The string columns also as categories: a gather of Arrow strings costs ~10 µs a row (one
+        # quantity over 154 checkpoints of a 26M-row table took 0.4 s), of category codes next to
+        # nothing (1 byte a row each).
+        labels = {c: pd.Categorical(table[c]) for c in _LABEL_COLUMNS if c in table.columns}
+        entry = (table, _row_spans(table), labels)
         if len(table) <= self.CACHED_ROWS:
             with self._lock:
                 self._tables[key] = entry
                 while len(self._tables) > self.CACHED_TABLES or (
-                    sum(len(t) for t, _ in self._tables.values()) > self.CACHED_ROWS
+                    sum(len(cached[0]) for cached in self._tables.values()) > self.CACHED_ROWS
                 ):
                     self._tables.popitem(last=False)
         return entry
