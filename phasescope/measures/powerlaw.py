@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -157,10 +158,19 @@ def _blas_threads() -> Iterator[None]:
     Without it OpenBLAS takes every core, and two workers sharing cores slow each other down many
     times over (docs/benchmarks.md, the environment finding).
     """
-    from threadpoolctl import threadpool_limits
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        # Finding the loaded BLAS libraries reads /proc (~15 ms), so it is done once, after SciPy's
+        # LAPACK (the library it must see besides numpy's) is loaded.
+        import scipy.linalg  # noqa: F401
+        from threadpoolctl import ThreadpoolController
 
-    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+        _BLAS_CONTROLLER = ThreadpoolController()
+    with _BLAS_CONTROLLER.limit(limits=torch.get_num_threads(), user_api="blas"):
         yield
+
+
+_BLAS_CONTROLLER: Any = None
 
 
 def marchenko_pastur_edges(n_rows: int, n_cols: int, variance: float) -> tuple[float, float]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Float
@@ -381,47 +382,50 @@ def _weight_tables(
 ) -> list[pd.DataFrame]:
     """ESD, MP edges, spikes and power-law fit of one matrix (``[rows, cols]``) or one per layer.
 
-    ``eigs`` ``[layer, M]`` (one layer for a single matrix), descending; ``variance`` ``[layer]``.
+    ``eigs`` ``[layer, M]`` (one layer for a single matrix), descending; ``variance`` ``[layer]``. One
+    frame for all of them: a tidy frame per quantity and layer cost more than the spectra themselves
+    on a small model (pandas builds each in ~10 ms).
     """
     per_layer = W.ndim == 3
     rows, cols = W.shape[-2:]
-    fixed: dict[str, object] = {"matrix": name}
-    edges = torch.tensor(
-        [marchenko_pastur_edges(rows, cols, float(v)) for v in variance.cpu()], dtype=torch.float64
-    )  # (L, 2)
-    eigs = eigs.cpu()
-    scalars: dict[str, Tensor] = {
-        "mp_lambda_minus": edges[:, 0],
-        "mp_lambda_plus": edges[:, 1],
-        "spike_count": (eigs > edges[:, 1:]).sum(-1).to(torch.float64),
+    n_layers, m = eigs.shape
+    edges = np.array([marchenko_pastur_edges(rows, cols, float(v)) for v in variance.cpu()]).reshape(-1, 2)
+    values = eigs.cpu().numpy()
+    layer_ids = np.arange(n_layers, dtype=np.float64)
+    quantities = [np.full(n_layers * m, "esd_eigenvalue", dtype=object)]
+    layers = [np.repeat(layer_ids, m)]
+    index = [np.tile(np.arange(m, dtype=np.float64), n_layers)]
+    out = [values.ravel()]
+    # quantity -> (layers it is reported for, values): every layer, or those whose fit succeeded
+    scalars = {
+        "mp_lambda_minus": (layer_ids, edges[:, 0]),
+        "mp_lambda_plus": (layer_ids, edges[:, 1]),
+        "spike_count": (layer_ids, (values > edges[:, 1:]).sum(-1).astype(np.float64)),
     }
-    fits = [power_law_fit(e, min_tail=min_tail) for e in eigs]
-    fitted = [layer for layer, fit in enumerate(fits) if fit["n_tail"] > 0]
-    fit_values = {
-        quantity: torch.tensor([float(fits[layer][key]) for layer in fitted], dtype=torch.float64)
-        for quantity, key in (
-            ("esd_alpha", "alpha"),
-            ("esd_alpha_se", "alpha_se"),
-            ("esd_xmin", "xmin"),
-            ("esd_n_tail", "n_tail"),
-        )
-    }
-    if not per_layer:
-        tables = [tidy(MEASURE, "esd_eigenvalue", eigs[0], ("index",), checkpoint=checkpoint, fixed=fixed)]
-        tables += [tidy(MEASURE, q, v[0], checkpoint=checkpoint, fixed=fixed) for q, v in scalars.items()]
-        if fitted:
-            tables += [
-                tidy(MEASURE, q, v[0], checkpoint=checkpoint, fixed=fixed) for q, v in fit_values.items()
-            ]
-        return tables
-    tables = [tidy(MEASURE, "esd_eigenvalue", eigs, ("layer", "index"), checkpoint=checkpoint, fixed=fixed)]
-    tables += [
-        tidy(MEASURE, q, v, ("layer",), checkpoint=checkpoint, fixed=fixed) for q, v in scalars.items()
-    ]
-    coords = {"layer": torch.tensor(fitted, dtype=torch.float64)}
-    tables += [
-        tidy(MEASURE, q, v, ("layer",), checkpoint=checkpoint, coords=coords, fixed=fixed)
-        for q, v in fit_values.items()
-        if fitted
-    ]
-    return tables
+    fits = [power_law_fit(e, min_tail=min_tail) for e in eigs.cpu()]
+    fitted = np.array([layer for layer, fit in enumerate(fits) if fit["n_tail"] > 0], dtype=np.int64)
+    for quantity, key in (
+        ("esd_alpha", "alpha"),
+        ("esd_alpha_se", "alpha_se"),
+        ("esd_xmin", "xmin"),
+        ("esd_n_tail", "n_tail"),
+    ):
+        scalars[quantity] = (fitted, np.array([float(fits[layer][key]) for layer in fitted]))
+    for quantity, (at, vals) in scalars.items():
+        quantities.append(np.full(len(vals), quantity, dtype=object))
+        layers.append(np.asarray(at, dtype=np.float64))
+        index.append(np.full(len(vals), np.nan))
+        out.append(vals)
+    frame = pd.DataFrame(
+        {
+            "measure": MEASURE,
+            "checkpoint": int(checkpoint),
+            "layer": np.concatenate(layers) if per_layer else np.nan,
+            "head": np.nan,
+            "quantity": np.concatenate(quantities),
+            "value": np.concatenate(out),
+            "index": np.concatenate(index),
+            "matrix": name,
+        }
+    )
+    return [frame]
