@@ -78,6 +78,10 @@ def layout(analysis_id: str | None = None, **query: Any) -> html.Div:
                             status_badge(meta["status"]),
                             f" · {len(meta['checkpoints'])} checkpoints · measures: ",
                             ", ".join(meta["measures"]),
+                            # The model's shape as the status gives it (absent until it is known).
+                            f" · {meta['n_layers']} layers × {meta['n_heads']} heads"
+                            if meta["n_layers"] and meta["n_heads"]
+                            else "",
                         ],
                         className="kv",
                         id="analysis-status",

@@ -109,6 +109,8 @@ def test_the_marked_step_is_the_apis_finding(demo: dict[str, Any], chromium: Chr
     _open_view(chromium, f"{demo['url']}/analyses/{demo['id']}?tab=overview&xscale=linear", "overview")
     note = chromium.find("#transition-note").text
     assert f"step {step}" in note and marked["quantity"] in note, note
+    shape = state["shape"]  # the header shows the model's shape as the status gives it
+    assert f"{shape['n_layers']} layers × {shape['n_heads']} heads" in chromium.find("#analysis-status").text
     lines = chromium.driver.execute_script(
         """
         const plot = document.querySelector('#content-overview .js-plotly-plot');
