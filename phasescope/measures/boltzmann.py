@@ -183,18 +183,27 @@ def boltzmann_sums(
     # [1, e, e²] against the weights: masked keys (e = 0, weight 1) count in none of the three sums.
     e3 = torch.stack((keep, e, e * e), dim=1)  # [row, 3, key]
     out = torch.empty(n_rows, 3, len(plan), dtype=e.dtype, device=e.device)
+    top_e = float(e.max())  # the clamp below is only needed where some exponent passes EXP_FLOOR
     delta, prev = None, None
     for j, (kind, value) in enumerate(plan):
         slot = j % per_chunk
         cur = w[slot]
         if kind == "exp":
-            torch.mul(e, -value, out=cur).clamp_min_(EXP_FLOOR).exp_()
+            _exp_minus(e, value, cur, top_e)
         else:
             if value != delta:
-                torch.mul(e, -value, out=rate).clamp_min_(EXP_FLOOR).exp_()
+                _exp_minus(e, value, rate, top_e)
                 delta = value
             torch.mul(prev, rate, out=cur)
         prev = cur
         if slot == per_chunk - 1 or j == len(plan) - 1:
             out[:, :, j - slot : j + 1] = torch.bmm(e3, w[: slot + 1].permute(1, 2, 0))
     return out
+
+
+def _exp_minus(e: Tensor, value: float, out: Tensor, top_e: float) -> None:
+    """``out = exp(max(-value·e, EXP_FLOOR))``; ``top_e`` is ``max e``."""
+    torch.mul(e, -value, out=out)
+    if -value * top_e < EXP_FLOOR:
+        out.clamp_min_(EXP_FLOOR)
+    out.exp_()
