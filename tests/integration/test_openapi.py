@@ -201,9 +201,12 @@ def test_live_answers_match_the_document(contract, tmp_path, redis_server) -> No
         low.stop()
     # Redis gone: the queue's answers are 503 with the error body, health's is its own body.
     redis_server.stop()
-    c.call("GET", "/health", 503)
-    c.call("GET", "/health/ready", 503)
-    c.call("POST", "/analyses", 503, json={**body, "checkpoints": steps[1:4]}, headers=_AUTH)
-    assert c.call("GET", f"/analyses/{aid}", 200).json()["queue_reachable"] is None  # the store alone
+    try:
+        c.call("GET", "/health", 503)
+        c.call("GET", "/health/ready", 503)
+        c.call("POST", "/analyses", 503, json={**body, "checkpoints": steps[1:4]}, headers=_AUTH)
+        assert c.call("GET", f"/analyses/{aid}", 200).json()["queue_reachable"] is None  # the store alone
+    finally:
+        redis_server.start()  # back for the worker, so that it stops at once, not in a reconnect loop
     every = {op["operationId"] for ops in c.doc["paths"].values() for op in ops.values()}
     assert every == {op for op, _, _ in c.checked}, every - {op for op, _, _ in c.checked}
