@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from phasescope.config import get_settings
 from tests.helpers import tiny_series
-from tests.integration.service import FAST, ApiServer, RedisServer, WorkerProcess
+from tests.integration.service import FAST, ApiServer, RedisServer, Stack
 
 
 @pytest.fixture
@@ -46,34 +45,6 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis-ext").start()
     yield server
     server.stop()
-
-
-@dataclass
-class Stack:
-    """The service as a user runs it: an API and workers sharing a data directory and a Redis."""
-
-    data_dir: Path
-    env: dict[str, str]
-    api: ApiServer
-    log_dir: Path
-    workers: list[WorkerProcess] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return self.api.url
-
-    def add_worker(self, name: str | None = None) -> WorkerProcess:
-        worker = WorkerProcess(self.env, self.log_dir, name or f"w{len(self.workers) + 1}").start()
-        self.workers.append(worker)
-        return worker
-
-    def stop(self) -> None:
-        for worker in self.workers:
-            worker.stop()
-        self.api.stop()
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {w.name}\n{w.tail()}" for w in self.workers)
 
 
 @pytest.fixture

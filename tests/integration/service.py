@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "FAST",
     "ApiServer",
     "RedisServer",
+    "Stack",
     "WorkerProcess",
     "free_port",
     "http",
@@ -255,3 +257,31 @@ def local_table(model: str, steps: list[int], measures: list[str]) -> Any:
 
     table, _ = run_local(model, steps, measures, InputSpec(), MeasureParams())
     return table
+
+
+@dataclass
+class Stack:
+    """The service as a user runs it: an API and workers sharing a data directory and a Redis."""
+
+    data_dir: Path
+    env: dict[str, str]
+    api: ApiServer
+    log_dir: Path
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+    def add_worker(self, name: str | None = None) -> WorkerProcess:
+        worker = WorkerProcess(self.env, self.log_dir, name or f"w{len(self.workers) + 1}").start()
+        self.workers.append(worker)
+        return worker
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.api.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.name}\n{w.tail()}" for w in self.workers)
