@@ -30,7 +30,7 @@ dashboard read it): compute functions are resolved only when a worker calls them
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -332,13 +332,15 @@ def get_measure(name: str) -> Measure:
     return entries[name]
 
 
-def order_parameters(measures_run: Any = None) -> tuple[OrderParameter, ...]:
+def order_parameters(measures_run: Iterable[str] | None = None) -> tuple[OrderParameter, ...]:
     """Every registered order parameter, in registration order (of ``measures_run`` only, if given)."""
     wanted = None if measures_run is None else set(measures_run)
     return tuple(op for m in measures() if wanted is None or m.name in wanted for op in m.order_parameters)
 
 
-def quantities(*, offered: str | None = None, measures_run: Any = None) -> tuple[tuple[str, Quantity], ...]:
+def quantities(
+    *, offered: str | None = None, measures_run: Iterable[str] | None = None
+) -> tuple[tuple[str, Quantity], ...]:
     """``("measure.quantity", Quantity)`` pairs in registration order.
 
     Args:
