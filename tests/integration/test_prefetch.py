@@ -117,7 +117,9 @@ def test_a_step_rewritten_after_it_was_prefetched_is_not_served_stale(
             # The old analysis's job finds the files changed since it was submitted: it fails.
             old_state = api.wait(old, timeout=180, poll=0.2, progress=False)
             assert old_state["status"] == "partial", stack.logs()
-            assert f"step {second} changed after this analysis was submitted" in old_state["errors"][0]["error"]
+            assert (
+                f"step {second} changed after this analysis was submitted" in old_state["errors"][0]["error"]
+            )
             # The new one is measured on the new files: the weights read ahead were dropped.
             assert api.wait(new, timeout=180, poll=0.2, progress=False)["status"] == "finished", stack.logs()
             fresh = sorted_table(api.results(new))
