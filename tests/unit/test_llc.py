@@ -74,4 +74,8 @@ def test_table_and_settings_on_a_tiny_transformer() -> None:
     # The sampler settings come back from estimate_llc (test above), JSON-able.
     res = estimate_llc(model, batch_item_loss(batch), 8, num_chains=2, num_draws=2, batch_size=4)
     json.dumps(res.settings)
-    assert res.settings["batch_size"] == 4 and res.settings["num_chains"] == 2 and res.settings["devinterp_version"]
+    assert (
+        res.settings["batch_size"] == 4
+        and res.settings["num_chains"] == 2
+        and res.settings["devinterp_version"]
+    )
