@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import Row, time_it, toy_config
+from benchmarks.common import GPT2_SMALL, Row, time_it, toy_config
 
 __all__ = ["CASES", "run"]
 
@@ -38,19 +38,7 @@ _LOG_GRID = "thermo_table on a log-spaced grid (one exp per β; not in the total
 def _gpt2_config(**overrides: Any) -> Any:
     from transformer_lens import HookedTransformerConfig
 
-    kwargs: dict[str, Any] = dict(
-        n_layers=12,
-        d_model=768,
-        n_heads=12,
-        d_head=64,
-        d_mlp=3072,
-        d_vocab=50257,
-        n_ctx=1024,
-        act_fn="gelu_new",
-        normalization_type="LN",
-        positional_embedding_type="standard",
-        seed=0,
-    )
+    kwargs: dict[str, Any] = dict(GPT2_SMALL, seed=0)
     kwargs.update(overrides)
     return HookedTransformerConfig(**kwargs)
 

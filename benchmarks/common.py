@@ -14,7 +14,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ROW_FIELDS", "Row", "Timing", "machine_info", "sync", "time_it", "toy_config"]
+__all__ = ["GPT2_SMALL", "ROW_FIELDS", "Row", "Timing", "machine_info", "sync", "time_it", "toy_config"]
+
+# GPT-2-small's shape as HookedTransformerConfig keywords (random init: no weights are downloaded).
+GPT2_SMALL: dict[str, Any] = dict(
+    n_layers=12,
+    d_model=768,
+    n_heads=12,
+    d_head=64,
+    d_mlp=3072,
+    d_vocab=50257,
+    n_ctx=1024,
+    act_fn="gelu_new",
+    normalization_type="LN",
+    positional_embedding_type="standard",
+)
 
 
 @dataclass

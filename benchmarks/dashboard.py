@@ -120,20 +120,7 @@ def _page_load(c: Any, url: str, tab: str) -> float:
 
 def _choose(c: Any, dropdown: str, label: str) -> float:
     """Pick ``label`` in a dcc.Dropdown; seconds from the option's click to the rendered tab."""
-    from selenium.webdriver.common.by import By
-
-    c.find(f"#{dropdown}").click()
-    option = c.wait(
-        lambda d: next(
-            (
-                o
-                for o in d.find_elements(By.CSS_SELECTOR, ".dash-dropdown-options [role='option']")
-                if o.text.strip().lower() == label.lower()
-            ),
-            None,
-        ),
-        f"option {label!r} of {dropdown}",
-    )
+    option = c.dropdown_option(dropdown, label)
     _arm(c)
     option.click()
     return _after_action(c)

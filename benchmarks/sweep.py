@@ -31,34 +31,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Row
+from benchmarks.common import GPT2_SMALL, Row
 
 __all__ = ["SIZES", "run"]
 
 BENCHMARK = "sweep"
 MEASURES = ["entropy"]
 
-_GPT2_SMALL = dict(
-    n_layers=12,
-    d_model=768,
-    n_heads=12,
-    d_head=64,
-    d_mlp=3072,
-    d_vocab=50257,
-    n_ctx=1024,
-    act_fn="gelu_new",
-    normalization_type="LN",
-    positional_embedding_type="standard",
-)
 # size -> (case name, HookedTransformerConfig keywords, checkpoints)
 SIZES: dict[str, tuple[str, dict[str, Any], int]] = {
     "toy": (
         "2L d64 toy",
-        dict(_GPT2_SMALL, n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=256, d_vocab=512, n_ctx=128),
+        dict(GPT2_SMALL, n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=256, d_vocab=512, n_ctx=128),
         3,
     ),
-    "quick": ("GPT-2-shaped 4L d256", dict(_GPT2_SMALL, n_layers=4, d_model=256, n_heads=4, d_mlp=1024), 8),
-    "full": ("GPT-2-small-shaped 12L d768", _GPT2_SMALL, 41),
+    "quick": ("GPT-2-shaped 4L d256", dict(GPT2_SMALL, n_layers=4, d_model=256, n_heads=4, d_mlp=1024), 8),
+    "full": ("GPT-2-small-shaped 12L d768", GPT2_SMALL, 41),
 }
 _DISK_MARGIN = 10 * 2**30  # bytes left free for everyone else on the disk
 

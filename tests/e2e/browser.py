@@ -73,6 +73,21 @@ class Chromium:
             lambda d: next(iter(d.find_elements(By.CSS_SELECTOR, css)), None), f"element {css}", timeout
         )
 
+    def dropdown_option(self, dropdown: str, label: str) -> WebElement:
+        """Open the dcc.Dropdown ``#dropdown`` and return its option labelled ``label`` (not clicked)."""
+        self.find(f"#{dropdown}").click()
+        return self.wait(
+            lambda d: next(
+                (
+                    o
+                    for o in d.find_elements(By.CSS_SELECTOR, ".dash-dropdown-options [role='option']")
+                    if o.text.strip().lower() == label.lower()
+                ),
+                None,
+            ),
+            f"option {label!r} of {dropdown}",
+        )
+
     def all(self, css: str) -> list[WebElement]:
         return self.driver.find_elements(By.CSS_SELECTOR, css)
 

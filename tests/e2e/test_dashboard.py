@@ -32,19 +32,7 @@ TABS = ("overview", "entropy", "thermo", "spectra", "landscape", "patterns")
 
 def _choose(c: Chromium, dropdown: str, label: str) -> None:
     """Pick ``label`` in a dcc.Dropdown: open it, click the option."""
-    c.find(f"#{dropdown}").click()
-    option = c.wait(
-        lambda d: next(
-            (
-                o
-                for o in d.find_elements(By.CSS_SELECTOR, ".dash-dropdown-options [role='option']")
-                if o.text.strip().lower() == label.lower()
-            ),
-            None,
-        ),
-        f"option {label!r} of {dropdown}",
-    )
-    option.click()
+    c.dropdown_option(dropdown, label).click()
     c.wait_text(f"#{dropdown}", label)
 
 
