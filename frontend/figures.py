@@ -224,7 +224,8 @@ def _mark_steps(
         shapes.append(_vline(at, axis, {"color": "#d62728", "dash": "dash", "width": 2}))
     if cursor is not None and len(steps):
         at = float(step_axis([cursor], xscale)[0])
-        shapes.append(_vline(at, axis, {"color": "#444", "width": 1, "dash": "dot"}))
+        # Named, so a slider step moves it in the browser (frontend/assets/slider.js) with no redraw.
+        shapes.append({**_vline(at, axis, {"color": "#444", "width": 1, "dash": "dot"}), "name": "cursor"})
     _add_shapes(fig, shapes)
 
 

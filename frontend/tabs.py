@@ -17,7 +17,7 @@ from frontend import figures_measures as M
 from frontend.components import csv_href, empty_state, error_state, figure_card
 from phasescope.measures import measures
 
-__all__ = ["RENDERERS", "pick_layer_heads"]
+__all__ = ["PER_CHECKPOINT", "RENDERERS", "pick_layer_heads"]
 
 MAX_LINES = 64  # more (layer, head) lines than this and "all layers" shows the last layer only
 
@@ -335,6 +335,17 @@ def render_patterns(aid: str, meta: dict[str, Any], state: dict[str, Any], step:
     )
     return [_note(note), figure_card("pattern", F.pattern_figure(body["pattern"], body["tokens"], title))]
 
+
+# The figures (figure_card names) that show one checkpoint, per tab: a slider step redraws these only;
+# the others are lines over training steps whose cursor moves in the browser (assets/slider.js). The
+# patterns tab is redrawn whole (its note names the nearest kept checkpoint).
+PER_CHECKPOINT = {
+    "entropy": {"entropy-profile"},
+    "thermo": {"thermo-sweep"},
+    "spectra": {"spectra-sigma", "spectra-qk_sigma", "spectra-ov_sigma", "spectra-esd"},
+    "landscape": {"landscape-surface", "landscape-energies"},
+    "patterns": {"pattern"},
+}
 
 RENDERERS = {
     "overview": render_overview,

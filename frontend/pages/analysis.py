@@ -11,12 +11,12 @@ import json
 from typing import Any
 
 import dash
-from dash import Input, Output, State, dcc, html, no_update
+from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
 from frontend import client, data
 from frontend.components import empty_state, error_state, status_badge
-from frontend.figures import LABELS
-from frontend.tabs import RENDERERS
+from frontend.figures import LABELS, step_axis
+from frontend.tabs import PER_CHECKPOINT, RENDERERS
 from frontend.urlstate import KEYS, parse_state
 
 dash.register_page(
@@ -249,7 +249,19 @@ def layout(analysis_id: str | None = None, **query: Any) -> html.Div:
             tabs,
             controls,
             slider,
-            dcc.Store(id="view-meta", data={"id": meta["id"], "steps": steps, "meta": meta}),
+            dcc.Store(
+                id="view-meta",
+                data={
+                    "id": meta["id"],
+                    "steps": steps,
+                    "meta": meta,
+                    # For a slider step in the browser (assets/slider.js): each step's cursor position
+                    # on either step axis, and the tabs that have per-checkpoint figures to redraw.
+                    "cursor_x": {scale: step_axis(steps, scale).tolist() for scale in ("log", "linear")},
+                    "step_tabs": sorted(PER_CHECKPOINT),
+                },
+            ),
+            dcc.Store(id="step-request"),  # {index, tab}: a slider step the server has figures to redraw for
             # The first tab is drawn here, in the page itself, so the first paint needs no further callback.
             # (No dcc.Loading: it hides the old graphs while loading, and Plotly then lays them out at zero
             # size. The content dims instead, by CSS on Dash's own data-dash-is-loading attribute.)
@@ -327,10 +339,14 @@ def _content(aid: str, meta: dict[str, Any], state: dict[str, Any]) -> html.Div:
     return html.Div(content, id=f"content-{state['tab']}")
 
 
+# Every control but the slider redraws the whole tab; the slider (a State here) has its own path below.
+_RENDER_INPUTS = [State("v-checkpoint", "value") if i.component_id == "v-checkpoint" else i for i in _INPUTS]
+
+
 @dash.callback(
     Output("tab-content", "children"),
     Output("rendered-index", "data"),
-    *_INPUTS,
+    *_RENDER_INPUTS,
     State("view-meta", "data"),
     prevent_initial_call=True,
 )
@@ -340,15 +356,78 @@ def _render(*args: Any) -> tuple[Any, int]:
     return _content(store["id"], store["meta"], state), store["steps"].index(state["checkpoint"])
 
 
-@dash.callback(
+# A slider step, in the browser: the label, the cursor line of every figure over training steps
+# (Plotly.relayout, no server round trip), and a step-request only where the tab has per-checkpoint figures.
+dash.clientside_callback(
+    ClientsideFunction(namespace="phasescope", function_name="step"),
+    Output("step-request", "data"),
+    Output("rendered-index", "data", allow_duplicate=True),
     Output("checkpoint-label", "children"),
     Input("v-checkpoint", "value"),
+    State("v-tab", "value"),
+    State("v-xscale", "value"),
     State("view-meta", "data"),
     prevent_initial_call=True,
 )
-def _label(index: int | None, store: dict[str, Any]) -> str:
-    steps = store["steps"]
-    return f"step {steps[max(0, min(index if index is not None else len(steps) - 1, len(steps) - 1))]}"
+
+
+def _graphs(tree: Any, found: dict[tuple[str, str], Any]) -> dict[tuple[str, str], Any]:
+    """Every figure_card's graph figure and CSV link in a component tree, by (type, name)."""
+    if isinstance(tree, (list, tuple)):
+        for child in tree:
+            _graphs(child, found)
+        return found
+    ident = getattr(tree, "id", None)
+    if isinstance(ident, dict) and ident.get("type") == "fig":
+        found[("fig", ident["name"])] = tree.figure
+    elif isinstance(ident, dict) and ident.get("type") == "fig-csv":
+        found[("fig-csv", ident["name"])] = tree.href
+    children = getattr(tree, "children", None)
+    if children is not None and not isinstance(children, str):
+        _graphs(children, found)
+    return found
+
+
+@dash.callback(
+    Output({"type": "fig", "name": ALL}, "figure"),
+    Output({"type": "fig-csv", "name": ALL}, "href"),
+    Output("tab-content", "children", allow_duplicate=True),
+    Output("rendered-index", "data", allow_duplicate=True),
+    Input("step-request", "data"),
+    *[State(i.component_id, i.component_property) for i in _INPUTS],
+    State("view-meta", "data"),
+    prevent_initial_call=True,
+)
+def _step(request: dict[str, Any] | None, *args: Any) -> tuple[Any, ...]:
+    """A slider step on a tab with per-checkpoint figures: those figures (and their CSV links) only.
+
+    The figures over training steps are sent back as no_update (their cursor moved in the browser), so
+    neither they nor their data are encoded, sent or redrawn. The patterns tab is small and redrawn whole.
+    """
+    *values, store = args
+    figs, csvs = ctx.outputs_list[0], ctx.outputs_list[1]
+    if not request:
+        return [no_update] * len(figs), [no_update] * len(csvs), no_update, no_update
+    values[1] = request["index"]  # the slider's value this request is for
+    state = _state(tuple(values), store["steps"])
+    index = store["steps"].index(state["checkpoint"])
+    if state["tab"] == "patterns" or state["tab"] != request["tab"]:
+        return (
+            [no_update] * len(figs),
+            [no_update] * len(csvs),
+            _content(store["id"], store["meta"], state),
+            index,
+        )
+    found = _graphs(_content(store["id"], store["meta"], state), {})
+    wanted = PER_CHECKPOINT.get(state["tab"], set())
+
+    def pick(kind: str, outputs: list[dict[str, Any]]) -> list[Any]:
+        return [
+            found.get((kind, o["id"]["name"]), no_update) if o["id"]["name"] in wanted else no_update
+            for o in outputs
+        ]
+
+    return pick("fig", figs), pick("fig-csv", csvs), no_update, index
 
 
 @dash.callback(*[Output(f"ctl-{name}", "style") for name in CONTROLS], Input("v-tab", "value"))
