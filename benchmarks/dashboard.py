@@ -90,11 +90,15 @@ def _arm(c: Any) -> None:
     c.driver.execute_script("window.__ps.armed = true; window.__ps.saw = false; window.__ps.t0 = null;")
 
 
-def _after_action(c: Any, shows: Any = None) -> float:
-    """Seconds from the armed action to the last change under #tab-content, once the render is over."""
+def _after_action(c: Any, shows: Any = None, server: bool = True) -> float:
+    """Seconds from the armed action to the last change under #tab-content, once the render is over.
+
+    ``server``: the action asks the server (wait to see #tab-content loading); False for a slider step
+    on a tab whose figures all run over training steps (their cursors move in the browser only).
+    """
 
     def done(d: Any) -> bool:
-        if not d.execute_script("return window.__ps.saw && window.__ps.t0 !== null"):
+        if not d.execute_script(f"return {'window.__ps.saw && ' if server else ''}window.__ps.t0 !== null"):
             return False
         if not d.execute_script(IDLE):
             return False
@@ -126,7 +130,7 @@ def _choose(c: Any, dropdown: str, label: str) -> float:
     return _after_action(c)
 
 
-def _slider_step(c: Any, steps: list[int], index: int) -> float:
+def _slider_step(c: Any, steps: list[int], index: int, server: bool = True) -> float:
     """Press ← on the checkpoint slider (from ``index``); seconds until the tab shows the step before."""
     from selenium.webdriver.common.keys import Keys
 
@@ -134,7 +138,7 @@ def _slider_step(c: Any, steps: list[int], index: int) -> float:
     target = f"step {steps[index - 1]}"
     _arm(c)
     handle.send_keys(Keys.ARROW_LEFT)
-    return _after_action(c, lambda d: d.find_element("id", "checkpoint-label").text == target)
+    return _after_action(c, lambda d: d.find_element("id", "checkpoint-label").text == target, server)
 
 
 def _browser_rows(url: str, aid: str, steps: list[int], n_steps: int, case: str) -> list[Row]:
@@ -192,7 +196,8 @@ def _browser_rows(url: str, aid: str, steps: list[int], n_steps: int, case: str)
             index = len(steps) - 1
             times = []
             for _ in range(n_steps):
-                times.append(_slider_step(c, steps, index))
+                # The overview has no per-checkpoint figure: a step there never reaches the server.
+                times.append(_slider_step(c, steps, index, server=tab != "overview"))
                 index -= 1
             row(f"checkpoint slider: one step ({tab})", times, 0.3, "each step a checkpoint not seen before")
         for tab in ("entropy", "thermo"):
