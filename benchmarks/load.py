@@ -4,7 +4,9 @@
                                   [--json BODY]
 
 ``N`` threads, each with its own keep-alive ``httpx.Client``, send requests back to back for ``S``
-seconds (after ``--warmup`` seconds whose requests are not counted) and record every latency. Prints
+seconds (after ``--warmup`` seconds whose requests are not counted) and record every latency; on a
+slow or loaded machine they go on past ``S`` until ``--min-requests`` have been counted, so a window
+never ends empty (the throughput divides by the window actually measured). Prints
 one JSON object: requests, errors (non-2xx or transport errors), p50/p90/p99/mean/max latency in
 seconds, throughput (requests per second of the measured window) and the response size.
 
@@ -39,12 +41,19 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def _worker(
-    url: str, method: str, body: object, start: float, stop: float, out: list, errors: list, sizes: list
+    url: str,
+    method: str,
+    body: object,
+    window: tuple[float, float, int],
+    out: list,
+    errors: list,
+    sizes: list,
 ) -> None:
+    start, stop, min_requests = window
     with httpx.Client(timeout=30.0) as client:
         while True:
             t0 = time.perf_counter()
-            if t0 >= stop:
+            if t0 >= stop and len(out) + len(errors) >= min_requests:
                 return
             try:
                 response = client.request(method, url, json=body)
@@ -66,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of uncounted requests first")
     parser.add_argument("--method", default="GET", choices=["GET", "POST"])
     parser.add_argument("--json", default=None, help="request body (JSON text) for POST")
+    parser.add_argument(
+        "--min-requests", type=int, default=1, help="measure past the window until this many are counted"
+    )
     args = parser.parse_args(argv)
     body = json.loads(args.json) if args.json else None
     latencies: list[float] = []
@@ -75,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     stop = start + args.duration
     threads = [
         threading.Thread(
-            target=_worker, args=(args.url, args.method, body, start, stop, latencies, errors, sizes)
+            target=_worker,
+            args=(args.url, args.method, body, (start, stop, args.min_requests), latencies, errors, sizes),
         )
         for _ in range(args.concurrency)
     ]
@@ -83,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         t.start()
     for t in threads:
         t.join()
+    measured = max(time.perf_counter(), stop) - start
     ordered = sorted(latencies)
     print(
         json.dumps(
@@ -94,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 "p99": percentile(ordered, 99),
                 "mean": statistics.fmean(ordered) if ordered else float("nan"),
                 "max": ordered[-1] if ordered else float("nan"),
-                "rps": len(ordered) / args.duration,
+                "rps": len(ordered) / measured,
                 "bytes": int(statistics.median(sizes)) if sizes else 0,
             }
         )

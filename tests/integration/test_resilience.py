@@ -11,8 +11,10 @@ from tests.helpers import tiny_series
 from tests.integration.service import http, wait_for
 
 MEASURES = ["entropy", "heads", "loss", "spectra"]
-# A few seconds per checkpoint on one CPU thread: long enough to interrupt a job half-way.
+# About a second per checkpoint on one CPU thread: long enough to interrupt a job half-way.
 INPUTS = {"n_prompts": 24, "seq_len": 128}
+# The loss surface adds ~8 s per checkpoint: far past a 1 s job timeout on any machine.
+SLOW_MEASURES = [*MEASURES, "landscape"]
 
 
 @pytest.fixture
@@ -107,7 +109,7 @@ def test_job_over_its_timeout_fails_cleanly_without_retry(start_stack, medium_mo
     model, steps = medium_model
     stack = start_stack(workers=1, PHASESCOPE_JOB_TIMEOUT_BASE_S="1", PHASESCOPE_JOB_TIMEOUT_PER_UNIT_S="0")
     with Client(stack.url) as api:
-        aid = api.submit(model, measures=MEASURES, inputs=INPUTS, checkpoints=[steps[-1]])["id"]
+        aid = api.submit(model, measures=SLOW_MEASURES, inputs=INPUTS, checkpoints=[steps[-1]])["id"]
         state = api.wait(aid, timeout=90, poll=0.2, progress=False)
     assert state["status"] == "failed"
     [error] = state["errors"]
