@@ -14,18 +14,18 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from frontend.figures import (
+from frontend.plotting import (
     MARKER_POINTS,
-    _add_shapes,
-    _checkpoint_axis,
-    _mark_steps,
-    _style,
-    _vline,
+    add_shapes,
+    checkpoint_axis,
     empty_figure,
     fast_figure,
     head_color,
     head_label,
+    mark_steps,
     step_axis,
+    style,
+    vline,
 )
 from phasescope.measures import label as axis_title
 
@@ -87,11 +87,11 @@ def thermo_figure(
                 marker = _star_marker(star.loc[(layer, head)], rows, name, color)
                 if marker is not None:
                     traces.append({**marker, "xaxis": "x2", "yaxis": "y2"})
-        shapes.append(_vline(1.0, axis, {"color": "#222", "dash": "dash", "width": 1}))
+        shapes.append(vline(1.0, axis, {"color": "#222", "dash": "dash", "width": 1}))
         if abs(beta - 1.0) > 1e-9:
-            shapes.append(_vline(beta, axis, {"color": "#9467bd", "dash": "dot", "width": 1.5}))
+            shapes.append(vline(beta, axis, {"color": "#9467bd", "dash": "dot", "width": 1.5}))
     fig = fast_figure(traces, _thermo_grid(tuple(t for _, t in panels)))
-    _add_shapes(fig, shapes)
+    add_shapes(fig, shapes)
     ticks = [
         v
         for v in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -104,7 +104,7 @@ def thermo_figure(
         ticktext=[f"{v:g}" for v in ticks],
     )
     fig.update_yaxes(type="log" if yscale == "log" else "linear")
-    return _style(
+    return style(
         fig, f"Attention thermodynamics at step {checkpoint} (averaged over rows with ≥ 2 keys)", height=620
     )
 
@@ -218,12 +218,12 @@ def beta_star_figure(
             )
     fig = fast_figure(traces)
     line = {"color": "#222", "dash": "dash", "width": 1}  # β* = 1: the model's own temperature
-    _add_shapes(
+    add_shapes(
         fig,
         [{"type": "line", "xref": "x domain", "yref": "y", "x0": 0, "x1": 1, "y0": 1, "y1": 1, "line": line}],
     )
-    _mark_steps(fig, xscale, wide["checkpoint"].unique().tolist(), transition, cursor)
-    _checkpoint_axis(fig, xscale, wide["checkpoint"].unique())
+    mark_steps(fig, xscale, wide["checkpoint"].unique().tolist(), transition, cursor)
+    checkpoint_axis(fig, xscale, wide["checkpoint"].unique())
     ticks = [0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
     fig.update_yaxes(
         type="log",
@@ -231,7 +231,7 @@ def beta_star_figure(
         tickvals=ticks,
         ticktext=[f"{v:g}" for v in ticks],
     )
-    return _style(fig, "Critical inverse temperature β* over training")
+    return style(fig, "Critical inverse temperature β* over training")
 
 
 def esd_figure(eigs: np.ndarray, scalars: dict[str, float], title: str) -> go.Figure:
@@ -273,7 +273,7 @@ def esd_figure(eigs: np.ndarray, scalars: dict[str, float], title: str) -> go.Fi
         title += f" · α = {alpha:.2f} ± {se:.2f}" if se is not None else f" · α = {alpha:.2f}"
     fig.update_xaxes(title_text=axis_title("spectra.esd_eigenvalue"))
     fig.update_yaxes(title_text="density")
-    return _style(fig, title)
+    return style(fig, title)
 
 
 def alpha_figure(frame: pd.DataFrame, *, xscale: str = "log", cursor: int | None = None) -> go.Figure:
@@ -312,11 +312,11 @@ def alpha_figure(frame: pd.DataFrame, *, xscale: str = "log", cursor: int | None
         )
     fig = fast_figure(traces)
     band = {"type": "rect", "xref": "x domain", "yref": "y", "x0": 0, "x1": 1, "y0": 2, "y1": 6}
-    _add_shapes(fig, [{**band, "fillcolor": "#59a14f", "opacity": 0.06, "line": {"width": 0}}])
-    _mark_steps(fig, xscale, wide["checkpoint"].unique().tolist(), None, cursor)
-    _checkpoint_axis(fig, xscale, wide["checkpoint"].unique())
+    add_shapes(fig, [{**band, "fillcolor": "#59a14f", "opacity": 0.06, "line": {"width": 0}}])
+    mark_steps(fig, xscale, wide["checkpoint"].unique().tolist(), None, cursor)
+    checkpoint_axis(fig, xscale, wide["checkpoint"].unique())
     fig.update_yaxes(title_text="ESD tail exponent α (shaded: 2–6)")
-    return _style(fig, "Power-law α per weight matrix (± standard error)")
+    return style(fig, "Power-law α per weight matrix (± standard error)")
 
 
 def surface_figure(frame: pd.DataFrame, checkpoint: int) -> go.Figure:
@@ -348,4 +348,4 @@ def surface_figure(frame: pd.DataFrame, checkpoint: int) -> go.Figure:
         fig = go.Figure(go.Scatter(x=rows["x"], y=rows["value"], mode="lines", name="loss"))
         fig.update_yaxes(title_text="loss (nats)")
     fig.update_xaxes(title_text="direction 1 (filter-normalised units)")
-    return _style(fig, f"Loss surface around step {checkpoint}", height=460)
+    return style(fig, f"Loss surface around step {checkpoint}", height=460)

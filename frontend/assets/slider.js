@@ -1,7 +1,7 @@
 /* A checkpoint-slider step in the browser (docs/dashboard.md "Large analyses").
  *
  * Figures over training steps do not change with the checkpoint: only their cursor line (the shape
- * named "cursor", frontend/figures.py _mark_steps) moves, here, by Plotly.relayout, with no server
+ * named "cursor", frontend/plotting.py mark_steps) moves, here, by Plotly.relayout, with no server
  * round trip and no redraw of their traces. Only tabs with per-checkpoint figures ask the server
  * (the "step-request" store, frontend/pages/analysis.py _step), which then sends those figures alone.
  */
