@@ -311,3 +311,6 @@ register_measure(
         docs="Local learning coefficient",
     )
 )
+
+# The measures of training dynamics, soft modes and activation fields, each group in its own module.
+from phasescope.measures import builtin_fields, builtin_softmodes, builtin_trajectory  # noqa: E402, F401

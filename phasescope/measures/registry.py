@@ -61,14 +61,16 @@ __all__ = [
     "unregister_measure",
 ]
 
-Kind = Literal["activation", "weights", "landscape", "cross-checkpoint"]
-KINDS: tuple[Kind, ...] = ("activation", "weights", "landscape", "cross-checkpoint")
+Kind = Literal["activation", "weights", "landscape", "cross-checkpoint", "series"]
+KINDS: tuple[Kind, ...] = ("activation", "weights", "landscape", "cross-checkpoint", "series")
 """What a measure reads, which decides how a checkpoint's jobs prepare for it:
 
 - ``activation``: the attention scores (and logits) of the one forward pass with hooks they share;
 - ``weights``: the weights only, no forward pass;
 - ``landscape``: the loss on the first ``MeasureParams.heavy_prompts`` prompts, many times over;
 - ``cross-checkpoint``: this checkpoint and another one of the same series.
+- ``series``: every checkpoint of the analysis at once, computed once after the per-checkpoint
+  measures (a trajectory's principal components).
 """
 
 TOKENS_PER_UNIT = 16 * 64

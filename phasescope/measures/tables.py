@@ -11,8 +11,10 @@ Columns, always present and in this order::
 
 plus coordinate columns where a quantity has them: ``beta``, ``position``, ``index`` (floats or Int64,
 <NA> elsewhere), ``matrix`` (the weight matrix name for weight spectra) and ``x``, ``y`` (float
-plot coordinates: a loss-surface grid point, a histogram bin centre). One format for every
-measure is what lets the API, the dashboard and notebooks treat them alike.
+plot coordinates: a loss-surface grid point, a histogram bin centre), and the uncertainty columns
+where a value has one (docs/measures.md, "Uncertainties"): ``se`` (its standard error), ``ci_lo`` and
+``ci_hi`` (a 95% interval), float, NaN on rows without one. One format for every measure is what
+lets the API, the dashboard and notebooks treat them alike.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ import pandas as pd
 if TYPE_CHECKING:  # torch is imported lazily so the backend can read tables without it
     import torch
 
-__all__ = ["BASE_COLUMNS", "COORD_COLUMNS", "concat_tables", "empty_table", "tidy"]
+__all__ = ["BASE_COLUMNS", "COORD_COLUMNS", "UNCERTAINTY_COLUMNS", "concat_tables", "empty_table", "tidy"]
 
 BASE_COLUMNS = ["measure", "checkpoint", "layer", "head", "quantity", "value"]
 COORD_COLUMNS = ["beta", "position", "index", "matrix", "x", "y"]
+UNCERTAINTY_COLUMNS = ["se", "ci_lo", "ci_hi"]
 _INT_COLUMNS = {
     "checkpoint": "int64",
     "layer": "Int64",
@@ -110,7 +113,10 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
             frame[col] = frame[col].astype(dtype)
     frame["value"] = frame["value"].astype("float64")
     coords = [c for c in COORD_COLUMNS if c in frame]
-    return frame[BASE_COLUMNS + coords]
+    spreads = [c for c in UNCERTAINTY_COLUMNS if c in frame]
+    for col in spreads:
+        frame[col] = frame[col].astype("float64")
+    return frame[BASE_COLUMNS + coords + spreads]
 
 
 def empty_table() -> pd.DataFrame:
