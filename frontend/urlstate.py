@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlencode
 
 __all__ = ["DEFAULTS", "KEYS", "TABS", "parse_state", "to_query"]
 
-TABS = ("overview", "entropy", "thermo", "spectra", "landscape", "patterns")
+TABS = ("overview", "entropy", "thermo", "spectra", "landscape", "dynamics", "fields", "patterns")
 KEYS = ("tab", "quantity", "layer", "head", "checkpoint", "beta", "xscale", "yscale", "matrix", "prompt")
 DEFAULTS: dict[str, Any] = {
     "tab": "overview",
