@@ -44,6 +44,16 @@ def _op(measure: str, quantity: str, kinds: tuple[str, ...] = _STEP, **where: ob
     return OrderParameter(measure, quantity, tuple(where.items()), kinds)
 
 
+def _fluctuating(
+    name: str, words: str, unit: str, dims: tuple[str, ...], chi_unit: str
+) -> tuple[Quantity, Quantity]:
+    """An order parameter's per-prompt values and susceptibility (docs/measures.md, "Uncertainties")."""
+    return (
+        Quantity(f"{name}_prompt", f"{words} of one prompt", unit, (*dims, "index")),
+        Quantity(f"{name}_chi", f"susceptibility χ of the {words} over prompts", chi_unit, dims),
+    )
+
+
 def _sharpness_products(p: MeasureParams) -> float:
     """Hessian-vector products of one sharpness run: eigen solver, residual checks, trace probes."""
     k = p.sharpness_k
@@ -70,6 +80,8 @@ _SPLITS = tuple(
             ("compare",),
             short=f"{split} accuracy",
         ),
+        *_fluctuating(f"loss_{split}", f"{split} loss", "nats", _SCALAR, "nats²"),
+        *_fluctuating(f"accuracy_{split}", f"{split} accuracy", "fraction", _SCALAR, ""),
     )
 )
 register_measure(
@@ -83,6 +95,8 @@ register_measure(
             Quantity("loss", "loss", "nats", _SCALAR, ("compare",), as_change=True, digest=_MEAN),
             Quantity("accuracy", "accuracy", "fraction", _SCALAR, ("compare",), digest=_MEAN),
             Quantity("loss_se", "standard error of the loss over prompts", "nats", _SCALAR),
+            *_fluctuating("loss", "loss", "nats", _SCALAR, "nats²"),
+            *_fluctuating("accuracy", "accuracy", "fraction", _SCALAR, ""),
             *_SPLITS,
         ),
         order_parameters=tuple(
@@ -106,6 +120,8 @@ register_measure(
         quantities=(
             Quantity("induction_score", "induction score", _MASS, _PER_HEAD, _MENUS, digest=_BEST),
             Quantity("prev_token_score", "previous-token score", _MASS, _PER_HEAD, _MENUS, digest=_BEST),
+            *_fluctuating("induction_score", "induction score", _MASS, _PER_HEAD, ""),
+            *_fluctuating("prev_token_score", "previous-token score", _MASS, _PER_HEAD, ""),
         ),
         order_parameters=(_op("heads", "induction_score"), _op("heads", "prev_token_score")),
         default=True,

@@ -13,9 +13,45 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from phasescope.measures.tables import concat_tables, tidy
+from phasescope.measures.fluctuations import (
+    fluctuation_tables,
+    fluctuations,
+    resample_counts,
+    tidy_with_spread,
+)
+from phasescope.measures.tables import concat_tables
 
-__all__ = ["heads_table", "induction_scores", "previous_token_scores"]
+__all__ = [
+    "heads_table",
+    "induction_scores",
+    "induction_scores_per_prompt",
+    "previous_token_scores",
+    "previous_token_scores_per_prompt",
+]
+
+
+def induction_scores_per_prompt(
+    patterns: Float[Tensor, "layer batch head query key"], period: int, offset: int = 0
+) -> Float[Tensor, "layer batch head"]:
+    """Each prompt's mean attention from the queries of its second copy to their induction targets.
+
+    Args:
+        patterns: post-softmax attention on sequences ``[prefix (offset tokens), block, block]``.
+        period: length of the repeated block.
+        offset: tokens before the first copy (e.g. 1 for a BOS token).
+
+    Returns:
+        For every layer, prompt and head, the attention paid to key ``i - period + 1`` averaged over
+        the prompt's queries ``i`` in the second copy (``seq - offset - period`` of them).
+    """
+    seq = patterns.shape[-1]
+    queries = torch.arange(offset + period, seq, device=patterns.device)
+    if len(queries) == 0:
+        raise ValueError(f"sequences of {seq} tokens hold no second copy of a block of {period}")
+    keys = queries - period + 1
+    # (layer, batch, head, n_queries): the one key per query that an induction head looks at.
+    picked = patterns[..., queries, keys]
+    return picked.mean(dim=3)
 
 
 def induction_scores(
@@ -31,25 +67,26 @@ def induction_scores(
     Returns:
         For every layer and head, the attention paid to key ``i - period + 1`` averaged over queries
         ``i`` in the second copy and over the batch: 1 for a perfect induction head, ~1/i for a uniform
-        one.
+        one. Every prompt has as many such queries, so this is the mean of
+        ``induction_scores_per_prompt`` over prompts.
     """
+    return induction_scores_per_prompt(patterns, period, offset).mean(dim=1)
+
+
+def previous_token_scores_per_prompt(
+    patterns: Float[Tensor, "layer batch head query key"],
+) -> Float[Tensor, "layer batch head"]:
+    """Each prompt's mean attention from query ``i`` to key ``i - 1`` over its queries ``i >= 1``."""
     seq = patterns.shape[-1]
-    queries = torch.arange(offset + period, seq, device=patterns.device)
-    if len(queries) == 0:
-        raise ValueError(f"sequences of {seq} tokens hold no second copy of a block of {period}")
-    keys = queries - period + 1
-    # (layer, batch, head, n_queries): the one key per query that an induction head looks at.
-    picked = patterns[..., queries, keys]
-    return picked.mean(dim=(1, 3))
+    queries = torch.arange(1, seq, device=patterns.device)
+    return patterns[..., queries, queries - 1].mean(dim=3)
 
 
 def previous_token_scores(
     patterns: Float[Tensor, "layer batch head query key"],
 ) -> Float[Tensor, "layer head"]:
     """Mean attention from query ``i`` to key ``i - 1`` over queries ``i >= 1`` and the batch."""
-    seq = patterns.shape[-1]
-    queries = torch.arange(1, seq, device=patterns.device)
-    return patterns[..., queries, queries - 1].mean(dim=(1, 3))
+    return previous_token_scores_per_prompt(patterns).mean(dim=1)
 
 
 def heads_table(
@@ -61,6 +98,11 @@ def heads_table(
 ) -> pd.DataFrame:
     """Induction and previous-token score per head, as a tidy table (measure ``heads``).
 
+    Each score ``q`` comes with its standard error over prompts (``se``) and a 95% bootstrap interval
+    (``ci_lo``, ``ci_hi``) on its rows, its value per prompt ``q_prompt`` (dims layer, head, index) and
+    its susceptibility ``q_chi`` (docs/measures.md, "Uncertainties and susceptibility"), with ``N_p``
+    = the queries the score averages over in one prompt.
+
     Args:
         patterns: attention patterns on a repeated-block probe batch.
         period: the block length of the probe.
@@ -68,25 +110,31 @@ def heads_table(
         offset: tokens before the first copy.
         layer_offset: index of the first layer in ``patterns`` (when layers come in chunks).
     """
+    seq = patterns.shape[-1]
     layers = torch.arange(patterns.shape[0]) + layer_offset
     coords = {"layer": layers}
-    return concat_tables(
-        [
-            tidy(
+    counts = resample_counts(patterns.shape[1], device=patterns.device)
+    tables = []
+    for quantity, per_prompt, units in (
+        ("induction_score", induction_scores_per_prompt(patterns, period, offset), seq - offset - period),
+        ("prev_token_score", previous_token_scores_per_prompt(patterns), seq - 1),
+    ):
+        values = per_prompt.transpose(1, 2)  # (layer, head, prompt)
+        fl = fluctuations(values, float(units), counts=counts)
+        tables.append(
+            tidy_with_spread(
                 "heads",
-                "induction_score",
-                induction_scores(patterns, period, offset),
+                quantity,
+                values.mean(dim=-1),
                 ("layer", "head"),
                 checkpoint=checkpoint,
+                se=fl.se,
+                ci_lo=fl.ci_lo,
+                ci_hi=fl.ci_hi,
                 coords=coords,
-            ),
-            tidy(
-                "heads",
-                "prev_token_score",
-                previous_token_scores(patterns),
-                ("layer", "head"),
-                checkpoint=checkpoint,
-                coords=coords,
-            ),
-        ]
-    )
+            )
+        )
+        tables += fluctuation_tables(
+            "heads", quantity, values, ("layer", "head"), fl, checkpoint=checkpoint, coords=coords
+        )
+    return concat_tables(tables)

@@ -7,6 +7,12 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from phasescope.measures.fluctuations import (
+    fluctuation_tables,
+    fluctuations,
+    resample_counts,
+    tidy_with_spread,
+)
 from phasescope.measures.tables import concat_tables, tidy
 
 __all__ = ["loss_table", "token_losses"]
@@ -34,12 +40,18 @@ def loss_table(
     splits: dict[str, Bool[Tensor, " batch"]],
     checkpoint: int,
 ) -> pd.DataFrame:
-    """Mean loss and accuracy over the masked targets (measure ``loss``).
+    """Mean loss and accuracy over the masked targets (measure ``loss``), with their fluctuations.
 
     Emits ``loss`` and ``accuracy`` over the whole batch and, when the batch has named splits other
     than the default ``eval`` (e.g. grokking's ``train`` / ``test``), ``loss_<split>`` and
     ``accuracy_<split>`` for each. Also ``loss_se``: the standard error of the mean loss over
     prompts, so a loss curve carries its own sampling uncertainty.
+
+    Each of these order parameters ``q`` also gets (docs/measures.md, "Uncertainties and
+    susceptibility"; ``phasescope.measures.fluctuations``) its value per prompt, ``q_prompt``
+    (``index`` = the prompt's number in the batch; a prompt without a target has none), the
+    susceptibility ``q_chi`` over prompts with ``N_p`` = the prompt's target tokens, and on its own
+    rows the standard error over prompts (``se``) and a 95% bootstrap interval (``ci_lo``, ``ci_hi``).
     """
     nll, correct = token_losses(logits, tokens)
     mask = target_mask.to(nll.dtype)
@@ -50,15 +62,32 @@ def loss_table(
         count = m.sum()
         if count == 0:
             return
-        loss = (nll[select] * m).sum() / count
-        acc = (correct[select].to(m.dtype) * m).sum() / count
-        rows.append(tidy("loss", f"loss{suffix}", loss, checkpoint=checkpoint))
-        rows.append(tidy("loss", f"accuracy{suffix}", acc, checkpoint=checkpoint))
+        units = m.sum(1)  # N_p: the prompt's target tokens
+        has = units > 0
+        ids = select.nonzero().flatten()[has].cpu()
+        units = units[has]
+        per_prompt = {
+            f"loss{suffix}": (nll[select] * m).sum(1)[has] / units,
+            f"accuracy{suffix}": (correct[select].to(m.dtype) * m).sum(1)[has] / units,
+        }
+        counts = resample_counts(int(has.sum()), device=units.device)
+        for quantity, values in per_prompt.items():
+            fl = fluctuations(values, units, counts=counts)
+            rows.append(
+                tidy_with_spread(
+                    "loss", quantity, fl.mean, checkpoint=checkpoint, se=fl.se, ci_lo=fl.ci_lo, ci_hi=fl.ci_hi
+                )
+            )
+            rows.extend(
+                fluctuation_tables("loss", quantity, values, (), fl, checkpoint=checkpoint, prompt_ids=ids)
+            )
         if suffix == "":
-            per_prompt = (nll[select] * m).sum(1) / m.sum(1).clamp_min(1)
+            # As before the per-prompt rows existed (compatibility): every prompt, one without a
+            # target counting as 0.
+            every = (nll[select] * m).sum(1) / m.sum(1).clamp_min(1)
             se = (
-                per_prompt.std(unbiased=True) / per_prompt.numel() ** 0.5
-                if per_prompt.numel() > 1
+                every.std(unbiased=True) / every.numel() ** 0.5
+                if every.numel() > 1
                 else torch.tensor(float("nan"))
             )
             rows.append(tidy("loss", "loss_se", se, checkpoint=checkpoint))
