@@ -150,16 +150,21 @@ def slice_table(
     checkpoint: int | None = None,
     *,
     finished: bool = True,
+    prompts: bool = False,
 ) -> pd.DataFrame:
-    """Rows of one measure (and quantity, checkpoint) of an analysis; cached once it is finished."""
-    key = (api_base(), aid, measure, quantity, checkpoint)
+    """Rows of one measure (and quantity, checkpoint) of an analysis; cached once it is finished.
+
+    The per-prompt rows (``*_prompt`` quantities, one row per prompt) come only when ``quantity``
+    names one or ``prompts`` is set: no default view needs them.
+    """
+    key = (api_base(), aid, measure, quantity, checkpoint, prompts)
     if finished:
         with _LOCK:
             if key in _CACHE:
                 _CACHE.move_to_end(key)
                 return _CACHE[key]
     try:
-        frame = api().results(aid, measure=measure, quantity=quantity, checkpoint=checkpoint)
+        frame = api().results(aid, measure=measure, quantity=quantity, checkpoint=checkpoint, prompts=prompts)
     except ApiError as exc:
         if exc.status_code != 422 or exc.field != "measure" or quantity is None:
             raise

@@ -181,11 +181,18 @@ def get_results(
     layer: _INDEX = None,
     head: _INDEX = None,
     checkpoint: _INDEX = None,
+    prompts: Annotated[
+        bool,
+        Query(
+            description="false: leave out the per-prompt rows (quantities ending _prompt) "
+            "unless quantity names one."
+        ),
+    ] = True,
     format: Annotated[
         Literal["json", "csv", "parquet"], Query(description="json (columnar), csv or parquet.")
     ] = "json",
 ) -> Response:
-    """The tidy results table, filtered; partial while the analysis runs."""
+    """The tidy results table with its se, ci_lo, ci_hi columns, filtered; partial while the analysis runs."""
     record = store.load_request(analysis_id)
     complete = store.is_finished(analysis_id) or (
         conn is not None and jobs.finalize(store, analysis_id, conn)
@@ -204,14 +211,16 @@ def get_results(
     if path is not None:
         # A finished result never changes (docs/api.md, "Caching"): clients may keep it and revalidate
         # with If-None-Match, answered here before any table is read. A running one is never cached.
-        query = (measure, quantity, layer, head, checkpoint, format)
+        query = (measure, quantity, layer, head, checkpoint, prompts, format)
         headers.update(_finished_cache_headers(analysis_id, path, query))
         if _etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
             return Response(status_code=304, headers=headers)
     if (
         format == "parquet"
         and path is not None
+        and prompts
         and all(v is None for v in (measure, quantity, checkpoint, *filters.values()))
+        and _has_uncertainty_columns(path)
     ):
         # The whole finished table: the stored file is already this response.
         headers["Content-Disposition"] = f'attachment; filename="{analysis_id}.parquet"'
@@ -222,8 +231,16 @@ def get_results(
     cached = _RESPONSES.get(headers["ETag"]) if path is not None else None
     if cached is not None:
         return Response(cached, media_type=media, headers=headers)
-    frame = _filtered(
-        store.results(analysis_id, measure=measure, quantity=quantity, checkpoint=checkpoint), filters
+    from phasescope.service.store import with_uncertainty
+
+    # Every answer has the uncertainty columns (NaN where a row has none, or the result predates them).
+    frame = with_uncertainty(
+        _filtered(
+            store.results(
+                analysis_id, measure=measure, quantity=quantity, checkpoint=checkpoint, prompts=prompts
+            ),
+            filters,
+        )
     )
     if format == "csv":
         body = frame.to_csv(index=False).encode()
@@ -297,6 +314,17 @@ def _etag_matches(if_none_match: str | None, etag: str) -> bool:
         return False
     tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
     return "*" in tags or etag in tags
+
+
+def _has_uncertainty_columns(path: Any) -> bool:
+    """Whether a stored Parquet file has the ``se``, ``ci_lo``, ``ci_hi`` columns (a result stored
+    before they existed has not: it is sent through the table, which adds them as NaN)."""
+    import pyarrow.parquet as pq
+
+    from phasescope.measures.tables import UNCERTAINTY_COLUMNS
+
+    names = set(pq.read_schema(path).names)
+    return all(c in names for c in UNCERTAINTY_COLUMNS)
 
 
 def _empty_parquet(frame: Any) -> bytes:

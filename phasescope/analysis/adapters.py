@@ -51,6 +51,9 @@ class MeasureInput:
         scores: ``[layer, batch, head, query, key]`` pre-softmax attention scores in float64 (the
             activation kind; None otherwise), −inf at masked keys.
         logits: ``[batch, seq, vocab]`` (activation measures with ``reads_logits``; else None).
+        activations: what the forward pass's extra hooks captured (activation measures with
+            ``Measure.hooks``), by full hook name, e.g. ``activations["blocks.0.hook_resid_pre"]``
+            ``[batch, seq, d_model]`` in float64; only the layers that have the hook.
         other: a second checkpoint of the same series (the landscape's interpolation line), or None.
     """
 
@@ -61,6 +64,7 @@ class MeasureInput:
     scores: Tensor | None = None
     logits: Tensor | None = None
     other: LoadedModel | None = None
+    activations: dict[str, Tensor] = field(default_factory=dict)
     _patterns: Tensor | None = field(default=None, repr=False)
 
     @property

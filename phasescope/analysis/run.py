@@ -2,13 +2,16 @@
 
 This is the worker path and the CLI path alike (``phasescope analyze`` loops it over checkpoints in
 one process; RQ workers run it once per job). Only the pre-softmax scores are captured, never a full
-activation cache: patterns are their softmax, computed once in float64.
+activation cache: patterns are their softmax, computed once in float64. A measure that reads more
+(the residual stream, MLP pre-activations) names its hooks in its registry entry, and the same pass
+captures those too, only when such a measure is requested.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -24,8 +27,11 @@ from phasescope.models.loading import LoadedModel
 from phasescope.schemas import InputSpec, MeasureParams
 
 __all__ = [
+    "Capture",
     "build_batch",
     "capture_attention",
+    "capture_forward",
+    "extra_hook_names",
     "measure_checkpoint",
     "measure_landscape",
     "model_weights",
@@ -113,47 +119,108 @@ def _scores_hook_names(model: Any) -> list[str]:
     return names
 
 
+# Hooks that only fire in a block with an MLP: an attention-only block has some of them in its
+# hook_dict (hook_mlp_out, hook_mlp_in) but never calls them, and a pass waiting for them would
+# never stop early.
+_MLP_HOOKS = ("hook_resid_mid", "hook_mlp_in", "hook_mlp_out", "mlp.")
+
+
+def extra_hook_names(model: Any, suffixes: Iterable[str]) -> list[str]:
+    """The full names ``blocks.<layer>.<suffix>`` of ``suffixes`` that fire in ``model``'s pass.
+
+    Layers without the hook (an attention-only block has no MLP hooks, a decoder block no
+    ``hook_normalized_resid_post``) are left out, so a measure reads only what exists.
+    """
+    cfg = model.cfg
+    names = []
+    for suffix in dict.fromkeys(suffixes):
+        if getattr(cfg, "attn_only", False) and suffix.startswith(_MLP_HOOKS):
+            continue
+        names.extend(
+            name
+            for layer in range(int(cfg.n_layers))
+            if (name := f"blocks.{layer}.{suffix}") in model.hook_dict
+        )
+    return names
+
+
+@dataclass
+class Capture:
+    """What one forward pass with hooks kept (``capture_forward``).
+
+    Attributes:
+        logits: ``[batch, seq, vocab]``, or None when not wanted.
+        scores: ``[layer, batch, head, query, key]`` pre-softmax scores.
+        activations: the extra hooks' tensors by full hook name (``extra_hook_names``).
+    """
+
+    logits: Tensor | None
+    scores: Tensor
+    activations: dict[str, Tensor] = field(default_factory=dict)
+
+
 @torch.inference_mode()
-def capture_attention(
-    model: Any, tokens: Tensor, want_logits: bool = True, dtype: torch.dtype | None = None
-) -> tuple[Tensor | None, Tensor]:
-    """Run the model once, keeping only the pre-softmax attention scores.
+def capture_forward(
+    model: Any,
+    tokens: Tensor,
+    want_logits: bool = True,
+    dtype: torch.dtype | None = None,
+    hooks: Iterable[str] = (),
+) -> Capture:
+    """Run the model once, keeping the pre-softmax attention scores and the named extra hooks.
 
     Args:
         model: a HookedTransformer or HookedEncoder.
         tokens: ``[batch, seq]`` token ids on the model's device.
         want_logits: also return the logits (the loss measure needs them).
-        dtype: cast each layer's scores to this type as it is captured (float64 for the measures: a
-            bfloat16 model's scores are then exact float64 numbers, and no full low-precision copy is
+        dtype: cast each captured tensor to this type as it is captured (float64 for the measures: a
+            bfloat16 model's numbers are then exact float64 numbers, and no full low-precision copy is
             kept); None keeps the model's own type.
+        hooks: TransformerLens hook suffixes to keep on every layer that has them (``Measure.hooks``,
+            e.g. ``"hook_resid_pre"``, ``"mlp.hook_pre"``); none by default, so the default measures
+            pay for no copy they do not read.
 
     Returns:
-        ``(logits [batch seq vocab] or None, scores [layer batch head query key])`` — scores as the
-        model computed them (its own 1/sqrt(d_head) scale, −inf at masked keys).
+        The logits (or None), the scores as the model computed them (its own 1/sqrt(d_head) scale,
+        −inf at masked keys) and the extra activations.
     """
     names = _scores_hook_names(model)
+    extra = extra_hook_names(model, hooks)
+    wanted = len(set(names) | set(extra))
     captured: dict[str, Tensor] = {}
 
     def keep(tensor: Tensor, hook: Any) -> None:
         captured[hook.name] = tensor.detach() if dtype is None else tensor.detach().to(dtype)
-        if not want_logits and len(captured) == len(names):
-            # Without logits the rest of the pass (the last layer's attention output and MLP, about
-            # 7% of a 12-layer model's forward) computes nothing we keep.
+        if not want_logits and len(captured) == wanted:
+            # Without logits the rest of the pass (for scores only: the last layer's attention output
+            # and MLP, about 7% of a 12-layer model's forward) computes nothing we keep.
             raise _ScoresCaptured
 
     logits = None
     try:
-        with model.hooks(fwd_hooks=[(n, keep) for n in names]):
+        with model.hooks(fwd_hooks=[(n, keep) for n in dict.fromkeys(names + extra)]):
             # return_type "loss"/None would skip the unembed; we need logits only for the loss measure.
             logits = model(tokens, return_type="logits" if want_logits else None)
     except _ScoresCaptured:
         pass
     scores = torch.stack([captured[n] for n in names])
-    return logits, scores
+    return Capture(logits, scores, {n: captured[n] for n in extra if n in captured})
+
+
+def capture_attention(
+    model: Any, tokens: Tensor, want_logits: bool = True, dtype: torch.dtype | None = None
+) -> tuple[Tensor | None, Tensor]:
+    """Run the model once, keeping only the pre-softmax attention scores (``capture_forward``).
+
+    Returns:
+        ``(logits [batch seq vocab] or None, scores [layer batch head query key])``.
+    """
+    capture = capture_forward(model, tokens, want_logits=want_logits, dtype=dtype)
+    return capture.logits, capture.scores
 
 
 class _ScoresCaptured(Exception):
-    """Raised by ``capture_attention``'s last hook to end a forward pass whose logits are not wanted."""
+    """Raised by ``capture_forward``'s last hook to end a forward pass whose logits are not wanted."""
 
 
 def model_weights(model: Any) -> dict[str, Tensor]:
@@ -225,12 +292,24 @@ def _activation_measures(
     from phasescope.measures.registry import measures as registered
 
     entries = [e for e in registered(kind="activation") if e.name in measures]
-    # Scores in float64 whatever the load dtype: the measures' identities hold to float64 precision
-    # on them (docs/measures.md, "Precision").
-    logits, scores = capture_attention(
-        loaded.model, batch.tokens, want_logits=any(e.reads_logits for e in entries), dtype=torch.float64
+    # Scores (and any extra hooks) in float64 whatever the load dtype: the measures' identities hold
+    # to float64 precision on them (docs/measures.md, "Precision").
+    capture = capture_forward(
+        loaded.model,
+        batch.tokens,
+        want_logits=any(e.reads_logits for e in entries),
+        dtype=torch.float64,
+        hooks=[hook for e in entries for hook in e.hooks],
     )
-    data = MeasureInput(loaded, batch, inputs, params, scores=scores, logits=logits)
+    data = MeasureInput(
+        loaded,
+        batch,
+        inputs,
+        params,
+        scores=capture.scores,
+        logits=capture.logits,
+        activations=capture.activations,
+    )
     return _compute(entries, data)
 
 

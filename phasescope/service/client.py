@@ -177,15 +177,22 @@ class Client:
         layer: int | None = None,
         head: int | None = None,
         checkpoint: int | None = None,
+        prompts: bool = True,
     ) -> pd.DataFrame:
-        """The tidy table (downloaded as Parquet), filtered like the endpoint."""
-        params = {
+        """The tidy table (downloaded as Parquet), filtered like the endpoint.
+
+        ``prompts=False`` leaves out the per-prompt rows (``*_prompt`` quantities) unless
+        ``quantity`` names one.
+        """
+        params: dict[str, Any] = {
             k: v
             for k, v in dict(
                 measure=measure, quantity=quantity, layer=layer, head=head, checkpoint=checkpoint
             ).items()
             if v is not None
         }
+        if not prompts:
+            params["prompts"] = "false"
         response = self._call("GET", f"/analyses/{aid}/results", params={**params, "format": "parquet"})
         frame = pd.read_parquet(io.BytesIO(response.content))
         if "value" in frame.columns:

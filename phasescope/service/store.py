@@ -7,6 +7,7 @@ Layout under ``Settings.store_dir`` (one folder per analysis id)::
                                that job's record (seconds spent, worker, finished_at) in the Parquet
                                key-value metadata under ``phasescope.part``: one file, one rename
     <id>/parts/<step>.json     that record in stores written before the record moved into the part
+    <id>/parts/series.parquet  the series job's part (measures of kind "series", once per analysis)
     <id>/cancelled.json        present while the analysis is cancelled (DELETE); a new POST clears it
     <id>/results.parquet       all parts merged, written once every job has finished
     <id>/summary.json          per-checkpoint digest, timings, status
@@ -15,7 +16,9 @@ Layout under ``Settings.store_dir`` (one folder per analysis id)::
 
 Every file is written to a temporary name, flushed to the disk and renamed (phasescope.service.storage), so
 a failed or killed job, or a power loss, never leaves a half-written result; a part and its record
-appear together or not at all. Values are stored as float32 (computed in float64).
+appear together or not at all. Values are stored as float32 (computed in float64), and so are the
+uncertainty columns ``se``, ``ci_lo``, ``ci_hi`` (docs/measures.md), which every stored table carries
+(NaN on rows without one); a table stored before they existed reads back with them as NaN.
 """
 
 from __future__ import annotations
@@ -35,15 +38,50 @@ import numpy as np
 import pandas as pd
 
 from phasescope.errors import NotFound
-from phasescope.measures.tables import concat_tables
+from phasescope.measures.tables import UNCERTAINTY_COLUMNS, concat_tables
 from phasescope.schemas import ANALYSIS_ID_PATTERN, AnalysisRequest
 from phasescope.service.storage import atomic_write_bytes
 
-__all__ = ["PART_META_KEY", "ResultStore", "read_table", "table_to_parquet_bytes", "write_local_result"]
+__all__ = [
+    "PART_META_KEY",
+    "PROMPT_SUFFIX",
+    "ResultStore",
+    "SERIES_PART",
+    "read_table",
+    "table_to_parquet_bytes",
+    "with_uncertainty",
+    "write_local_result",
+]
 
 _ID = re.compile(ANALYSIS_ID_PATTERN)
 # The Parquet key-value metadata entry that holds a part's job record (JSON).
 PART_META_KEY = b"phasescope.part"
+# The part of an analysis's series job (the measures of kind "series"), beside the checkpoints' parts.
+SERIES_PART = "series"
+# Per-prompt quantities end with this (``loss_prompt``, ``induction_score_prompt``): the bulk of a
+# table's order-parameter rows, which most readers (the dashboard's default views) do not need.
+PROMPT_SUFFIX = "_prompt"
+
+
+def with_uncertainty(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the uncertainty columns ``se``, ``ci_lo``, ``ci_hi`` as float32, NaN where absent.
+
+    A table written before these columns existed (or by a measure that reports none) gets them as
+    NaN: "no uncertainty", never an error. float32 is how they are stored; in memory it halves what
+    a 26M-row table spends on them (0.3 GB instead of 0.6 GB).
+    """
+    missing = [c for c in UNCERTAINTY_COLUMNS if c not in frame.columns]
+    cast = [c for c in UNCERTAINTY_COLUMNS if c in frame.columns and frame[c].dtype != np.float32]
+    if not missing and not cast:
+        return frame
+    frame = (
+        frame.copy()
+        if not missing
+        else frame.assign(**{c: np.full(len(frame), np.nan, dtype=np.float32) for c in missing})
+    )
+    for column in cast:
+        frame[column] = frame[column].astype("float32")
+    return frame
 
 
 def table_to_parquet_bytes(table: pd.DataFrame, metadata: dict[bytes, bytes] | None = None) -> bytes:
@@ -52,8 +90,7 @@ def table_to_parquet_bytes(table: pd.DataFrame, metadata: dict[bytes, bytes] | N
     Args:
         metadata: extra key-value entries for the file's footer (beside pandas' own).
     """
-    frame = table.copy()
-    frame["value"] = frame["value"].astype("float32")
+    frame = with_uncertainty(table).assign(value=lambda f: f["value"].astype("float32"))
     buf = io.BytesIO()
     if not metadata:
         frame.to_parquet(buf, index=False)
@@ -81,10 +118,11 @@ def _footer_record(path: Path) -> dict[str, Any] | None:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a stored tidy table back (values as float64)."""
+    """Read a stored tidy table back: values as float64, ``se``/``ci_lo``/``ci_hi`` as float32 (NaN
+    in a table stored before they existed)."""
     frame = pd.read_parquet(path)
     frame["value"] = frame["value"].astype("float64")
-    return concat_tables([frame]) if len(frame) else frame
+    return with_uncertainty(concat_tables([frame]) if len(frame) else frame)
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -234,6 +272,8 @@ class ResultStore:
             return {}
         out: dict[int, dict[str, Any]] = {}
         for path in sorted(parts.glob("*.parquet")):
+            if not path.stem.isdigit():  # the series part (SERIES_PART) is no checkpoint's
+                continue
             record = _footer_record(path)
             if record is None:
                 legacy = path.with_suffix(".json")
@@ -256,7 +296,22 @@ class ResultStore:
         parts = self._dir(aid) / "parts"
         if not parts.is_dir():
             return []
-        return sorted(int(p.stem) for p in parts.glob("*.parquet"))
+        return sorted(int(p.stem) for p in parts.glob("*.parquet") if p.stem.isdigit())
+
+    def write_series_part(self, aid: str, table: pd.DataFrame, meta: dict[str, Any] | None = None) -> Path:
+        """Store the series job's table (the series measures of the whole analysis) and its record.
+
+        ``<id>/parts/series.parquet``: merged with the checkpoints' parts by ``finalize``, never counted
+        as a checkpoint by ``part_steps``; written atomically like every part.
+        """
+        path = self._dir(aid) / "parts" / f"{SERIES_PART}.parquet"
+        record = json.dumps(meta or {}, sort_keys=True, default=str).encode()
+        atomic_write_bytes(path, table_to_parquet_bytes(table, {PART_META_KEY: record}))
+        return path
+
+    def has_series_part(self, aid: str) -> bool:
+        """Whether the series job's part is stored (``write_series_part``)."""
+        return (self._dir(aid) / "parts" / f"{SERIES_PART}.parquet").is_file()
 
     def finalize(self, aid: str, summary: dict[str, Any]) -> pd.DataFrame:
         """Merge the parts into results.parquet and write the summary; returns the merged table."""
@@ -287,13 +342,15 @@ class ResultStore:
         measure: str | None = None,
         quantity: str | None = None,
         checkpoint: int | None = None,
+        prompts: bool = True,
     ) -> pd.DataFrame:
         """The merged table of a finished analysis, or whatever parts exist so far.
 
         ``measure`` / ``quantity`` / ``checkpoint`` keep only those rows; on a finished table this is a
         lookup in an index built once (the dashboard asks for one quantity, or one measure at one
-        checkpoint, many times over). A finished table may be shared with other callers (it is
-        cached): do not modify it in place.
+        checkpoint, many times over). ``prompts=False`` leaves out the per-prompt rows (quantities
+        ending ``_prompt``) unless ``quantity`` names one. A finished table may be shared with other
+        callers (it is cached): do not modify it in place.
         """
         d = self._dir(aid)
         try:
@@ -304,15 +361,18 @@ class ResultStore:
             parts = sorted((d / "parts").glob("*.parquet")) if (d / "parts").is_dir() else []
             if not parts and not self.has_request(aid):
                 raise NotFound(f"no analysis {aid}", field="id")
-            table = concat_tables([read_table(p) for p in parts])
+            table = with_uncertainty(concat_tables([read_table(p) for p in parts]))
             for column, value in (("measure", measure), ("quantity", quantity), ("checkpoint", checkpoint)):
                 if value is not None and len(table):
                     table = table[table[column] == value]
+            if not prompts and quantity is None and len(table):
+                table = table[~table["quantity"].str.endswith(PROMPT_SUFFIX)]
             return table
         table, groups, labels = self._finished(
             (aid, stat.st_ino, stat.st_mtime_ns, stat.st_size), d / "results.parquet"
         )
-        if measure is None and quantity is None and checkpoint is None:
+        skip_prompts = not prompts and quantity is None
+        if measure is None and quantity is None and checkpoint is None and not skip_prompts:
             return table
         spans = sorted(
             span
@@ -320,6 +380,7 @@ class ResultStore:
             if (measure is None or m == measure)
             and (quantity is None or q == quantity)
             and (checkpoint is None or c == checkpoint)
+            and not (skip_prompts and q.endswith(PROMPT_SUFFIX))
             for span in runs
         )
         if not spans:
