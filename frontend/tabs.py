@@ -11,11 +11,13 @@ from typing import Any
 import pandas as pd
 from dash import html
 
-from frontend import client, data
+from frontend import client, data, tabs_dynamics, tabs_fields
 from frontend import figures as F
 from frontend import figures_measures as M
 from frontend.components import csv_href, empty_state, error_state, figure_card
-from phasescope.measures import measures
+from frontend.figures_chi import order_chi_figure
+from frontend.findings_view import findings_table
+from phasescope.measures import measures, quantities
 
 __all__ = ["PER_CHECKPOINT", "RENDERERS", "pick_layer_heads"]
 
@@ -98,18 +100,39 @@ def render_overview(aid: str, meta: dict[str, Any], state: dict[str, Any], step:
             ),
         ),
     ]
+    children.insert(1, findings_table(meta.get("findings")))
+    # m(t) with its band above its susceptibility χ(t) (frontend/figures_chi.py): the χ rows are
+    # fetched by quantity, and only when the registry declares them.
+    kw = {
+        "findings": meta.get("findings"),
+        "transition": transition,
+        "cursor": step,
+        "xscale": state["xscale"],
+        "yscale": state["yscale"],
+        "shape": _shape(meta),
+    }
     if quantity and len(order):
-        curves = F.curves_figure(
-            order,
-            title=f"{F.LABELS.get(quantity, quantity)} per head",
-            ytitle=F.LABELS.get(quantity, quantity),
-            xscale=state["xscale"],
-            yscale=state["yscale"],
-            shape=_shape(meta),
-            transition=transition,
-            cursor=step,
+        measure, q = quantity.split(".")
+        chi = None
+        if f"{measure}.{q}_chi" in dict(quantities(measures_run=[measure])):
+            chi, _ = pick_layer_heads(_slice(aid, meta, measure, f"{q}_chi"), meta, state)
+        children.append(
+            figure_card(
+                "order-chi",
+                order_chi_figure(order, chi, quantity, **kw),
+                csv_href(aid, measure=measure, quantity=f"{q}_chi" if chi is not None else q),
+            )
         )
-        children.append(figure_card("order-curves", curves))
+    if loss is not None and (loss["quantity"] == "loss_chi").any():
+        rows = loss[loss["quantity"] == "loss"]
+        chi = loss[loss["quantity"] == "loss_chi"]
+        children.append(
+            figure_card(
+                "loss-chi",
+                order_chi_figure(rows, chi, "loss.loss", **kw),
+                csv_href(aid, measure="loss", quantity="loss_chi"),
+            )
+        )
     return children
 
 
@@ -344,6 +367,8 @@ PER_CHECKPOINT = {
     "thermo": {"thermo-sweep"},
     "spectra": {"spectra-sigma", "spectra-qk_sigma", "spectra-ov_sigma", "spectra-esd"},
     "landscape": {"landscape-surface", "landscape-energies"},
+    "dynamics": tabs_dynamics.PER_CHECKPOINT,
+    "fields": tabs_fields.PER_CHECKPOINT,
     "patterns": {"pattern"},
 }
 
@@ -353,5 +378,7 @@ RENDERERS = {
     "thermo": render_thermo,
     "spectra": render_spectra,
     "landscape": render_landscape,
+    "dynamics": tabs_dynamics.render_dynamics,  # issue 15's tabs, in their own modules
+    "fields": tabs_fields.render_fields,
     "patterns": render_patterns,
 }

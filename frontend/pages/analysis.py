@@ -17,6 +17,7 @@ from frontend import client, data
 from frontend.components import empty_state, error_state, status_badge
 from frontend.figures import LABELS, step_axis
 from frontend.tabs import PER_CHECKPOINT, RENDERERS
+from frontend.tabs_dynamics import tab_measures
 from frontend.urlstate import KEYS, parse_state
 
 dash.register_page(
@@ -29,8 +30,12 @@ TAB_LABELS = {
     "thermo": "Thermodynamics",
     "spectra": "Spectra",
     "landscape": "Energy landscape",
+    "dynamics": "Dynamics",
+    "fields": "Fields",
     "patterns": "Attention patterns",
 }
+# Tabs shown only to an analysis that ran one of their measures (``Measure.tab``), or asked for by the URL.
+MEASURE_TABS = ("dynamics", "fields")
 # Which controls each tab uses (the others are hidden on that tab; their values stay in the URL).
 USES = {
     "overview": {"quantity", "layer", "head", "xscale", "yscale"},
@@ -38,6 +43,8 @@ USES = {
     "thermo": {"layer", "head", "beta", "xscale", "yscale"},
     "spectra": {"layer", "head", "matrix", "xscale", "yscale"},
     "landscape": {"layer", "head", "xscale", "yscale"},
+    "dynamics": {"layer", "head", "xscale", "yscale"},
+    "fields": {"layer", "head", "xscale", "yscale"},
     "patterns": {"layer", "head", "prompt"},
 }
 CONTROLS = ("quantity", "layer", "head", "beta", "matrix", "prompt", "xscale", "yscale")
@@ -241,7 +248,11 @@ def layout(analysis_id: str | None = None, **query: Any) -> html.Div:
     tabs = dcc.Tabs(
         id="v-tab",
         value=state["tab"],
-        children=[dcc.Tab(label=v, value=k, id=f"tab-{k}") for k, v in TAB_LABELS.items()],
+        children=[
+            dcc.Tab(label=v, value=k, id=f"tab-{k}")
+            for k, v in TAB_LABELS.items()
+            if k not in MEASURE_TABS or k == state["tab"] or tab_measures(meta, k)
+        ],
     )
     return html.Div(
         [
