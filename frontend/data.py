@@ -79,7 +79,9 @@ def transition(aid: str, meta: dict[str, Any]) -> dict[str, Any] | None:
 
     Returns:
         ``{step, lo, hi, label, summary, method}`` (``step`` None when nothing was detected), or
-        None before the findings exist (the analysis has not finished).
+        None before the findings exist (the analysis has not finished). ``lo``, ``hi``: the step's
+        95% interval (``step_ci_lo``, ``step_ci_hi``) where the findings give one, else ± its
+        standard deviation, else the checkpoints around it.
     """
     findings = meta.get("findings")
     if not findings:
@@ -96,8 +98,14 @@ def transition(aid: str, meta: dict[str, Any]) -> dict[str, Any] | None:
     t = findings["transitions"][index]
     unc = t.get("uncertainty")
     unc = unc if unc is not None and math.isfinite(unc) and unc > 0 else None
-    lo, hi = (t["step"] - unc, t["step"] + unc) if unc else (t["step_lo"], t["step_hi"])
-    pm = f" ± {unc:.0f}" if unc else ""
+    ci = [t.get("step_ci_lo"), t.get("step_ci_hi")]
+    if all(v is not None and math.isfinite(v) for v in ci) and ci[1] > ci[0]:
+        # The 95% interval of the step (prompt bootstrap): the band, and the label says it.
+        lo, hi = ci
+        pm = f" [{lo:.0f}, {hi:.0f}]"
+    else:
+        lo, hi = (t["step"] - unc, t["step"] + unc) if unc else (t["step_lo"], t["step_hi"])
+        pm = f" ± {unc:.0f}" if unc else ""
     return {
         "step": int(round(t["step"])),
         "lo": max(lo, 1e-9),

@@ -19,10 +19,13 @@ from frontend.plotting import (
     add_shapes,
     checkpoint_axis,
     empty_figure,
+    error_bars,
     fast_figure,
     head_color,
     head_label,
+    interval_text,
     mark_steps,
+    row_intervals,
     step_axis,
     style,
     vline,
@@ -32,7 +35,35 @@ from phasescope.measures import label as axis_title
 # More weight-matrix lines than this and α's error bars move into the hover text.
 ALPHA_BARS_LINES = 12
 
+# More β* lines than this and their error bars move into the hover text.
+BETA_BARS_LINES = 12
+
 __all__ = ["alpha_figure", "beta_star_figure", "esd_figure", "surface_figure", "thermo_figure"]
+
+
+def _intervals_of(frame: pd.DataFrame, quantity: str, keys: list[str]) -> pd.DataFrame:
+    """``lo``, ``hi``, ``is_ci`` of one quantity's rows (frontend.plotting.row_intervals), indexed by
+    ``keys``; empty when its rows carry no interval."""
+    rows = frame[frame["quantity"] == quantity] if len(frame) else frame
+    spread = row_intervals(rows) if len(rows) else None
+    if spread is None:
+        return pd.DataFrame(columns=["lo", "hi", "is_ci"])
+    out = pd.DataFrame({"lo": spread[0], "hi": spread[1], "is_ci": spread[2]}, index=rows.index)
+    out.index = pd.MultiIndex.from_frame(rows[keys])
+    return out[~out.index.duplicated()]
+
+
+def _aligned(spread: pd.DataFrame, keys: pd.MultiIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``spread`` (from ``_intervals_of``) at ``keys``: NaN (no interval) where it has no row."""
+    if not len(spread):
+        nan = np.full(len(keys), np.nan)
+        return nan, nan, np.zeros(len(keys), dtype=bool)
+    got = spread.reindex(keys)
+    return (
+        got["lo"].to_numpy(dtype=float),
+        got["hi"].to_numpy(dtype=float),
+        got["is_ci"].fillna(False).to_numpy(dtype=bool),
+    )
 
 
 def thermo_figure(
@@ -58,6 +89,7 @@ def thermo_figure(
     star = (
         stars.pivot_table(index=["layer", "head"], columns="quantity", values="value") if len(stars) else None
     )
+    spread = _intervals_of(stars, "beta_star", ["layer", "head"])
     # One Figure from plain dicts (fast_figure): panel i sits on axes x<i+1>, y<i+1> of the 2×2 grid.
     traces: list[dict[str, Any]] = []
     shapes: list[dict[str, Any]] = []
@@ -85,6 +117,14 @@ def thermo_figure(
             )
             if quantity == "heat_capacity" and star is not None and (layer, head) in star.index:
                 marker = _star_marker(star.loc[(layer, head)], rows, name, color)
+                # An interval for a located peak only (a censored one is a bound, not a number).
+                located = marker is not None and "β* =" in marker["hovertemplate"]
+                if located and (layer, head) in spread.index:
+                    lo, hi, ci = (spread.loc[(layer, head), c] for c in ("lo", "hi", "is_ci"))
+                    text = interval_text(
+                        np.array([lo]), np.array([hi]), np.array([ci]), np.array(marker["x"])
+                    )
+                    marker["hovertemplate"] = marker["hovertemplate"].replace("<extra>", f"{text[0]}<extra>")
                 if marker is not None:
                     traces.append({**marker, "xaxis": "x2", "yaxis": "y2"})
         shapes.append(vline(1.0, axis, {"color": "#222", "dash": "dash", "width": 1}))
@@ -178,24 +218,36 @@ def beta_star_figure(
         index=["layer", "head", "checkpoint"], columns="quantity", values="value"
     ).reset_index()
     traces: list[dict[str, Any]] = []
-    for (layer, head), rows in wide.groupby(["layer", "head"], sort=True):
+    keys = ["layer", "head", "checkpoint"]
+    spread = _intervals_of(stars, "beta_star", keys)
+    groups = wide.groupby(["layer", "head"], sort=True)
+    # Error bars are one SVG node per point: with many heads the interval is in the hover only.
+    bars = groups.ngroups <= BETA_BARS_LINES
+    for (layer, head), rows in groups:
         rows = rows.sort_values("checkpoint")
         name, color = head_label(layer, head), head_color(int(layer), int(head), *shape)
         x = step_axis(rows["checkpoint"], xscale)
-        traces.append(
-            {
-                "type": "scatter",
-                "x": x,
-                "y": rows["beta_star"].to_numpy(dtype=float) if "beta_star" in rows else None,
-                "name": name,
-                "legendgroup": name,
-                "mode": "lines+markers" if len(rows) <= MARKER_POINTS else "lines",
-                "line": {"color": color, "width": 1.5},
-                "marker": {"size": 5},
-                "customdata": rows["checkpoint"].to_numpy(),
-                "hovertemplate": f"{name} · step %{{customdata}}<br>β* = %{{y:.3g}}<extra></extra>",
-            }
-        )
+        values = rows["beta_star"].to_numpy(dtype=float) if "beta_star" in rows else None
+        trace = {
+            "type": "scatter",
+            "x": x,
+            "y": values,
+            "name": name,
+            "legendgroup": name,
+            "mode": "lines+markers" if len(rows) <= MARKER_POINTS else "lines",
+            "line": {"color": color, "width": 1.5},
+            "marker": {"size": 5},
+            "customdata": rows["checkpoint"].to_numpy(),
+            "hovertemplate": f"{name} · step %{{customdata}}<br>β* = %{{y:.3g}}<extra></extra>",
+        }
+        if len(spread) and values is not None:
+            lo, hi, is_ci = _aligned(spread, pd.MultiIndex.from_frame(rows[keys]))
+            trace["error_y"] = error_bars(values, lo, hi, visible=bars)
+            trace["text"] = interval_text(lo, hi, is_ci, values)
+            trace["hovertemplate"] = (
+                f"{name} · step %{{customdata}}<br>β* = %{{y:.3g}}%{{text}}<extra></extra>"
+            )
+        traces.append(trace)
         cens = rows[rows.get("beta_star_censored", pd.Series(0, index=rows.index)).fillna(0) != 0]
         if len(cens):
             up = (cens["beta_star_censored"] > 0).to_numpy()
@@ -231,7 +283,8 @@ def beta_star_figure(
         tickvals=ticks,
         ticktext=[f"{v:g}" for v in ticks],
     )
-    return style(fig, "Critical inverse temperature β* over training")
+    title = "Critical inverse temperature β* over training" + (" (± its interval)" if len(spread) else "")
+    return style(fig, title)
 
 
 def esd_figure(eigs: np.ndarray, scalars: dict[str, float], title: str) -> go.Figure:
@@ -288,26 +341,36 @@ def alpha_figure(frame: pd.DataFrame, *, xscale: str = "log", cursor: int | None
         .dropna(subset=["esd_alpha"])
     )
     traces: list[dict[str, Any]] = []
+    keys = ["matrix", "layer", "checkpoint"]
+    spread = _intervals_of(frame, "esd_alpha", keys)
     groups = wide.groupby(["matrix", "layer"], sort=True, dropna=False)
     # Error bars are one SVG node per point: with many lines they are in the hover text only.
     bars = groups.ngroups <= ALPHA_BARS_LINES
     for (matrix, layer), rows in groups:
         name = f"{matrix}" + ("" if pd.isna(layer) else f" L{int(layer)}")
         rows = rows.sort_values("checkpoint")
-        se = rows["esd_alpha_se"].to_numpy(dtype=float) if "esd_alpha_se" in rows else None
+        alpha = rows["esd_alpha"].to_numpy(dtype=float)
+        se = (
+            rows["esd_alpha_se"].to_numpy(dtype=float)
+            if "esd_alpha_se" in rows
+            else np.full(len(rows), np.nan)
+        )
+        # The bootstrap's 95% interval where the fit has one (ci_lo/ci_hi of esd_alpha), else ± the
+        # asymptotic standard error (esd_alpha_se); the hover gives both.
+        lo, hi, is_ci = _aligned(spread, pd.MultiIndex.from_frame(rows[keys]))
+        lo, hi = np.where(is_ci, lo, alpha - se), np.where(is_ci, hi, alpha + se)
         traces.append(
             {
                 "type": "scatter",
                 "x": step_axis(rows["checkpoint"], xscale),
-                "y": rows["esd_alpha"].to_numpy(dtype=float),
+                "y": alpha,
                 "name": name,
                 "mode": "lines+markers" if len(rows) <= MARKER_POINTS else "lines",
-                "customdata": np.c_[
-                    rows["checkpoint"].to_numpy(dtype=float),
-                    se if se is not None else np.full(len(rows), np.nan),
-                ],
-                "error_y": {"type": "data", "array": se, "visible": bars, "thickness": 1},
-                "hovertemplate": f"{name} · step %{{customdata[0]}}<br>α = %{{y:.3g}} ± %{{customdata[1]:.2g}}<extra></extra>",
+                "customdata": np.c_[rows["checkpoint"].to_numpy(dtype=float), se],
+                "text": np.where(is_ci, interval_text(lo, hi, is_ci, alpha), ""),
+                "error_y": error_bars(alpha, lo, hi, visible=bars),
+                "hovertemplate": f"{name} · step %{{customdata[0]}}<br>α = %{{y:.3g}}%{{text}}"
+                " ± %{customdata[1]:.2g} (asymptotic se)<extra></extra>",
             }
         )
     fig = fast_figure(traces)
@@ -316,7 +379,8 @@ def alpha_figure(frame: pd.DataFrame, *, xscale: str = "log", cursor: int | None
     mark_steps(fig, xscale, wide["checkpoint"].unique().tolist(), None, cursor)
     checkpoint_axis(fig, xscale, wide["checkpoint"].unique())
     fig.update_yaxes(title_text="ESD tail exponent α (shaded: 2–6)")
-    return style(fig, "Power-law α per weight matrix (± standard error)")
+    what = "bootstrap 95% interval" if len(spread) else "± standard error"
+    return style(fig, f"Power-law α per weight matrix ({what})")
 
 
 def surface_figure(frame: pd.DataFrame, checkpoint: int) -> go.Figure:

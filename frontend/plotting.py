@@ -1,9 +1,14 @@
 """Figure primitives shared by every dashboard figure: labels, colours, step axes, the template,
-figures built from plain dicts, and the cursor and transition lines.
+figures built from plain dicts, the cursor and transition lines, and the intervals (bands, error bars).
 
 ``frontend.figures`` and ``frontend.figures_measures`` build the views from these. Conventions: one
 colour per (layer, head) everywhere (hue by layer, shade by head), checkpoint axes titled "training
 step" with a log option (step 0 drawn at half the first positive step, its hover still says 0).
+
+Intervals: every figure draws a row's uncertainty the same way, from the tidy table's ``se``,
+``ci_lo``, ``ci_hi`` columns (:func:`row_intervals`): its 95% interval where the row has one, else
+value ± one standard error; lines get a translucent band (:func:`band_trace`), points and bars get
+error bars (:func:`error_bars`), and every hover says which it is (:func:`interval_text`).
 """
 
 from __future__ import annotations
@@ -20,28 +25,35 @@ import plotly.graph_objects as go
 from phasescope.measures import quantities
 
 __all__ = [
+    "BAND_LINES",
     "FONT",
     "LABELS",
     "MARKER_POINTS",
     "WEBGL_POINTS",
     "add_shapes",
+    "band_trace",
     "checkpoint_axis",
     "digest",
     "empty_figure",
+    "error_bars",
     "fast_figure",
     "head_color",
     "head_label",
+    "interval_text",
     "log_ticks",
     "mark_steps",
+    "row_intervals",
     "scatter_type",
     "step_axis",
     "style",
+    "translucent",
     "vline",
 ]
 
 WEBGL_POINTS = 4000  # above this many points a line plot switches to WebGL (Scattergl)
 MARKER_POINTS = 60  # lines with more points than this are drawn without markers
 FONT = {"family": "Inter, Segoe UI, Helvetica, Arial, sans-serif", "size": 12}
+BAND_LINES = 24  # more lines than this in one figure: intervals in the hover text only, no bands
 
 
 class _Labels(Mapping[str, str]):
@@ -266,3 +278,108 @@ def checkpoint_axis(
         fig.update_layout({axis: {"title": {"text": "training step"}, "type": kind, **ticks}})
         return
     fig.update_xaxes(title_text="training step", type="log" if xscale == "log" else "linear", **ticks, **kw)
+
+
+def row_intervals(frame: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Each row's interval from the tidy table's uncertainty columns, or None when no row has one.
+
+    Args:
+        frame: rows with ``value`` and any of ``se``, ``ci_lo``, ``ci_hi`` (a DataFrame).
+
+    Returns:
+        ``(lo, hi, is_ci)``, arrays over the rows: the 95% interval ``[ci_lo, ci_hi]`` where both are
+        finite (``is_ci`` True), else ``value ± se`` where ``se`` is finite, else NaN.
+    """
+    columns = getattr(frame, "columns", ())
+    if not len(frame) or not any(c in columns for c in ("se", "ci_lo", "ci_hi")):
+        return None
+    value = frame["value"].to_numpy(dtype=float)
+    nan = np.full(len(value), np.nan)
+    se = frame["se"].to_numpy(dtype=float) if "se" in columns else nan
+    lo, hi = value - se, value + se
+    ci_lo = frame["ci_lo"].to_numpy(dtype=float) if "ci_lo" in columns else nan
+    ci_hi = frame["ci_hi"].to_numpy(dtype=float) if "ci_hi" in columns else nan
+    is_ci = np.isfinite(ci_lo) & np.isfinite(ci_hi)
+    lo, hi = np.where(is_ci, ci_lo, lo), np.where(is_ci, ci_hi, hi)
+    if not np.isfinite(lo).any():
+        return None
+    return lo, hi, is_ci
+
+
+def interval_text(lo: np.ndarray, hi: np.ndarray, is_ci: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Hover text per point: ``" [lo, hi] (95%)"``, ``" ± se"`` or ``""`` (no interval)."""
+    out = []
+    for a, b, ci, v in zip(lo, hi, is_ci, value, strict=True):
+        if not (np.isfinite(a) and np.isfinite(b)):
+            out.append("")
+        elif ci:
+            out.append(f" [{a:.4g}, {b:.4g}] (95%)")
+        else:
+            out.append(f" ± {(b - a) / 2:.2g} (se)" if np.isfinite(v) else "")
+    return np.asarray(out, dtype=object)
+
+
+def translucent(color: str | None, alpha: float = 0.18) -> str:
+    """An ``rgb(...)`` (or ``#rrggbb``) colour as ``rgba`` with ``alpha``: a band in a line's colour."""
+    if color and color.startswith("rgb("):
+        return "rgba(" + color[4:-1] + f",{alpha})"
+    if color and color.startswith("#") and len(color) == 7:
+        r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
+        return f"rgba({r},{g},{b},{alpha})"
+    return f"rgba(40,40,40,{alpha})"
+
+
+def band_trace(
+    x: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    color: str | None = None,
+    *,
+    axis: str = "",
+    group: str | None = None,
+) -> dict[str, Any] | None:
+    """A filled band from ``lo`` to ``hi`` along ``x`` (one closed polygon), or None when no point has
+    a finite interval; points without one are left out of the band.
+
+    Args:
+        x: plot positions (already through :func:`step_axis` for a step axis).
+        lo, hi: the interval's ends per point (:func:`row_intervals`).
+        color: the line's colour; the band is it, translucent.
+        axis: the subplot's axes suffix ("" for ``x``/``y``, "2" for ``x2``/``y2``).
+        group: the line's legend group (the band hides with its line).
+    """
+    x, lo, hi = (np.asarray(v, dtype=float) for v in (x, lo, hi))
+    ok = np.isfinite(x) & np.isfinite(lo) & np.isfinite(hi)
+    if not ok.any():
+        return None
+    x, lo, hi = x[ok], lo[ok], hi[ok]
+    trace: dict[str, Any] = {
+        "type": "scatter",
+        "x": np.r_[x, x[::-1]],
+        "y": np.r_[hi, lo[::-1]],
+        "fill": "toself",
+        "fillcolor": translucent(color),
+        "line": {"width": 0},
+        "mode": "lines",
+        "hoverinfo": "skip",
+        "showlegend": False,
+        "name": "interval",
+        "xaxis": f"x{axis}",
+        "yaxis": f"y{axis}",
+    }
+    if group is not None:
+        trace["legendgroup"] = group
+    return trace
+
+
+def error_bars(value: np.ndarray, lo: np.ndarray, hi: np.ndarray, visible: bool = True) -> dict[str, Any]:
+    """Plotly ``error_y`` (or ``error_x``) of asymmetric bars from ``lo`` to ``hi`` around ``value``."""
+    value, lo, hi = (np.asarray(v, dtype=float) for v in (value, lo, hi))
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": np.clip(hi - value, 0, None),
+        "arrayminus": np.clip(value - lo, 0, None),
+        "visible": visible,
+        "thickness": 1,
+    }

@@ -135,8 +135,20 @@ def _series(aid: str, quantity: str, layer: str, agg: str) -> tuple[str, pd.Data
     frame = client.slice_table(aid, measure, q, finished=state["status"] == "finished")
     if layer not in ("", "all") and frame["layer"].notna().any():
         frame = frame[frame["layer"] == int(layer)]
-    frame = frame.groupby("checkpoint", as_index=False)["value"].agg(agg)
-    return label, frame
+    return label, _aggregate(frame, agg)
+
+
+def _aggregate(frame: pd.DataFrame, agg: str) -> pd.DataFrame:
+    """One value per checkpoint: ``agg`` over the heads. The max and the min are one head's row, so
+    they keep that row's interval (se, ci_lo, ci_hi); a mean over heads has none (its heads share
+    the prompts: their errors are not independent)."""
+    spread = [c for c in ("se", "ci_lo", "ci_hi") if c in frame.columns]
+    if agg in ("max", "min") and spread and len(frame):
+        frame = frame.dropna(subset=["value"])
+        grouped = frame.groupby("checkpoint")["value"]
+        rows = frame.loc[grouped.idxmax() if agg == "max" else grouped.idxmin()]
+        return rows[["checkpoint", "value", *spread]].reset_index(drop=True)
+    return frame.groupby("checkpoint", as_index=False)["value"].agg(agg)
 
 
 @dash.callback(
