@@ -90,8 +90,9 @@ def _exponent_row(e: dict[str, Any]) -> dict[str, str]:
         "95% interval": f"[{_f(e.get('b_ci_lo'), '.3g')}, {_f(e.get('b_ci_hi'), '.3g')}]"
         if supported
         else "—",
-        "notes": f"{e.get('n_points', '?')} checkpoints"
-        + ("" if supported else f"; {e.get('reason') or 'no reason given'}"),
+        "notes": f"{e.get('n_points', '?')} checkpoints in the fit window"
+        if supported
+        else str(e.get("reason") or f"{e.get('n_points', '?')} checkpoints; no reason given"),
     }
 
 
@@ -106,7 +107,7 @@ def findings_rows(findings: dict[str, Any] | None) -> list[dict[str, str]]:
     ]
 
 
-def findings_table(findings: dict[str, Any] | None, limit: int = 40) -> html.Div | None:
+def findings_table(findings: dict[str, Any] | None, limit: int = 60) -> html.Details | None:
     """The findings as an HTML table (at most ``limit`` rows, then a count), or None before there are any."""
     rows = findings_rows(findings)
     if not rows:
@@ -117,8 +118,11 @@ def findings_table(findings: dict[str, Any] | None, limit: int = 40) -> html.Div
         if len(rows) > limit
         else []
     )
-    return html.Div(
+    return html.Details(
         [
+            html.Summary(
+                f"Findings: {len(rows)} numbers, each with its 95% interval (transitions, χ peaks, exponents)"
+            ),
             html.Table(
                 [
                     html.Thead(html.Tr([html.Th(c) for c in COLUMNS])),
@@ -130,4 +134,5 @@ def findings_table(findings: dict[str, Any] | None, limit: int = 40) -> html.Div
         ],
         id="findings-table",
         className="card",
+        open=True,
     )

@@ -100,7 +100,6 @@ def render_overview(aid: str, meta: dict[str, Any], state: dict[str, Any], step:
             ),
         ),
     ]
-    children.insert(1, findings_table(meta.get("findings")))
     # m(t) with its band above its susceptibility χ(t) (frontend/figures_chi.py): the χ rows are
     # fetched by quantity, and only when the registry declares them.
     kw = {
@@ -133,6 +132,7 @@ def render_overview(aid: str, meta: dict[str, Any], state: dict[str, Any], step:
                 csv_href(aid, measure="loss", quantity="loss_chi"),
             )
         )
+    children.append(findings_table(meta.get("findings")))
     return children
 
 

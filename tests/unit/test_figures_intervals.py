@@ -277,7 +277,7 @@ def test_findings_rows_give_every_number_with_its_interval() -> None:
     assert (p["series"], p["value"], p["95% interval"]) == ("induction_score L1H0", "step 496", "[472, 974]")
     assert "not significant" in p["notes"] and "inside the window of the transition at step 478" in p["notes"]
     assert (before["value"], before["95% interval"]) == ("b = 0.52", "[0.44, 0.57]")
-    assert after["value"] == "not supported" and "need 4" in after["notes"]
+    assert after["value"] == "not supported" and after["notes"] == "3 checkpoints in the window on this side; need 4"
     assert findings_rows(None) == [] and findings_rows({"transitions": []}) == []
 
 
