@@ -304,6 +304,7 @@ def phase_space_figure(
     fig.update_xaxes(
         title_text=LABELS.get("trajectory.total_kinetic_energy", "kinetic energy"),
         type="log" if xlog and positive else "linear",
+        dtick="D2" if xlog and positive else None,  # 1-2-5 labels, not every digit of a decade
     )
     fig.update_yaxes(title_text=LABELS.get("loss.loss", "loss (nats)"))
     fig.update_layout(showlegend=False)

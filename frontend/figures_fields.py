@@ -41,6 +41,7 @@ def layer_lines_figure(
     measure: str,
     title: str,
     n_layers: int,
+    ytitle: str | None = None,
     xscale: str = "log",
     yscale: str = "linear",
     cursor: int | None = None,
@@ -50,10 +51,11 @@ def layer_lines_figure(
 
     Args:
         frame: rows ``checkpoint, layer, quantity, value`` (dims (layer,)).
-        quantities: the quantities drawn; the first names the value axis, the others are dashed.
+        quantities: the quantities drawn, solid, dashed, dotted, dash-dotted in this order.
         measure: their measure (for the registry's labels).
         title: the figure's title.
         n_layers: the model's layers (for the colours).
+        ytitle: the value axis title (default: the first quantity's label and unit).
     """
     lines: list[dict[str, Any]] = []
     for dash, quantity in zip(_DASHES, quantities, strict=False):
@@ -69,12 +71,8 @@ def layer_lines_figure(
                     "dash": dash,
                 }
             )
-    ytitle = LABELS.get(f"{measure}.{quantities[0]}", quantities[0])
-    if len(quantities) > 1:  # several quantities on one axis: say which line style is which
-        ytitle = " · ".join(
-            f"{LABELS.get(f'{measure}.{q}', q)}{'' if d is None else f' ({d})'}"
-            for d, q in zip(_DASHES, quantities, strict=False)
-        )
+    # Several quantities share the axis: it carries the first one's title, the legend names each line.
+    ytitle = ytitle or LABELS.get(f"{measure}.{quantities[0]}", quantities[0])
     return step_lines_figure(
         lines, title=title, ytitle=ytitle, xscale=xscale, yscale=yscale, cursor=cursor, transition=transition
     )
