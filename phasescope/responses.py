@@ -27,6 +27,7 @@ __all__ = [
     "CheckpointList",
     "ErrorBody",
     "ErrorItem",
+    "ExponentFit",
     "FailedJob",
     "Findings",
     "Health",
@@ -40,6 +41,7 @@ __all__ = [
     "Readiness",
     "ResultsPage",
     "RunningJob",
+    "SusceptibilityPeak",
     "Timings",
     "Transition",
     "marked_transition",
@@ -153,6 +155,10 @@ class Transition(_Body):
     step_hi: int = Field(description="The first checkpoint after step.")
     uncertainty: _Finite = Field(description="Standard deviation of step (steps); null when unknown.")
     uncertainty_method: str
+    step_ci_lo: _Finite = Field(
+        None, description="Lower end of the 95% percentile interval of step (steps), by uncertainty_method."
+    )
+    step_ci_hi: _Finite = Field(None, description="Upper end of that interval (steps).")
     before: float = Field(description="The fitted value at the first checkpoint.")
     after: float = Field(description="The fitted value at the last checkpoint.")
     size: float = Field(description="after − before.")
@@ -165,11 +171,64 @@ class Transition(_Body):
     coarse: bool = Field(description="The window is narrower than the checkpoint interval.")
 
 
+class SusceptibilityPeak(_Body):
+    """Where an order parameter's susceptibility χ(t) peaks (``phasescope.phases.susceptibility``).
+
+    docs/measures.md ("Finding the transition") states the peak, interval and significance rules.
+    """
+
+    quantity: str = Field(description="The order parameter m; χ is the quantity m_chi.")
+    layer: int | None
+    head: int | None
+    peak_step: float = Field(description="Where χ peaks (training steps).")
+    peak_ci_lo: _Finite = Field(description="Lower end of the peak step's 95% bootstrap interval.")
+    peak_ci_hi: _Finite = Field(description="Upper end of that interval.")
+    peak_value: float = Field(description="The largest χ.")
+    peak_se: _Finite = Field(description="Its standard error.")
+    baseline: _Finite = Field(description="χ away from the peak (null: too few checkpoints there).")
+    baseline_se: _Finite = Field(description="The baseline's standard error.")
+    significant: bool = Field(
+        description="The peak stands above the baseline by more than 3 standard errors."
+    )
+    censored: bool = Field(description="χ is largest at the first or last checkpoint.")
+    in_window: bool | None = Field(description="Inside its transition's window (null: no transition).")
+    transition_step: _Finite = Field(description="That transition's step (null: none).")
+    reason: str = Field(description="Why the peak is or is not significant.")
+    method: str = Field(description="How the interval was made.")
+
+
+class ExponentFit(_Body):
+    """A critical exponent b on one side of a transition (``phasescope.phases.exponents``)."""
+
+    quantity: str
+    layer: int | None
+    head: int | None
+    side: Literal["before", "after"]
+    b: _Finite = Field(description="|m − m(t*)| ∝ |ln t − ln t*|^b (null: under two points).")
+    b_ci_lo: _Finite = Field(description="Lower end of b's 95% bootstrap interval.")
+    b_ci_hi: _Finite = Field(description="Upper end of that interval.")
+    n_points: int = Field(description="Checkpoints in the side's window.")
+    supported: bool = Field(description="Enough checkpoints over a wide enough range, and R² high enough.")
+    reason: str = Field(description="What the fit rests on, or which criterion failed.")
+    r2: _Finite = Field(description="R² of the log–log line.")
+    d_min: float = Field(description="The window's inner edge, |ln t − ln t*|.")
+    d_max: float = Field(description="Its outer edge.")
+    t_star: float = Field(description="The transition's step t*.")
+    m_star: float = Field(description="m(t*), the fitted step's value there.")
+    method: str = Field(description="How the interval was made.")
+
+
 class Findings(_Body):
     """Where the model changes phase: computed once when the analysis finishes (docs/measures.md)."""
 
     transitions: list[Transition] = Field(description="Every transition found, by step.")
     groups: list[list[int]] = Field(description="Transitions that move together (indices).")
+    susceptibility: list[SusceptibilityPeak] = Field(
+        default_factory=list, description="χ peaks of the order parameters with susceptibility rows."
+    )
+    exponents: list[ExponentFit] = Field(
+        default_factory=list, description="Critical exponents on each side of every located step."
+    )
     summary: str = Field(description="One sentence per group, or why there is nothing to report.")
     checkpoints: int = Field(description="Checkpoints after step 0 the detection read.")
     marked: int | None = Field(

@@ -1,8 +1,11 @@
 """Phase transitions in words: which transitions move together, and one sentence per group.
 
 Reads the ``Transition`` results of ``phasescope.phases.detect`` (pure numpy, no torch), e.g. "layer 1 heads
-0–3: induction transition at step 475 ± 25 (loss −2.6 nats, induction score 0.14 → 0.59); β* 1.1 →
-0.63; sharpness peaks at 500".
+0–3: induction transition at step 475 [455, 500] (loss −2.6 nats at step 480 [460, 505], induction
+score 0.14 → 0.59); β* 1.1 → 0.63; sharpness peaks at 500", and the susceptibility peaks and critical
+exponents of ``phasescope.phases.susceptibility`` and ``phasescope.phases.exponents`` ("χ of the
+induction score (layer 1 head 2) peaks at step 490 [470, 520], inside the transition window").
+Every step is said with its 95% interval in brackets.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import numpy as np
 
 from phasescope.measures.registry import Quantity, order_quantity
 from phasescope.phases.detect import Transition
+from phasescope.phases.exponents import ExponentFit
+from phasescope.phases.susceptibility import SusceptibilityPeak
 
 __all__ = ["co_moving", "summarise"]
 
@@ -106,10 +111,84 @@ def _fmt(v: float) -> str:
     return f"{v:.2g}" if abs(v) < 1 else f"{v:.3g}"
 
 
-def summarise(transitions: Iterable[Transition]) -> str:
-    """One sentence per group of co-moving transitions, e.g. ``"layer 1 heads 0–3: induction transition
-    at step 475 ± 25 (loss −2.6 nats, induction score 0.14 → 0.59); β* 1.1 → 0.63; sharpness peaks at
-    500"``; "no transition" when there is none.
+def _interval(lo: float, hi: float) -> str:
+    """`` [lo, hi]`` in whole steps, or nothing when the interval is unknown."""
+    return "" if math.isnan(lo) or math.isnan(hi) else f" [{lo:.0f}, {hi:.0f}]"
+
+
+def _label(quantity: str) -> str:
+    declared = order_quantity(quantity) or Quantity(quantity, quantity)
+    return declared.words
+
+
+def _named(quantity: str, layer: int | None, head: int | None) -> str:
+    where = _scope(layer, [] if head is None else [head])
+    return _label(quantity) + (f" ({where})" if where else "")
+
+
+def _peak_sentences(peaks: list[SusceptibilityPeak]) -> list[str]:
+    """Per (quantity, layer), the significant peak with the largest χ (other heads named); then one
+    clause per quantity with no significant peak at all."""
+    said = []
+    groups: dict[tuple[str, int | None], list[SusceptibilityPeak]] = {}
+    for p in peaks:
+        if p.significant:
+            groups.setdefault((p.quantity, p.layer), []).append(p)
+    for ps in groups.values():
+        p = max(ps, key=lambda p: p.peak_value)
+        text = f"χ of the {_named(p.quantity, p.layer, p.head)} peaks at step {p.peak_step:.0f}"
+        text += _interval(p.peak_ci_lo, p.peak_ci_hi)
+        if p.in_window is None:
+            text += ", with no transition of its own"
+        else:
+            text += f", {'inside' if p.in_window else 'outside'} the transition window"
+        others = sorted(o.head for o in ps if o is not p and o.head is not None)
+        if others:
+            text += f" (also head{'s' if len(others) > 1 else ''} {_ranges(others)})"
+        said.append(text)
+    quiet = {p.quantity: p for p in reversed(peaks)}  # the first series of each quantity
+    for q, p in quiet.items():
+        if not any(o.significant for o in peaks if o.quantity == q):
+            said.append(f"χ of the {_named(q, p.layer, p.head)} has no significant peak: {p.reason}")
+    return said
+
+
+def _exponent_sentence(fits: list[ExponentFit]) -> str:
+    """The supported exponents (the loss's first, at most three), or why none is supported."""
+    supported = sorted((e for e in fits if e.supported), key=lambda e: e.quantity != "loss")
+    if not supported:
+        first = min(fits, key=lambda e: e.quantity != "loss")
+        return (
+            f"no critical exponent is supported ({_named(first.quantity, first.layer, first.head)} "
+            f"{first.side} the step: {first.reason})"
+        )
+    parts = [
+        f"{_named(e.quantity, e.layer, e.head)} {e.side} the step {e.b:.2g}{_interval_f(e.b_ci_lo, e.b_ci_hi)}"
+        for e in supported[:3]
+    ]
+    return f"critical exponent b ({len(supported)} of {len(fits)} sides supported): " + ", ".join(parts)
+
+
+def _interval_f(lo: float, hi: float) -> str:
+    return "" if math.isnan(lo) or math.isnan(hi) else f" [{lo:.2g}, {hi:.2g}]"
+
+
+def summarise(
+    transitions: Iterable[Transition],
+    peaks: Iterable[SusceptibilityPeak] = (),
+    exponents: Iterable[ExponentFit] = (),
+) -> str:
+    """One sentence per group of co-moving transitions, then the χ peaks and the exponents.
+
+    E.g. ``"layer 1 heads 0–3: induction transition at step 475 [455, 500] (loss −2.6 nats at step 480
+    [460, 505], induction score 0.14 → 0.59); β* 1.1 → 0.63; sharpness peaks at 500. χ of the loss
+    peaks at step 490 [470, 520], inside the transition window"``; "no transition" when there is
+    nothing to say.
+
+    Args:
+        transitions: the transitions found.
+        peaks: the χ peaks reported (significant ones get a sentence each, the others one together).
+        exponents: the exponent fits (the supported ones are said, else why none is).
     """
     sentences = []
     groups = co_moving(transitions)
@@ -120,15 +199,15 @@ def summarise(transitions: Iterable[Transition]) -> str:
             items.setdefault((t.quantity, t.layer, t.kind), []).append(t)
         steps = [t for t in group if t.kind == "step"] or group
         centre = float(np.median([t.step for t in steps]))
-        unc = float(np.nanmedian([t.uncertainty for t in steps])) if steps else math.nan
+        # The group's interval: the medians of its members' interval ends (members agree by construction).
+        ci = [float(np.median([getattr(t, end) for t in steps])) for end in ("step_ci_lo", "step_ci_hi")]
         induction = [ts for (q, _, k), ts in items.items() if q == "induction_score" and k == "step"]
         lead = induction[0] if induction else next(iter(items.values()))
         scope = _scope(lead[0].layer, [t.head for t in lead if t.head is not None])
         if all(t.coarse for t in steps):
             when = f"between steps {min(t.step_lo for t in steps)} and {max(t.step_hi for t in steps)}"
         else:
-            spread = "" if math.isnan(unc) else (f" ± {unc:.0f}" if unc >= 0.5 else " ± <1")
-            when = f"at step {centre:.0f}{spread}"
+            when = f"at step {centre:.0f}{_interval(*ci)}"
         inner, outer = [], []
         for (q, layer, kind), ts in items.items():
             # How the registry words the order parameter: its short name, and whether its change in
@@ -142,6 +221,9 @@ def summarise(transitions: Iterable[Transition]) -> str:
                 text = f"{label} peaks at {at:.0f} ({_fmt(before)} → {_fmt(np.mean([t.peak for t in ts]))} → {_fmt(after)})"  # type: ignore[arg-type]
             elif change:
                 text = f"{label} {after - before:+.2g} {declared.unit}".rstrip().replace("-", "−")
+                if len(ts) == 1 and not ts[0].coarse:  # one series: its own step and interval
+                    t = ts[0]
+                    text += f" at step {t.step:.0f}{_interval(t.step_ci_lo, t.step_ci_hi)}"
             else:
                 text = f"{label} {_fmt(before)} → {_fmt(after)}"
             if ts is lead or change or where in ("", scope):
@@ -150,4 +232,8 @@ def summarise(transitions: Iterable[Transition]) -> str:
                 outer.append(f"{where} {text}")
         head = f"{scope}: {name} {when}" if scope else f"{name} {when}"
         sentences.append("; ".join([f"{head} ({', '.join(inner)})" if inner else head, *outer]))
-    return ". ".join(sentences) if sentences else "no transition"
+    said = _peak_sentences(list(peaks))
+    fits = list(exponents)
+    if fits:
+        said.append(_exponent_sentence(fits))
+    return ". ".join((sentences or ["no transition"]) + said)

@@ -24,11 +24,15 @@ grid is solved exactly and the best is kept:
    3.2 nats spans 0.42 (steps 147–687) and is not a transition;
 4. it is inside the data: at least ``min_side`` checkpoints on each side of ``x₀``.
 
-Uncertainty of the step (never a bare number): the spread of ``x₀`` refitted on bootstrap resamples of
-the prompts when per-prompt values are given (``per_prompt``), otherwise of residual-bootstrap series
-(fit + resampled residuals); with a ``seed`` column, the spread of the per-seed fits. Each
-``Transition`` says which. When the transition is narrower than the checkpoint interval it falls in
-(``coarse``), sampling cannot place it inside that interval: the result is the interval.
+Uncertainty of the step (never a bare number): ``x₀`` refitted on bootstrap resamples of the prompts
+when per-prompt values are given (``per_prompt``; one resample of prompt numbers used at every
+checkpoint, a paired bootstrap), otherwise on residual-bootstrap series (fit + resampled residuals);
+with a ``seed`` column, the per-seed fits. Each ``Transition`` reports the spread of the refitted
+steps as a standard deviation (``uncertainty``) and as the 2.5–97.5% percentile interval
+(``step_ci_lo``, ``step_ci_hi``), and says which resampling made them. When the transition is
+narrower than the checkpoint interval it falls in (``coarse``), sampling cannot place it inside that
+interval: the result is the interval, and the percentile interval is widened to contain it
+(docs/measures.md, "Finding the transition").
 """
 
 from __future__ import annotations
@@ -61,6 +65,9 @@ class Transition:
         step_hi: the first checkpoint after ``step``.
         uncertainty: standard deviation of ``step`` (steps), by ``uncertainty_method``.
         uncertainty_method: "prompt bootstrap (n=…)", "residual bootstrap (n=…)" or "seed spread (n=…)".
+        step_ci_lo: lower end of the 95% percentile interval of ``step`` over the same resamples
+            (over the seeds for a seed spread), never above ``step_lo`` when ``coarse``.
+        step_ci_hi: its upper end, never below ``step_hi`` when ``coarse``.
         before: the fitted value at the first checkpoint, clipped to the range of the measured values.
         after: the fitted value at the last checkpoint, clipped likewise.
         size: ``after − before``.
@@ -83,6 +90,8 @@ class Transition:
     step_hi: int
     uncertainty: float
     uncertainty_method: str
+    step_ci_lo: float
+    step_ci_hi: float
     before: float
     after: float
     size: float
@@ -261,6 +270,15 @@ def _locate(x: np.ndarray, m: np.ndarray, fit: _Fit, method: str) -> float:
     return _derivative_x(x, m) if method == "derivative" else _refit(x, m, fit).x0
 
 
+def _locate_many(x: np.ndarray, series: np.ndarray, fit: _Fit, method: str) -> np.ndarray:
+    """``_locate`` on every row of ``series`` ``[B, K]``; the fit's refits in one batch."""
+    if method == "derivative":
+        return np.array([_derivative_x(x, m) for m in series])
+    from phasescope.phases.refit import refit_many  # it builds on this module
+
+    return refit_many(x, series, fit)[0]
+
+
 def _one_series(
     key: tuple[str, int | None, int | None],
     steps: np.ndarray,
@@ -293,21 +311,25 @@ def _one_series(
         assert replicates is not None
         n_prompts = replicates.shape[1]
         picks = rng.integers(0, n_prompts, size=(n_boot, n_prompts))
-        xs = np.array([_locate(x, replicates[:, p].mean(1), fit, loc_method) for p in picks])
+        # Resampled means are centred on the series itself: a measure whose value is not exactly the
+        # mean of its per-prompt values (a ratio, a mean over positions) keeps its own level.
+        offset = values - replicates.mean(1)
+        xs = _locate_many(x, replicates[:, picks].mean(2).T + offset, fit, loc_method)
         how = f"prompt bootstrap (n={n_boot})"
     else:
         fitted = fit.curve(x)
         resid = values - fitted
-        xs = np.array(
-            [_locate(x, fitted + rng.choice(resid, len(resid)), fit, loc_method) for _ in range(n_boot)]
-        )
+        xs = _locate_many(x, fitted + rng.choice(resid, (n_boot, len(resid))), fit, loc_method)
         how = f"residual bootstrap (n={n_boot})"
     uncertainty = float(np.exp(xs).std(ddof=1)) if len(xs) > 1 else math.nan
+    ci_lo, ci_hi = (float(v) for v in np.exp(np.percentile(xs, [2.5, 97.5])))
 
     i = min(max(int(np.searchsorted(steps, math.exp(x_loc), side="right")) - 1, 0), len(steps) - 2)
     lo, hi = int(steps[i]), int(steps[i + 1])
     window_lo, window_hi = math.exp(fit.x0 - fit.half_span), math.exp(fit.x0 + fit.half_span)
     coarse = loc_method == "derivative" or window_hi - window_lo < hi - lo
+    if coarse:  # only the checkpoint interval is known: the interval cannot be narrower than it
+        ci_lo, ci_hi = min(ci_lo, lo), max(ci_hi, hi)
     # The fitted levels, kept inside the range of what was measured: a sigmoid fitted to a series that
     # is not one (grokking's test loss rises before it falls) can put its plateau past the data, e.g.
     # a test accuracy of 1.06 or a loss below 0. A good fit's plateaus are inside the range already.
@@ -324,6 +346,8 @@ def _one_series(
         step_hi=hi,
         uncertainty=uncertainty,
         uncertainty_method=how,
+        step_ci_lo=ci_lo,
+        step_ci_hi=ci_hi,
         before=float(curve[0]),
         after=float(curve[-1]),
         size=float(curve[-1] - curve[0]),
