@@ -77,6 +77,15 @@ def test_results_formats_filters_listing_and_models(start_stack, redis_server, t
         assert set(frame["measure"]) == {"loss"}
         pq = pd.read_parquet(io.BytesIO(http.get(base, params={"format": "parquet"}).content))
         assert len(pq) == sum(1 for _ in range(len(pq))) and set(pq["measure"]) == {"heads", "loss"}
+        # The uncertainty columns (docs/api.md): the per-head scores carry their standard error over
+        # prompts, in the CSV as in the Parquet; prompts=false leaves the per-prompt rows out.
+        for table in (pq, pd.read_csv(io.StringIO(http.get(base, params={"format": "csv"}).text))):
+            assert {"se", "ci_lo", "ci_hi"} <= set(table.columns)
+            scores = table[table["quantity"] == "induction_score"]
+            assert len(scores) and scores["se"].notna().all() and (scores["se"] >= 0).all()
+        lean = pd.read_csv(io.StringIO(http.get(base, params={"format": "csv", "prompts": "false"}).text))
+        assert not lean["quantity"].str.endswith("_prompt").any()
+        assert len(lean) == (~pq["quantity"].str.endswith("_prompt")).sum() < len(pq)
         with pytest.raises(ApiError) as err:
             api.results(aid, measure="thermo")
         assert err.value.status_code == 422 and err.value.choices == ["heads", "loss"]

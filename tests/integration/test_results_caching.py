@@ -3,11 +3,13 @@ one is never cached (real API process, real Redis, results written through the s
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 
 from phasescope.measures.tables import tidy
 from phasescope.schemas import AnalysisRequest
@@ -19,7 +21,9 @@ RUNNING = "0000000000000000000000e1"
 
 def _part(step: int) -> Any:
     values = np.full((2, 2), 0.1 + step / 100)
-    return tidy("heads", "induction_score", values, ("layer", "head"), checkpoint=step)
+    part = tidy("heads", "induction_score", values, ("layer", "head"), checkpoint=step)
+    # An interval on each row (docs/api.md: the answers carry se, ci_lo, ci_hi as columns).
+    return part.assign(se=0.01 + step / 1000, ci_lo=part["value"] - 0.02, ci_hi=part["value"] + 0.03)
 
 
 def _write(store: ResultStore, aid: str, steps: list[int], written: list[int]) -> None:
@@ -67,6 +71,27 @@ def test_finished_results_are_cacheable_and_running_ones_are_not(data_dir: Path,
         assert one.headers["etag"] != etag
         csv = http.get(f"{base}/{FINISHED}/results", params={**query, "format": "csv"})
         assert csv.headers["etag"] not in (etag, one.headers["etag"])
+        # The uncertainty columns travel in every format, with their values (float32 as stored).
+        frames = {
+            "csv": pd.read_csv(io.StringIO(csv.text)),
+            "parquet": pd.read_parquet(
+                io.BytesIO(
+                    http.get(f"{base}/{FINISHED}/results", params={**query, "format": "parquet"}).content
+                )
+            ),
+            "whole file": pd.read_parquet(
+                io.BytesIO(http.get(f"{base}/{FINISHED}/results", params={"format": "parquet"}).content)
+            ),
+            "json": pd.DataFrame(first.json()["data"]),
+        }
+        for name, frame in frames.items():
+            frame = frame.sort_values(["checkpoint", "layer", "head"])
+            assert len(frame) == 8, name
+            want_se = np.repeat([0.01, 0.02], 4)
+            np.testing.assert_allclose(frame["se"].to_numpy(float), want_se, rtol=1e-6, err_msg=name)
+            np.testing.assert_allclose(
+                (frame["ci_hi"] - frame["ci_lo"]).to_numpy(float), 0.05, rtol=1e-5, err_msg=name
+            )
 
         running = http.get(f"{base}/{RUNNING}/results", params=query)
         assert running.status_code == 200 and running.json()["rows"] == 4
