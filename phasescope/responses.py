@@ -98,7 +98,9 @@ class Links(_Body):
 class RunningJob(_Body):
     """A checkpoint a worker is measuring now."""
 
-    checkpoint: int
+    checkpoint: int | None = Field(
+        description="Its training step; null for the analysis's series job (it reads every checkpoint)."
+    )
     job: str = Field(description="The RQ job id: <analysis id>-<step>.")
     stage: str | None = Field(None, description="queued, loading or measuring.")
     pid: int | None = Field(None, description="The worker's process id.")
@@ -109,7 +111,7 @@ class RunningJob(_Body):
 class FailedJob(_Body):
     """A checkpoint whose job failed, was stopped or cancelled."""
 
-    checkpoint: int
+    checkpoint: int | None = Field(description="Its training step; null for the analysis's series job.")
     job: str
     status: str = Field(description="RQ's status of the job: failed, stopped, canceled.")
     error: str = Field(description="The last line of the job's error.")

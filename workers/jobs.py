@@ -172,20 +172,50 @@ def _reuse_plan(
     """
     if not weights:
         return list(measures), {}, {}, None
-    from phasescope.service.reuse import MeasureCache, measure_keys, patterns_key
+    from phasescope.service.reuse import MeasureCache, measure_keys, neighbour_identities, patterns_key
 
-    request = store.load_request(aid)["request"]
-    keys = measure_keys(request, step, weights)
+    record = store.load_request(aid)
+    request = record["request"]
+    # A cross-checkpoint measure is keyed by the checkpoints it reads too (or not cached).
+    keys = measure_keys(request, step, weights, neighbour_identities(record, step))
     todo = list(measures) if compute is None else [m for m in measures if m in compute]
     cached = MeasureCache(store.root).read({m: k for m, k in keys.items() if m not in todo})
     todo += [m for m in measures if m not in todo and m not in cached]  # an entry vanished since submit
     return todo, cached, keys, patterns_key(request, step, weights)
 
 
+def _neighbours(store: ResultStore, aid: str, model: str, step: int, loaded: Any, settings: Any) -> Any:
+    """The parameters of the analysis's checkpoints before ``step`` that a cross-checkpoint measure reads.
+
+    Read from their files (``phasescope.analysis.adapters_dynamics.read_params``: the model roots, and
+    the identities the analysis recorded, checked before and after), never from the model cache, whose
+    model holds ``step`` now.
+    """
+    from phasescope.analysis.adapters_dynamics import Neighbours, parameters, read_params
+    from phasescope.measures.builtin_trajectory import neighbour_steps
+
+    record = store.load_request(aid)
+    weights = record.get("weights") or {}
+    roles = neighbour_steps(record["steps"], step)
+
+    read: dict[int, Any] = {}  # each step once (init is often prevprev, or prev)
+    for at in dict.fromkeys(roles.values()):
+        read[at] = (
+            parameters(loaded.model)
+            if at == step
+            else read_params(model, at, loaded.model, settings, identity=weights.get(str(at)))
+        )
+
+    def role(name: str) -> tuple[int, Any] | None:
+        return (roles[name], read[roles[name]]) if name in roles else None
+
+    return Neighbours(prev=role("prev"), prevprev=role("prevprev"), init=role("init"))
+
+
 def run_job(
     aid: str,
     model: str,
-    step: int,
+    step: int | None,
     measures: list[str],
     inputs: dict[str, Any],
     params: dict[str, Any],
@@ -196,9 +226,11 @@ def run_job(
     """Measure one checkpoint and store its table as a part of analysis ``aid``.
 
     Idempotent: a retried job whose part is already stored does not recompute it. The last job of an
-    analysis to finish merges the parts into the final result.
+    analysis to finish merges the parts into the final result. With ``step=None`` it is the analysis's
+    series job (``phasescope.service.series``): the series measures, from every checkpoint at once.
 
     Args:
+        step: the checkpoint; None for the series job.
         weights: the checkpoint's weights identity recorded at submission; the job fails when the
             files no longer match it. None (older analyses): not checked, not cached.
         compute: the measures to compute (None: all); the others come from the reuse cache, and
@@ -210,12 +242,15 @@ def run_job(
         ``{"checkpoint", "rows", "seconds", "computed", "reused"}`` (kept by RQ as the job's result).
     """
     from phasescope.analysis.run import build_batch, measure_checkpoint
+    from phasescope.measures.registry import get_measure
     from phasescope.measures.tables import concat_tables
     from phasescope.models.hub import release_checkpoint
     from phasescope.schemas import InputSpec, MeasureParams
     from phasescope.service.patterns import save_patterns
     from phasescope.service.queue import finalize
 
+    if step is None:
+        return _run_series(aid, model, measures, inputs, params, dtype)
     job = get_current_job()
     settings = get_settings()
     store = ResultStore(settings.store_dir)
@@ -249,7 +284,12 @@ def run_job(
                 log.info("job %s: weights prefetched while the previous job ran", job_name)
             ahead = _prefetch_next(job, store, aid, model, step)  # read while this step is measured
             _stage(job, "measuring", prefetched=prefetched, prefetching=ahead)
-            table = measure_checkpoint(loaded, todo, spec, MeasureParams(**params), batch=batch)
+            neighbours = None
+            if any(get_measure(m).kind == "cross-checkpoint" for m in todo):
+                neighbours = _neighbours(store, aid, model, step, loaded, settings)
+            table = measure_checkpoint(
+                loaded, todo, spec, MeasureParams(**params), batch=batch, neighbours=neighbours
+            )
             save_patterns(store, aid, loaded, batch)  # a small artefact for the dashboard
             if keys:
                 _keep_for_reuse(store, aid, step, keys, todo, table, pattern_key)
@@ -302,5 +342,53 @@ def _keep_for_reuse(
     from phasescope.service.reuse import MeasureCache
 
     cache = MeasureCache(store.root)
-    cache.write({m: keys[m] for m in computed}, table)
+    cache.write({m: keys[m] for m in computed if m in keys}, table)
     cache.save_patterns(pattern_key, store.pattern_file(aid, step), store.pattern_tokens_file(aid))
+
+
+def _run_series(
+    aid: str, model: str, measures: list[str], inputs: dict[str, Any], params: dict[str, Any], dtype: str
+) -> dict[str, Any]:
+    """The series job: the series measures of analysis ``aid``, from all its checkpoints, as its
+    ``series`` part (``ResultStore.write_series_part``); then the analysis is finalised.
+
+    It reads every checkpoint's weights from their files (``SeriesReader``, the recorded identities
+    checked before and after) and evaluates losses with the model of the last checkpoint.
+    """
+    from phasescope.analysis.adapters_dynamics import SeriesReader
+    from phasescope.analysis.run import build_batch, measure_series
+    from phasescope.schemas import InputSpec, MeasureParams
+    from phasescope.service.queue import finalize
+
+    job = get_current_job()
+    settings = get_settings()
+    store = ResultStore(settings.store_dir)
+    worker = (job.worker_name if job is not None else None) or f"{socket.gethostname()}:{os.getpid()}"
+    t0 = time.perf_counter()
+    rows = None
+    try:
+        stop.begin(job.id if job is not None else None, cancelled=store.is_cancelled(aid))
+        if not store.has_series_part(aid):
+            _stage(job, "loading", worker=worker, pid=os.getpid(), started_at=time.time())
+            record = store.load_request(aid)
+            steps = sorted(int(s) for s in record["steps"])
+            weights = {int(k): v for k, v in (record.get("weights") or {}).items()}
+            loaded, _ = _load_checked(model, steps[-1], weights.get(steps[-1]), settings, dtype)
+            batch = build_batch(loaded, InputSpec(**inputs))
+            _stage(job, "measuring")
+            with SeriesReader(model, steps, loaded.model, settings, weights or None) as reader:
+                table = measure_series(loaded, measures, MeasureParams(**params), batch, reader)
+            rows = len(table)
+            seconds = round(time.perf_counter() - t0, 4)
+            record = {"seconds": seconds, "worker": worker, "rows": rows, "finished_at": time.time()}
+            stop.commit(cancelled=store.is_cancelled(aid))
+            store.write_series_part(aid, table, {**record, "computed": measures, "reused": []})
+    except BaseException as exc:
+        if job is not None and not _worth_retrying(exc):
+            job.retries_left = 0
+        raise
+    finally:
+        stop.end()
+    _stage(job, "done")
+    finalize(store, aid, job.connection if job is not None else None)
+    return {"checkpoint": None, "rows": rows, "seconds": round(time.perf_counter() - t0, 4)}

@@ -15,6 +15,7 @@ docs/architecture.md, "Adding a measure", walks through it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -24,6 +25,9 @@ from phasescope.analysis.inputs import Batch, repeated_random_tokens
 from phasescope.errors import MeasureError
 from phasescope.models.loading import LoadedModel
 from phasescope.schemas import InputSpec, MeasureParams
+
+if TYPE_CHECKING:
+    from phasescope.analysis.adapters_dynamics import Neighbours, SeriesReader
 
 __all__ = [
     "MeasureInput",
@@ -55,6 +59,10 @@ class MeasureInput:
             ``Measure.hooks``), by full hook name, e.g. ``activations["blocks.0.hook_resid_pre"]``
             ``[batch, seq, d_model]`` in float64; only the layers that have the hook.
         other: a second checkpoint of the same series (the landscape's interpolation line), or None.
+        neighbours: the cross-checkpoint kind: the parameters of the analysis's previous and first
+            checkpoints (``phasescope.analysis.adapters_dynamics.Neighbours``), or None.
+        series: the series kind: every analysed checkpoint's parameters
+            (``phasescope.analysis.adapters_dynamics.SeriesReader``), or None.
     """
 
     loaded: LoadedModel
@@ -65,6 +73,8 @@ class MeasureInput:
     logits: Tensor | None = None
     other: LoadedModel | None = None
     activations: dict[str, Tensor] = field(default_factory=dict)
+    neighbours: Neighbours | None = None
+    series: SeriesReader | None = None
     _patterns: Tensor | None = field(default=None, repr=False)
 
     @property

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -26,6 +26,9 @@ from phasescope.measures.tables import concat_tables
 from phasescope.models.loading import LoadedModel
 from phasescope.schemas import InputSpec, MeasureParams
 
+if TYPE_CHECKING:
+    from phasescope.analysis.adapters_dynamics import Neighbours, SeriesReader
+
 __all__ = [
     "Capture",
     "build_batch",
@@ -34,6 +37,7 @@ __all__ = [
     "extra_hook_names",
     "measure_checkpoint",
     "measure_landscape",
+    "measure_series",
     "model_weights",
     "pick_device",
     "run_local",
@@ -243,6 +247,7 @@ def measure_checkpoint(
     params: MeasureParams | None = None,
     batch: Batch | None = None,
     other: LoadedModel | None = None,
+    neighbours: Neighbours | None = None,
 ) -> pd.DataFrame:
     """Every requested measure on one checkpoint, as one tidy table.
 
@@ -257,11 +262,17 @@ def measure_checkpoint(
         params: measure parameters.
         batch: prompts already built (a sweep builds them once).
         other: a second checkpoint for the landscape's interpolation line.
+        neighbours: the parameters of the analysis's previous and first checkpoints, for the
+            cross-checkpoint measures (``phasescope.analysis.adapters_dynamics``).
+
+    Series measures (kind ``series``) are skipped here: they read every checkpoint at once and run
+    after the per-checkpoint ones (``measure_series``).
 
     Raises:
         KeyError: a name that is not a registered measure.
     """
     entries = [get_measure(name) for name in dict.fromkeys(measures)]
+    entries = [e for e in entries if e.kind != "series"]
     params = params or MeasureParams()
     device = next(loaded.model.parameters()).device
     batch = (batch or build_batch(loaded, inputs)).to(device)
@@ -275,8 +286,37 @@ def measure_checkpoint(
         from phasescope.analysis.adapters import MeasureInput
 
         # Weights-only and cross-checkpoint measures read the model(s) and the prompts, no forward pass.
-        tables.append(_compute(rest, MeasureInput(loaded, batch, inputs, params, other=other)))
+        data = MeasureInput(loaded, batch, inputs, params, other=other, neighbours=neighbours)
+        tables.append(_compute(rest, data))
     return concat_tables(tables)
+
+
+def measure_series(
+    loaded: LoadedModel,
+    measures: Iterable[str],
+    params: MeasureParams,
+    batch: Batch,
+    reader: SeriesReader,
+) -> pd.DataFrame:
+    """The series measures (kind ``series``) of an analysis: computed once, from every checkpoint.
+
+    Args:
+        loaded: a model of the series (its architecture evaluates losses; its weights are not used).
+        measures: requested measure names (the others are ignored).
+        params: measure parameters.
+        batch: the prompts; like the landscape kind, the first ``params.heavy_prompts`` are read.
+        reader: every analysed checkpoint's parameters, opened (``SeriesReader`` in a with block).
+    """
+    from phasescope.analysis.adapters import MeasureInput
+    from phasescope.measures.registry import measures as registered
+
+    wanted = set(measures)
+    entries = [e for e in registered(kind="series") if e.name in wanted]
+    if not entries:
+        return concat_tables([])
+    device = next(loaded.model.parameters()).device
+    first = _first(batch, params.heavy_prompts).to(device)
+    return _compute(entries, MeasureInput(loaded, first, InputSpec(), params, series=reader))
 
 
 def _compute(entries: Iterable[Measure], data: Any) -> pd.DataFrame:
@@ -382,9 +422,18 @@ def run_local(
 
     if prefetch is None:
         prefetch = get_settings().prefetch_checkpoints
+    measures = list(dict.fromkeys(measures))
+    kinds = {get_measure(m).kind for m in measures}
+    if kinds & {"cross-checkpoint", "series"}:
+        steps = sorted(steps)  # a trajectory runs forward in training time
     cache = ModelCache(device=device, prefetch=prefetch)
     tables, timings = [], {}
     batch = None
+    loaded = None
+    # The parameters of the first and of the last two measured steps, for the cross-checkpoint kind:
+    # kept from the loop, never read again (docs/measures.md, "Training dynamics").
+    first: tuple[int, dict[str, Tensor]] | None = None
+    recent: list[tuple[int, dict[str, Tensor]]] = []
     try:
         for i, step in enumerate(steps):
             t0 = time.perf_counter()
@@ -393,10 +442,28 @@ def run_local(
                 cache.prefetch(model, steps[i + 1])  # read while this step is measured
             # The prompts do not depend on the weights: build them once per sweep.
             batch = batch or build_batch(loaded, inputs)
-            tables.append(measure_checkpoint(loaded, measures, inputs, params, batch=batch))
+            neighbours = None
+            if "cross-checkpoint" in kinds:
+                from phasescope.analysis.adapters_dynamics import Neighbours, parameters
+
+                current = (step, parameters(loaded.model))
+                neighbours = Neighbours(
+                    prev=recent[-1] if recent else None,
+                    prevprev=recent[-2] if len(recent) >= 2 else None,
+                    init=first or current,
+                )
+                first, recent = first or current, [*recent, current][-2:]
+            tables.append(
+                measure_checkpoint(loaded, measures, inputs, params, batch=batch, neighbours=neighbours)
+            )
             timings[step] = time.perf_counter() - t0
             if progress:
                 progress(i + 1, len(steps), step)
+        if "series" in kinds and loaded is not None and batch is not None:
+            from phasescope.analysis.adapters_dynamics import SeriesReader
+
+            with SeriesReader(model, list(steps), loaded.model) as reader:
+                tables.append(measure_series(loaded, measures, params or MeasureParams(), batch, reader))
     finally:
         cache.close()
     return concat_tables(tables), timings

@@ -37,10 +37,17 @@ from rq.registry import StartedJobRegistry
 from phasescope.config import Settings, get_settings
 from phasescope.errors import ServiceUnavailable
 from phasescope.models.identity import ResolvedRequest, describe, resolve_request
-from phasescope.models.shape import declared_shape, model_shape
-from phasescope.responses import marked_transition
+from phasescope.models.shape import declared_shape
 from phasescope.schemas import AnalysisRequest
-from phasescope.service.reuse import MeasureCache, measure_keys, patterns_key
+from phasescope.service.finished import finished_status, stored_shape, write_final
+from phasescope.service.reuse import MeasureCache, measure_keys, neighbour_identities, patterns_key
+from phasescope.service.series import (
+    checkpoint_measures,
+    series_job_data,
+    series_job_id,
+    series_pending,
+    series_state,
+)
 from phasescope.service.storage import ensure_free_space
 from phasescope.service.store import ResultStore
 
@@ -157,7 +164,8 @@ def _enqueue_missing(
     """Enqueue a job for every step with neither a stored part nor a live job; returns those steps.
 
     A step whose requested measures are all in the reuse cache gets its part from there instead; a
-    step with some of them gets a job that computes only the others (``compute``).
+    step with some of them gets a job that computes only the others (``compute``). An analysis with
+    series measures also gets its series job, after the steps' jobs (``phasescope.service.series``).
     """
     record = store.load_request(aid)
     request = record["request"]
@@ -167,19 +175,21 @@ def _enqueue_missing(
     todo = [s for s in record["steps"] if s not in done]
     jobs = Job.fetch_many([job_id(aid, s) for s in todo], connection=conn)
     queue = get_queue(conn, settings)
-    datas, steps = [], []
+    datas, steps, alive = [], [], []
+    per_step = checkpoint_measures(request["measures"])
     for step, job in zip(todo, jobs, strict=True):
         if job is not None:
             state = job.get_status(refresh=False)
             if state in _ACTIVE:
+                alive.append(job.id)
                 continue
             if state in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED) and not requeue_failed:
                 continue
             job.delete()  # finished without a part (store wiped) or failed and asked again: run afresh
         identity = weights.get(str(step))
-        compute = list(request["measures"])
+        compute = list(per_step)
         if identity:
-            keys = measure_keys(request, step, identity)
+            keys = measure_keys(request, step, identity, neighbour_identities(record, step))
             compute = [m for m in compute if m not in cache.has(keys)]
             if not compute and _part_from_cache(
                 store, cache, aid, step, keys, patterns_key(request, step, identity)
@@ -193,7 +203,7 @@ def _enqueue_missing(
                     "aid": aid,
                     "model": request["model"],
                     "step": step,
-                    "measures": request["measures"],
+                    "measures": per_step,
                     "inputs": request["inputs"],
                     "params": request["params"],
                     "weights": identity,
@@ -209,8 +219,10 @@ def _enqueue_missing(
                 meta={"analysis": aid, "checkpoint": step, "stage": "queued"},
             )
         )
-    if datas:
-        queue.enqueue_many(datas)
+    after = alive + [job_id(aid, s) for s in steps]
+    series = series_job_data(conn, store, aid, record, settings, job_function, after, requeue_failed)
+    if datas or series is not None:
+        queue.enqueue_many([*datas, *([series] if series is not None else [])])
     return steps
 
 
@@ -260,6 +272,8 @@ def finalize(store: ResultStore, aid: str, conn: redis.Redis | None = None) -> b
     record = store.load_request(aid)
     if not set(record["steps"]) <= set(store.part_steps(aid)):
         return False
+    if series_pending(store, aid, record["request"]):
+        return False  # the series job's part is the last one in
     lock = None
     if conn is not None:
         with suppress(*_REDIS_DOWN, redis.exceptions.LockError):
@@ -269,93 +283,12 @@ def finalize(store: ResultStore, aid: str, conn: redis.Redis | None = None) -> b
     try:
         if store.is_finished(aid):
             return True
-        _write_final(store, aid, record)
+        write_final(store, aid, record)
     finally:
         if lock is not None:
             with suppress(*_REDIS_DOWN, redis.exceptions.LockError):
                 lock.release()
     return True
-
-
-def _write_final(store: ResultStore, aid: str, record: dict[str, Any]) -> None:
-    import json
-
-    from phasescope.phases.digest import checkpoint_digest
-    from phasescope.phases.findings import find_transitions
-
-    table = store.results(aid)
-    meta = store.part_meta(aid)
-    finished_at = time.time()
-    created = float(record.get("created_at") or finished_at)
-    request = record["request"]
-    summary = {
-        "id": aid,
-        "status": "finished",
-        "model": request["model"],
-        "checkpoints": record["steps"],
-        "measures": request["measures"],
-        "rows": len(table),
-        "created_at": created,
-        "finished_at": finished_at,
-        "wall_seconds": round(finished_at - created, 3),
-        "seconds_per_checkpoint": {str(s): m.get("seconds") for s, m in sorted(meta.items())},
-        "workers": sorted({str(m.get("worker")) for m in meta.values() if m.get("worker")}),
-        "digest": json.loads(checkpoint_digest(table).to_json(orient="index")) if len(table) else {},
-        # Where the model changes phase: computed once here, served with every status read.
-        "findings": find_transitions(table),
-        "shape": model_shape(record.get("model_shape"), table),
-    }
-    store.finalize(aid, summary)
-
-
-def _stored_shape(record: dict[str, Any], path: Any) -> dict[str, int | None] | None:
-    """The model's shape from the layer and head columns of one stored table (read alone: cheap)."""
-    import pandas as pd
-
-    table = None
-    if path is not None:
-        with suppress(OSError, ValueError, KeyError):
-            table = pd.read_parquet(path, columns=["layer", "head"])
-    return model_shape(record.get("model_shape"), table)
-
-
-def _findings(summary: dict[str, Any]) -> dict[str, Any] | None:
-    findings = summary.get("findings")
-    if findings is None:
-        return None
-    return {**findings, "marked": marked_transition(findings.get("transitions") or [])}
-
-
-def _finished_status(store: ResultStore, aid: str, record: dict[str, Any]) -> dict[str, Any]:
-    summary = store.summary(aid)
-    total = len(record["steps"])
-    shape = summary.get("shape")
-    if shape is None:  # finished before shapes were recorded: read it off the table
-        shape = _stored_shape(record, store.results_path(aid))
-    return {
-        "status": "finished",
-        "progress": {
-            "done": total,
-            "total": total,
-            "fraction": 1.0,
-            "current_checkpoint": None,
-            "running": [],
-            "queued": 0,
-            "failed": 0,
-        },
-        "timings": {
-            "created_at": summary.get("created_at", record.get("created_at")),
-            "finished_at": summary.get("finished_at"),
-            "elapsed_seconds": summary.get("wall_seconds"),
-            "wall_seconds": summary.get("wall_seconds"),
-            "seconds_per_checkpoint": summary.get("seconds_per_checkpoint", {}),
-        },
-        "errors": [],
-        "rows": summary.get("rows"),
-        "findings": _findings(summary),
-        "shape": shape,
-        "queue_reachable": None,  # a finished analysis is read from the store alone
-    }
 
 
 def status(
@@ -370,6 +303,9 @@ def status(
     Status is one of ``queued``, ``running``, ``finished``, ``failed`` (no checkpoint succeeded),
     ``partial`` (some did, the rest failed or were cancelled) and ``cancelled``. Every state has the
     same keys (``phasescope.responses.AnalysisStatus``), None where a value is not known yet.
+
+    An analysis with series measures is finished only once its series job's part is in: until then
+    that job is counted as queued or listed as running (``checkpoint: null``) or failed.
 
     Args:
         resume: re-enqueue checkpoints that neither have a part nor a job (Redis was wiped).
@@ -389,12 +325,16 @@ def status(
         "links": links(aid),
     }
     if store.is_finished(aid) or (conn is not None and finalize(store, aid, conn)):
-        return {**base, **_finished_status(store, aid, record)}
+        return {**base, **finished_status(store, aid, record)}
     done = set(store.part_steps(aid))
     meta = store.part_meta(aid)
     todo = [s for s in steps if s not in done]
     cancelled = store.is_cancelled(aid)
-    queued, running, failed, lost = [], [], [], []
+    # Steps waiting for a worker; None stands for the series job (phasescope.service.series).
+    queued: list[int | None] = []
+    running: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    lost: list[int] = []
     queue_ok = conn is not None
     if conn is not None:
         try:
@@ -418,9 +358,22 @@ def status(
                             "error": _error_line(job),
                         }
                     )
+            series_lost = False
+            if series_pending(store, aid, request):
+                state, job = series_state(conn, aid)
+                if state == "running" and job is not None:
+                    running.append({"checkpoint": None, "job": job.id, **_progress_meta(job)})
+                elif state == "active":
+                    queued.append(None)  # counted with the checkpoints waiting
+                elif state == "failed" and job is not None:
+                    status_name = str(job.get_status(refresh=False).value)
+                    failed.append(
+                        {"checkpoint": None, "job": job.id, "status": status_name, "error": _error_line(job)}
+                    )
+                series_lost = state == "lost"
             # An analysis recorded before its job function was (a re-POST resumes it instead).
             job_function = record.get("job_function")
-            if lost and resume and not cancelled and job_function:
+            if (lost or series_lost) and resume and not cancelled and job_function:
                 with suppress(redis.exceptions.LockError):
                     with conn.lock(f"phasescope:submit:{aid}", timeout=60, blocking_timeout=10):
                         queued.extend(
@@ -428,11 +381,12 @@ def status(
                                 conn, store, aid, settings, requeue_failed=False, job_function=job_function
                             )
                         )
+                        queued.extend([None] if series_lost else [])
         except _REDIS_DOWN:
             queue_ok = False
     if not queue_ok:
         # Without Redis only the store speaks: parts are done, the rest is waiting for the queue.
-        queued = todo
+        queued = [*todo, *([None] if series_pending(store, aid, request) else [])]
     active = bool(queued or running)
     if active:
         state_name = "running" if running or done or failed else "queued"
@@ -465,7 +419,7 @@ def status(
         "rows": None,
         "findings": None,
         # Running: from the first stored checkpoint (None before one is stored).
-        "shape": _stored_shape(
+        "shape": stored_shape(
             record, store.root / aid / "parts" / f"{min(done):09d}.parquet" if done else None
         ),
         "queue_reachable": queue_ok,
@@ -492,7 +446,7 @@ def cancel(
     if not store.is_finished(aid):
         store.set_cancelled(aid, True)
         record = store.load_request(aid)
-        ids = [job_id(aid, s) for s in record["steps"]]
+        ids = [job_id(aid, s) for s in record["steps"]] + [series_job_id(aid)]
         try:
             for job in Job.fetch_many(ids, connection=conn):
                 state = None if job is None else job.get_status(refresh=False)

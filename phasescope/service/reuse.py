@@ -16,6 +16,10 @@ The key of a measure's rows is SHA-256 (24 hex digits) over: the model string, t
 checkpoint's weights identity (``phasescope.models.identity``), the measure's name, the request fields the
 measure reads (its registry entry's ``params``), the whole ``inputs``, ``MEASURES_VERSION``, and any other top-level
 request field (a loading choice such as a dtype). A checkpoint without a weights identity is never
+cached. A cross-checkpoint measure's rows depend on other checkpoints too: its key also names the
+steps and weights identities of the checkpoints it reads (``neighbours``: for ``trajectory`` the
+previous two analysed steps and the first one), and it has no key, so is computed every time, when
+any of them has no identity. Series measures (one table per analysis, not per checkpoint) are never
 cached. Files are written atomically (temporary name + rename), so a reader sees a whole table or none.
 Importing this module never imports torch.
 """
@@ -36,7 +40,7 @@ from phasescope.measures.tables import concat_tables, empty_table
 from phasescope.models.series import atomic_write_bytes
 from phasescope.service.store import read_table, table_to_parquet_bytes
 
-__all__ = ["CACHE_DIR", "MeasureCache", "measure_keys", "patterns_key"]
+__all__ = ["CACHE_DIR", "MeasureCache", "measure_keys", "neighbour_identities", "patterns_key"]
 
 CACHE_DIR = "_cache"
 """The cache's folder under the results store (not an analysis id, so ``ResultStore.list_ids`` skips it)."""
@@ -61,22 +65,49 @@ def _common(request: dict[str, Any], step: int, identity: str) -> dict[str, Any]
     }
 
 
-def measure_keys(request: dict[str, Any], step: int, identity: str) -> dict[str, str]:
-    """The cache key of each requested measure at one checkpoint.
+def neighbour_identities(record: dict[str, Any], step: int) -> dict[str, list[Any]]:
+    """``role → [step, identity or None]`` of the checkpoints a cross-checkpoint measure of ``step`` reads.
+
+    Args:
+        record: the analysis's stored record (``steps`` and ``weights``, as ``ResultStore.load_request``).
+        step: the checkpoint.
+    """
+    from phasescope.measures.builtin_trajectory import neighbour_steps
+
+    weights = record.get("weights") or {}
+    return {role: [s, weights.get(str(s))] for role, s in neighbour_steps(record["steps"], step).items()}
+
+
+def measure_keys(
+    request: dict[str, Any],
+    step: int,
+    identity: str,
+    neighbours: dict[str, list[Any]] | None = None,
+) -> dict[str, str]:
+    """The cache key of each requested measure at one checkpoint (series measures have none).
 
     Args:
         request: the canonical request as stored (``AnalysisRequest.model_dump(mode="json")``).
         step: the checkpoint's training step.
         identity: its weights identity.
+        neighbours: the checkpoints the cross-checkpoint measures read (``neighbour_identities``);
+            without them, or with one lacking an identity, those measures get no key.
     """
     params = request.get("params") or {}
     common = _common(request, step, identity)
-    return {
+    keyed = neighbours is not None and all(ident for _, ident in neighbours.values())
+    out = {}
+    for m in request["measures"]:
+        entry = get_measure(m)
+        if entry.kind == "series" or (entry.kind == "cross-checkpoint" and not keyed):
+            continue
         # Only the parameters the measure reads (phasescope.measures.registry, Measure.params) enter its
         # key, so changing the β grid does not invalidate the cached entropies.
-        m: _key({**common, "measure": m, "params": {p: params.get(p) for p in get_measure(m).params}})
-        for m in request["measures"]
-    }
+        payload = {**common, "measure": m, "params": {p: params.get(p) for p in entry.params}}
+        if entry.kind == "cross-checkpoint":
+            payload["neighbours"] = neighbours
+        out[m] = _key(payload)
+    return out
 
 
 def patterns_key(request: dict[str, Any], step: int, identity: str) -> str:

@@ -37,7 +37,19 @@ from phasescope.schemas import AnalysisRequest, MeasureParams
 from tests.helpers import tiny_series
 
 DOCS = Path(__file__).parents[2] / "docs" / "measures.md"
-BUILTINS = ("loss", "heads", "entropy", "thermo", "spectra", "energies", "landscape", "sharpness", "llc")
+BUILTINS = (
+    "loss",
+    "heads",
+    "entropy",
+    "thermo",
+    "spectra",
+    "energies",
+    "landscape",
+    "sharpness",
+    "llc",
+    "trajectory",
+    "trajectory_pca",
+)
 
 
 # --- a measure of the test's own: the largest attention probability of each head ---------------------
@@ -191,7 +203,9 @@ def test_findings_test_each_order_parameter(op: OrderParameter) -> None:
 def test_a_tiny_real_run_emits_only_declared_quantities_and_each_has_a_dashboard_label(series: str) -> None:
     """Every quantity a real run of every measure emits is declared, so the dashboard can title it."""
     from frontend.figures import LABELS
-    from phasescope.analysis.run import measure_checkpoint
+    from phasescope.analysis.adapters_dynamics import Neighbours, SeriesReader, parameters
+    from phasescope.analysis.run import build_batch, measure_checkpoint, measure_series
+    from phasescope.measures.tables import concat_tables
     from phasescope.models.loading import load_model
     from phasescope.schemas import InputSpec
 
@@ -204,7 +218,13 @@ def test_a_tiny_real_run_emits_only_declared_quantities_and_each_has_a_dashboard
         llc_draws=10,
     )
     loaded, other = load_model(series, 20), load_model(series, 10)
-    table = measure_checkpoint(loaded, BUILTINS, InputSpec(n_prompts=4, seq_len=16), params, other=other)
+    # The cross-checkpoint kind reads the analysis's earlier checkpoints, the series kind all of them.
+    near = Neighbours((10, parameters(other.model)), None, (0, parameters(load_model(series, 0).model)))
+    inputs = InputSpec(n_prompts=4, seq_len=16)
+    table = measure_checkpoint(loaded, BUILTINS, inputs, params, other=other, neighbours=near)
+    with SeriesReader(series, [0, 10, 20], loaded.model) as reader:
+        whole = measure_series(loaded, BUILTINS, params, build_batch(loaded, inputs), reader)
+    table = concat_tables([table, whole])
     assert set(table["measure"]) == set(BUILTINS)
     for measure, rows in table.groupby("measure"):
         entry = get_measure(str(measure))
