@@ -174,6 +174,19 @@ def _window_shapes(windows: Sequence[dict[str, Any]], xscale: str, rows: int) ->
     return shapes
 
 
+def _axis_titles(measure: str, short: str) -> tuple[str, str]:
+    """Short y titles for the two rows (the figure's title carries the registry's full one): the
+    quantity's short name or label with its unit, and "χ" with χ's unit."""
+    from phasescope.measures import quantities
+
+    declared = dict(quantities(measures_run=[measure])) if measure else {}
+    q, chi = declared.get(f"{measure}.{short}"), declared.get(f"{measure}.{short}_chi")
+    name = (q.short or q.label) if q is not None else short
+    m_axis = f"{name} ({q.unit})" if q is not None and q.unit and len(q.unit) <= 12 else name
+    chi_axis = f"χ ({chi.unit})" if chi is not None and chi.unit else "χ"
+    return m_axis, chi_axis
+
+
 def order_chi_figure(
     order: pd.DataFrame,
     chi: pd.DataFrame | None,
@@ -205,7 +218,7 @@ def order_chi_figure(
         return empty_figure("no data for this selection")
     label = LABELS.get(quantity, quantity)
     measure, short = quantity.split(".") if "." in quantity else ("", quantity)
-    chi_label = LABELS.get(f"{measure}.{short}_chi", f"χ = N·Var over prompts of {short}")
+    m_axis, chi_axis = _axis_titles(measure, short)
     has_chi = chi is not None and len(chi) > 0
     marked = [v for v in (cursor, (transition or {}).get("step")) if v is not None]
     steps = sorted(order["checkpoint"].unique().tolist())
@@ -218,11 +231,11 @@ def order_chi_figure(
         traces += line_traces(chi, xscale=xscale, shape=shape, marked=marked, axis="2", legend=False)
         traces += [_peak_trace(p, xscale) for p in chi_peaks(findings, quantity, order)]
         layout = _grid()
-        layout["yaxis"] = {**layout["yaxis"], "title": {"text": label}}
-        layout["yaxis2"] = {**layout["yaxis2"], "title": {"text": chi_label}}
+        layout["yaxis"] = {**layout["yaxis"], "title": {"text": m_axis}}
+        layout["yaxis2"] = {**layout["yaxis2"], "title": {"text": chi_axis}}
         rows = 2
     else:
-        layout = {"yaxis": {"title": {"text": label}}}
+        layout = {"yaxis": {"title": {"text": m_axis}}}
         annotations.append(
             {
                 "text": f"no susceptibility χ of {short} in this analysis (its {short}_chi rows)",
