@@ -86,19 +86,43 @@ def zoo_list() -> None:
 
 @zoo_app.command("train")
 def zoo_train(
-    name: Annotated[str, typer.Argument(help="Series name, e.g. induction-2l (with or without 'zoo:').")],
-    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    name: Annotated[
+        str,
+        typer.Argument(help="Series name, e.g. induction-2l or induction-2l-seed3 (with or without 'zoo:')."),
+    ],
+    seed: Annotated[int | None, typer.Option(help="Training seed (default the name's, 0).")] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Several seeds, one series each: 0-4, 0,2,7 (zoo:<name>-seed<N>).")
+    ] = None,
+    every: Annotated[
+        int | None, typer.Option(help="Also checkpoint every N steps (series zoo:<name>-every<N>).")
+    ] = None,
+    parallel: Annotated[int, typer.Option(min=1, help="Seeds trained at once, one process each.")] = 1,
     force: Annotated[bool, typer.Option(help="Retrain even if the series exists.")] = False,
 ) -> None:
-    """Train a zoo series and write it in the phasescope checkpoint format."""
-    from phasescope.zoo import ZOO, train_series
+    """Train a zoo series (or one per seed) and write it in the phasescope checkpoint format."""
+    from phasescope.zoo import get_variant, parse_seeds, train_seeds
 
-    name = name.removeprefix("zoo:")
-    if name not in ZOO:
-        _fail(f"unknown zoo series {name!r}; choose one of: {', '.join(sorted(ZOO))}")
+    if seed is not None and seeds is not None:
+        _fail("give --seed or --seeds, not both")
+    variant = get_variant(name, seed=seed, every=every)
+    chosen = parse_seeds(seeds) if seeds is not None else [variant.seed]
     t0 = time.perf_counter()
-    path = train_series(name, seed=seed, progress=True, force=force)
-    typer.echo(f"zoo:{name} ready in {path} ({time.perf_counter() - t0:.1f} s)")
+    if len(chosen) == 1 and parallel == 1:
+        from phasescope.zoo import train_series
+
+        path = train_series(variant.name, seed=chosen[0], progress=True, force=force)
+        typer.echo(
+            f"{get_variant(variant.name, seed=chosen[0]).model} ready in {path} ({time.perf_counter() - t0:.1f} s)"
+        )
+        return
+
+    def done(run: Any) -> None:
+        how = f"trained in {run.seconds:.1f} s" if run.trained else "already trained"
+        typer.echo(f"{run.model} {how} -> {run.path}")
+
+    runs = train_seeds(variant.name, chosen, parallel=parallel, force=force, on_done=done)
+    typer.echo(f"{len(runs)} series ready in {time.perf_counter() - t0:.1f} s")
 
 
 @app.command("models")

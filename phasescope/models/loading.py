@@ -1,6 +1,7 @@
 """Models and checkpoints: one string names a model everywhere (CLI, REST API, dashboard).
 
-- ``zoo:<name>``  a series trained by our own zoo (``phasescope.zoo``), stored under the zoo directory.
+- ``zoo:<name>``  a series trained by our own zoo (``phasescope.zoo``), stored under the zoo directory;
+                  ``zoo:<name>-seed<N>`` another training seed, ``-every<N>`` denser checkpoints.
 - ``tl:<name>``   a TransformerLens pretrained name, with its training checkpoints where TL has them.
 - ``hub:<org>/<name>``  any Hugging Face hub repository; its checkpoints are its branches (``phasescope.models.hub``).
 - a local path    a phasescope series directory (``manifest.json`` + safetensors), a Hugging Face model
@@ -113,13 +114,10 @@ def parse_model_spec(spec: str, settings: Settings | None = None) -> ModelRef:
     settings = settings or get_settings()
     spec = spec.strip()
     if spec.startswith("zoo:"):
-        from phasescope.zoo import ZOO
+        # A recipe, optionally a seed/schedule variant: zoo:induction-2l-seed3 (docs/zoo.md).
+        from phasescope.zoo.variants import parse_series_name
 
-        name = spec[4:]
-        if name not in ZOO:
-            raise ModelNotFound(
-                f"unknown zoo series {name!r}", field="model", choices=sorted(f"zoo:{n}" for n in ZOO)
-            )
+        name = parse_series_name(spec).name
         return ModelRef(spec, "zoo", name, settings.zoo_dir / name)
     if spec.startswith("tl:"):
         from phasescope.models.hf import known_tl_models
@@ -399,6 +397,7 @@ def list_models(settings: Settings | None = None) -> list[ModelInfo]:
         trained = is_trained(name)
         n = len(read_manifest(settings.zoo_dir / name).steps) if trained else None
         infos.append(ModelInfo(f"zoo:{name}", "zoo", spec.description, trained, n, {"trained": trained}))
+    infos += _trained_zoo_variants(settings)
     seen = {settings.zoo_dir.resolve()}
     for root in settings.allowed_roots:
         if root in seen or not root.is_dir():
@@ -415,3 +414,25 @@ def list_models(settings: Settings | None = None) -> list[ModelInfo]:
             except (ModelNotFound, PathNotAllowed, ModelLoadError):
                 continue
     return infos
+
+
+def _trained_zoo_variants(settings: Settings) -> list[ModelInfo]:
+    """The other seeds and schedules of the zoo's recipes that are trained (``zoo:induction-2l-seed3``)."""
+    from phasescope.errors import InvalidRequest
+    from phasescope.zoo import ZOO, is_trained
+    from phasescope.zoo.variants import parse_series_name
+
+    found = []
+    children = sorted(settings.zoo_dir.iterdir()) if settings.zoo_dir.is_dir() else []
+    for child in children:
+        if child.name in ZOO or child.name.startswith(".") or not child.is_dir():
+            continue
+        try:
+            variant = parse_series_name(child.name)
+        except (ModelNotFound, InvalidRequest):
+            continue
+        if variant.name == child.name and is_trained(variant.name, settings):
+            n = len(read_manifest(child).steps)
+            details = {"trained": True, "seed": variant.seed, "every": variant.every}
+            found.append(ModelInfo(variant.model, "zoo", variant.spec.description, True, n, details))
+    return found

@@ -67,6 +67,8 @@ class ZooSpec:
         progress: bool = True,
         max_steps: int | None = None,
         threads: int = DEFAULT_THREADS,
+        every: int | None = None,
+        name: str | None = None,
     ) -> SeriesManifest:
         """Train this series into ``out_dir`` and return its manifest (also written there).
 
@@ -80,12 +82,16 @@ class ZooSpec:
             max_steps: stop early after this many steps (for tests): checkpoints past it are dropped
                 and the last step is always saved. Same seed and ``max_steps``: identical weights.
             threads: torch CPU threads while training (the default keeps results comparable).
+            every: also save every multiple of this step (denser checkpoints near a transition;
+                ``phasescope.zoo.variants``); recorded in the manifest's ``training``.
+            name: the manifest's series name (default the recipe's; a variant passes its own).
         """
         steps = self.steps if max_steps is None else min(self.steps, int(max_steps))
-        saves = sorted({s for s in self.checkpoint_steps if s <= steps} | {steps})
+        schedule = set(self.checkpoint_steps) | (set(range(0, steps + 1, every)) if every else set())
+        saves = sorted({s for s in schedule if s <= steps} | {steps})
         task = self.task_for_seed(seed)
         return run_training(
-            name=self.name,
+            name=name or self.name,
             config=self.config,
             task=task,
             objective=self.make_objective(task),
@@ -97,4 +103,5 @@ class ZooSpec:
             out_dir=Path(out_dir),
             progress=progress,
             threads=threads,
+            schedule={"checkpoint_every": every} if every else None,
         )

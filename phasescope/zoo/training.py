@@ -97,6 +97,7 @@ def run_training(
     out_dir: Path,
     progress: bool = True,
     threads: int = DEFAULT_THREADS,
+    schedule: dict[str, Any] | None = None,
 ) -> SeriesManifest:
     """Train a model and write its checkpoint series to ``out_dir``.
 
@@ -114,6 +115,8 @@ def run_training(
         out_dir: the series directory (created; existing checkpoints of the same steps are replaced).
         progress: show a tqdm bar.
         threads: torch CPU threads (see ``DEFAULT_THREADS``).
+        schedule: extra schedule settings kept in the manifest's ``training`` (e.g. a variant's
+            ``checkpoint_every``).
 
     Returns:
         The manifest, already written to ``out_dir``.
@@ -165,6 +168,7 @@ def run_training(
             **{k: list(v) if isinstance(v, tuple) else v for k, v in optimizer.items()},
             "steps": steps,
             "history_every": history_every,
+            **(schedule or {}),
             "wall_seconds": round(wall, 2),
             # CPU time says what the run costs on a busy machine, where wall time does not.
             "cpu_seconds": round(cpu, 2),
