@@ -200,6 +200,10 @@ class Measure:
         default: whether a request without ``measures`` runs it.
         tab: the dashboard tab that shows it (one of the dashboard's tabs, docs/dashboard.md).
         reads_logits: an activation measure that needs the forward pass's logits too.
+        hooks: TransformerLens hook suffixes an activation measure reads besides the scores, e.g.
+            ``"hook_resid_pre"`` or ``"mlp.hook_pre"``: the shared forward pass captures
+            ``blocks.<layer>.<suffix>`` on every layer that has it, only when a requested measure
+            names it (``phasescope.analysis.run.capture_forward``).
         docs: the section of docs/measures.md that defines it.
     """
 
@@ -215,6 +219,7 @@ class Measure:
     default: bool = False
     tab: str = "overview"
     reads_logits: bool = False
+    hooks: tuple[str, ...] = ()
     docs: str = ""
     _by_name: dict[str, Quantity] = field(init=False, repr=False, compare=False)
 

@@ -47,6 +47,9 @@ BUILTINS = (
     "landscape",
     "sharpness",
     "llc",
+    "residual",
+    "correlation",
+    "meanfield",
     "trajectory",
     "trajectory_pca",
 )
@@ -93,7 +96,8 @@ def only(*entries: Measure) -> Iterator[None]:
 @pytest.fixture()
 def series(isolated_data_dir: Path) -> str:
     path = isolated_data_dir / "models" / "tiny"
-    tiny_series(path, steps=(0, 10, 20))
+    # With MLPs, so that every measure applies (meanfield reads MLP pre-activations).
+    tiny_series(path, steps=(0, 10, 20), attn_only=False, d_mlp=64)
     return str(path)
 
 
