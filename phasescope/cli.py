@@ -14,6 +14,7 @@ import typer
 from pydantic import ValidationError
 from typer.models import OptionInfo
 
+from phasescope.cli_ensemble import ensemble as ensemble_command
 from phasescope.errors import PhasescopeError
 
 __all__ = ["app", "main", "parse_checkpoints"]
@@ -151,7 +152,7 @@ def _measure_help() -> str:
 
     listed = "; ".join(f"{m.name}: {m.summary}" for m in measures())
     return (
-        f"Comma-separated measures, or 'all' for every one. {listed}. "
+        f"Comma-separated measures (or the option repeated), or 'all' for every one. {listed}. "
         f"Default: {','.join(default_measures())}."
     )
 
@@ -176,7 +177,7 @@ def analyze(
     ],
     # What typer.Option("--measure", "-m") builds (under Annotated the first name travels as `default`).
     measure: Annotated[
-        str | None, _MeasureOption(default="--measure", param_decls=("-m",), show_default=False)
+        list[str] | None, _MeasureOption(default="--measure", param_decls=("-m",), show_default=False)
     ] = None,
     checkpoints: Annotated[
         str, typer.Option(help="all | last | 0,25,50 | START:STOP[:EVERY] | log:N | linear:N")
@@ -215,7 +216,9 @@ def analyze(
             _fail(f"no such text file: {texts}")
         text_list = [p.strip() for p in texts.read_text().split("\n\n") if p.strip()]
     # No --measure: the registry's defaults; "all": every registered measure (AnalysisRequest expands it).
-    chosen = {} if measure is None else {"measures": [m.strip() for m in measure.split(",") if m.strip()]}
+    # Repeatable: "-m trajectory -m trajectory_pca" is "-m trajectory,trajectory_pca".
+    names = [m.strip() for value in measure or [] for m in value.split(",") if m.strip()]
+    chosen = {} if measure is None else {"measures": names}
     request = AnalysisRequest(
         model=model,
         checkpoints=parse_checkpoints(checkpoints),
@@ -388,6 +391,10 @@ def gc(
     if dry_run:
         return
     typer.echo(f"deleted {delete(found, store, conn)} items (retention {settings.retention_days:g} days)")
+
+
+# Seed ensembles: the command's body is its own module, so this one stays small.
+app.command("ensemble")(ensemble_command)
 
 
 def main() -> None:

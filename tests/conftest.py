@@ -41,3 +41,34 @@ def trained_induction_2l(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not is_trained("induction-2l", out_dir=path):
         train_series("induction-2l", seed=0, progress=False, out_dir=path)
     return path
+
+
+ZOO_SEEDS = {"induction-2l": (0, 1, 2), "grokking-p59": (0, 1, 2)}
+"""The seed ensembles the tests train (issue 14's reference facts, 3 seeds each to keep CI small)."""
+
+
+@pytest.fixture(scope="session")
+def trained_zoo_seeds() -> dict[tuple[str, int], Path]:
+    """``ZOO_SEEDS`` trained once, two processes at a time, and cached like ``trained_induction_2l``.
+
+    Keyed by recipe and seed in the same cache (``induction-2l`` seed 0 is that fixture's very
+    directory, so neither trains it twice). Cold, on 2 idle cores: about 4 minutes, nearly all of it
+    grokking (docs/zoo.md, "Seed ensembles").
+    """
+    import hashlib
+    import os
+
+    from phasescope.zoo import ZOO, get_variant
+    from phasescope.zoo.parallel import train_variants
+
+    root = Path(os.environ.get("PHASESCOPE_TEST_CACHE", Path.home() / ".cache" / "phasescope-tests"))
+    paths: dict[tuple[str, int], Path] = {}
+    for name, seeds in ZOO_SEEDS.items():
+        key = hashlib.sha256(repr(ZOO[name]).encode()).hexdigest()[:12]
+        for seed in seeds:
+            paths[(name, seed)] = root / (f"{name}-{key}" if seed == 0 else f"{name}-seed{seed}-{key}")
+    # Longest first (grokking), so the two processes finish together.
+    order = sorted(paths, key=lambda k: -ZOO[k[0]].expected_seconds)
+    names = [get_variant(name, seed=seed).name for name, seed in order]
+    train_variants(names, [paths[k] for k in order], parallel=2)
+    return paths

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from phasescope.config import Settings, get_settings
 
-__all__ = ["SeedRun", "train_seeds"]
+__all__ = ["SeedRun", "train_seeds", "train_variants"]
 
 
 @dataclass(frozen=True)
@@ -83,21 +83,45 @@ def train_seeds(
     from phasescope.zoo.registry import get_variant
 
     settings = settings or get_settings()
-    variants = {seed: get_variant(name, seed=seed, every=every) for seed in sorted(set(seeds))}
-    dirs = {
-        seed: Path((out_dirs or {}).get(seed) or settings.zoo_dir / v.name) for seed, v in variants.items()
-    }
+    variants = [get_variant(name, seed=seed, every=every) for seed in sorted(set(seeds))]
+    dirs = [Path((out_dirs or {}).get(v.seed) or settings.zoo_dir / v.name) for v in variants]
+    return train_variants([v.name for v in variants], dirs, parallel=parallel, force=force, on_done=on_done)
+
+
+def train_variants(
+    names: Sequence[str],
+    out_dirs: Sequence[Path],
+    *,
+    parallel: int = 1,
+    force: bool = False,
+    on_done: Callable[[SeedRun], None] | None = None,
+) -> list[SeedRun]:
+    """Train several series, each a variant name into its directory, ``parallel`` processes at once.
+
+    Args:
+        names: variant names (``induction-2l-seed3``), any recipes.
+        out_dirs: one directory per name.
+        parallel: processes at once (capped at the core count and the number of series).
+        force: retrain complete series.
+        on_done: called with each series' report as it finishes.
+
+    Returns:
+        One ``SeedRun`` per name, in the order given.
+    """
+    from phasescope.zoo.variants import parse_series_name
+
+    variants = [parse_series_name(n) for n in names]
     workers = max(1, min(int(parallel), len(variants), os.cpu_count() or 1))
     runs: dict[int, SeedRun] = {}
 
-    def report(seed: int, seconds: float, trained: bool) -> None:
-        runs[seed] = SeedRun(seed, variants[seed].model, dirs[seed], seconds, trained)
+    def report(i: int, seconds: float, trained: bool) -> None:
+        runs[i] = SeedRun(variants[i].seed, variants[i].model, Path(out_dirs[i]), seconds, trained)
         if on_done is not None:
-            on_done(runs[seed])
+            on_done(runs[i])
 
     if workers == 1:
-        for seed in variants:
-            report(seed, *_train_one(variants[seed].name, str(dirs[seed]), force))
+        for i, v in enumerate(variants):
+            report(i, *_train_one(v.name, str(out_dirs[i]), force))
     else:
         import multiprocessing
 
@@ -105,8 +129,8 @@ def train_seeds(
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = {
-                pool.submit(_train_one, v.name, str(dirs[seed]), force): seed for seed, v in variants.items()
+                pool.submit(_train_one, v.name, str(out_dirs[i]), force): i for i, v in enumerate(variants)
             }
             for future in as_completed(futures):
                 report(futures[future], *future.result())
-    return [runs[seed] for seed in sorted(runs)]
+    return [runs[i] for i in range(len(variants))]
