@@ -158,6 +158,7 @@ register_measure(
             Quantity("k90_mean", "k90 (keys holding 90% of mass)", "", _PER_HEAD, _MENUS),
             Quantity("k90_frac_mean", "k90 / n (fraction of keys)", "", _PER_HEAD),
             Quantity("hopfield_regime", "Hopfield regime (0 fixed, 1 metastable, 2 global)", "", _PER_HEAD),
+            *_fluctuating("entropy_mean", "attention entropy S", "nats", _PER_HEAD, "nats²"),
         ),
         order_parameters=(_op("entropy", "entropy_mean"),),
         default=True,
@@ -195,6 +196,7 @@ register_measure(
             Quantity("beta_star_censored", "β* censored (1: C(β) peaks at an end of the grid)", ""),
             Quantity("beta_star_bound", "end of the β grid where C(β) peaks (censored heads)", ""),
             Quantity("heat_capacity_max", "max C(β)", "nats", _PER_HEAD, _MENUS),
+            *_fluctuating("beta_star", "β*", "", _PER_HEAD, ""),
         ),
         order_parameters=(_op("thermo", "beta_star"),),
         default=True,
@@ -215,6 +217,7 @@ register_measure(
         quantities=(
             Quantity("sigma", "singular value σ_k of the attention matrix", "", _PER_INDEX),
             Quantity("stable_rank", "stable rank ‖A‖²_F / σ₁²", "", _PER_HEAD, _MENUS, digest=("mean", True)),
+            *_fluctuating("stable_rank", "stable rank", "", _PER_HEAD, ""),
             Quantity("effective_rank", "effective rank exp H(σ)", "", _PER_HEAD, _MENUS),
             Quantity("gap", "σ₁ − σ₂", "", _PER_HEAD, _MENUS),
             Quantity("sigma_max", "σ₁ of attention matrix", "", _PER_HEAD),

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from phasescope.errors import MeasureError
 from phasescope.measures.boltzmann import EXP_FLOOR, Slab, slabs
+from phasescope.measures.fluctuations import fluctuation_tables, fluctuations, tidy_with_spread
 from phasescope.measures.tables import concat_tables, tidy
 
 __all__ = ["HOPFIELD_REGIMES", "K90_MASS", "entropy_table", "row_entropy"]
@@ -46,6 +47,7 @@ _FIXED_POINT_K90 = 2.0
 _K90_TOL = 1e-12
 # row_entropy works on slabs of this many scores (float64: 512 KiB), so its passes stay in cache.
 _SLAB_ELEMENTS = 2**16
+_HEAD = ("layer", "head")
 
 
 def _prepare(scores: Tensor) -> tuple[Float[Tensor, "... key"], Bool[Tensor, "... key"]]:
@@ -171,6 +173,11 @@ def entropy_table(scores: Float[Tensor, "layer batch head query key"], checkpoin
           keys). The fraction is tested first so that short contexts, where two keys can be most of
           the row, are not called fixed points.
 
+        ``entropy_mean`` carries its standard error over prompts (``se``) and a 95% bootstrap interval
+        (``ci_lo``, ``ci_hi``); ``entropy_mean_prompt`` (layer, head, index) is each prompt's mean over
+        its own rows with ``n >= 2`` keys, and ``entropy_mean_chi`` (layer, head) the susceptibility
+        with ``N_p`` = those rows (docs/measures.md, "Uncertainties and susceptibility").
+
         A head without a single row of two or more keys (query length 1) has no summary rows.
 
     Raises:
@@ -196,6 +203,12 @@ def entropy_table(scores: Float[Tensor, "layer batch head query key"], checkpoin
         "k90_mean": _row_mean(rows["k90"], valid),
         "k90_frac_mean": _row_mean(k90_frac, valid),
     }
+    # Per prompt: the mean over the prompt's valid rows (N_p of them); entropy_mean pools them weighted
+    # by N_p (docs/measures.md, "Uncertainties and susceptibility").
+    units = valid.sum(dim=3).to(torch.float64)  # [layer, batch, head]
+    per_prompt = torch.where(valid, rows["entropy"], 0.0).sum(dim=3) / units  # NaN where N_p = 0
+    per_prompt = per_prompt.transpose(1, 2)  # [layer, head, prompt]
+    fl = fluctuations(per_prompt, units.transpose(1, 2))
     regime = torch.where(
         summary["k90_frac_mean"] >= _GLOBAL_FRACTION,
         2.0,
@@ -207,6 +220,14 @@ def entropy_table(scores: Float[Tensor, "layer batch head query key"], checkpoin
         tidy("entropy", q, v, ("layer", "head", "position"), checkpoint=checkpoint)
         for q, v in per_position.items()
     ]
-    tables += [tidy("entropy", q, v, ("layer", "head"), checkpoint=checkpoint) for q, v in summary.items()]
+    tables += [
+        tidy_with_spread(
+            "entropy", q, v, _HEAD, checkpoint=checkpoint, se=fl.se, ci_lo=fl.ci_lo, ci_hi=fl.ci_hi
+        )
+        if q == "entropy_mean"
+        else tidy("entropy", q, v, _HEAD, checkpoint=checkpoint)
+        for q, v in summary.items()
+    ]
+    tables += fluctuation_tables("entropy", "entropy_mean", per_prompt, _HEAD, fl, checkpoint=checkpoint)
     table = concat_tables(tables)
     return table[table["value"].notna()].reset_index(drop=True)

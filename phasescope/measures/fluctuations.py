@@ -38,9 +38,9 @@ from phasescope.measures.tables import tidy
 
 __all__ = [
     "CI_LEVEL",
+    "Fluctuations",
     "N_BOOT",
     "SEED",
-    "Fluctuations",
     "fluctuation_tables",
     "fluctuations",
     "percentile_interval",

@@ -20,13 +20,29 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["gram_eigenvalues", "gram_matrix", "marchenko_pastur_edges", "power_law_fit", "weight_esd"]
+__all__ = [
+    "ALPHA_BOOT",
+    "ALPHA_BOOT_BUDGET",
+    "ALPHA_BOOT_CANDIDATES",
+    "alpha_bootstrap",
+    "gram_eigenvalues",
+    "gram_matrix",
+    "marchenko_pastur_edges",
+    "power_law_fit",
+    "weight_esd",
+]
 
 # Eigenvalues below this fraction of the largest are numerically zero (rank deficiency) and are left
 # out of the power-law fit: their logarithms would dominate the MLE.
 _ZERO_EIG_RTOL = 1e-10
 # Upper bound on the elements of one chunk of the KS scan (candidates × tail points), ~32 MB in float64.
 _KS_CHUNK_ELEMENTS = 1 << 22
+# The bootstrap of α (alpha_bootstrap): resamples, λ_min candidates per resample, and a bound on the
+# (resample × candidate × eigenvalue) elements of its KS scans (2**20: a few ms on one core), which
+# lowers the resamples on long spectra: 100 up to 327 eigenvalues, 42 for 768, 20 (the floor) from 1639.
+ALPHA_BOOT = 100
+ALPHA_BOOT_CANDIDATES = 32
+ALPHA_BOOT_BUDGET = 1 << 20
 # Elements of one float64 slab of a Gram product (~32 MB): a 50k-vocabulary embedding is cast slab by slab.
 _GRAM_SLAB_ELEMENTS = 1 << 22
 
@@ -226,11 +242,7 @@ def power_law_fit(
         (in [0, 1]). When no candidate is valid (fewer than ``min_tail`` distinct positive values),
         every float is NaN and ``n_tail`` is 0.
     """
-    x = eigs.detach().reshape(-1).to(torch.float64)
-    x = x[torch.isfinite(x)]
-    if x.numel():
-        x = x[x > _ZERO_EIG_RTOL * x.max().clamp_min(0.0)]
-    x, _ = torch.sort(x)  # ascending
+    x = _fit_values(eigs)
     n = x.numel()
     nan = float("nan")
     failed = {"alpha": nan, "alpha_se": nan, "xmin": nan, "n_tail": 0, "ks_distance": nan}
@@ -265,6 +277,95 @@ def power_law_fit(
         "xmin": float(x[cand[best]]),
         "n_tail": m,
         "ks_distance": float(ks[best]),
+    }
+
+
+def _fit_values(eigs: Tensor) -> Float[Tensor, " n"]:
+    """The eigenvalues a power-law fit reads: finite, not numerically zero, ascending, float64."""
+    x = eigs.detach().reshape(-1).to(torch.float64)
+    x = x[torch.isfinite(x)]
+    if x.numel():
+        x = x[x > _ZERO_EIG_RTOL * x.max().clamp_min(0.0)]
+    return torch.sort(x).values
+
+
+def alpha_bootstrap(
+    eigs: Float[Tensor, " n"],
+    min_tail: int = 10,
+    n_boot: int = ALPHA_BOOT,
+    seed: int = 0,
+    candidates: int = ALPHA_BOOT_CANDIDATES,
+    budget: int = ALPHA_BOOT_BUDGET,
+) -> dict[str, float]:
+    """Bootstrap of the power-law exponent over the eigenvalues, refitting ``λ_min`` in every resample.
+
+    Each resample draws the fit's eigenvalues (those :func:`power_law_fit` reads) with replacement and
+    fits them as :func:`power_law_fit` does: for each candidate ``λ_min`` the maximum-likelihood
+    ``α = 1 + m / Σ ln(λ_i / λ_min)`` over its ``m`` tail points and the Kolmogorov–Smirnov distance of
+    the tail to the fitted law; the candidate with the smallest distance wins. The candidates are
+    ``candidates`` ranks evenly spaced over those leaving at least ``min_tail`` points (a drawn value's
+    first occurrence, so a tie's tail holds all its copies). All resamples are fitted at once, in
+    chunks of at most ``2**22`` (resample, candidate, point) elements; ``n_boot`` is lowered so that
+    the whole bootstrap stays within ``budget`` such elements (never below 20 resamples), which bounds
+    its cost on long spectra (docs/measures.md, "Weight matrices").
+
+    Args:
+        eigs: the eigenvalues (any order).
+        min_tail: the fewest tail points a candidate may leave.
+        n_boot: resamples at most.
+        seed: seed of the draws.
+        candidates: ``λ_min`` candidates per resample at most.
+        budget: (resample × candidate × eigenvalue) elements of the whole bootstrap at most.
+
+    Returns:
+        ``alpha_boot_se`` (the resamples' standard deviation of α, ``ddof = 1``), ``alpha_ci_lo`` and
+        ``alpha_ci_hi`` (their 2.5% and 97.5% percentiles) and ``n_boot`` (resamples with a valid fit).
+        NaN (and ``n_boot`` 0) when fewer than ``min_tail`` eigenvalues or fewer than 2 valid fits.
+    """
+    x = _fit_values(eigs)
+    n = x.numel()
+    nan = float("nan")
+    out = {"alpha_boot_se": nan, "alpha_ci_lo": nan, "alpha_ci_hi": nan, "n_boot": 0}
+    if n < max(min_tail, 2):
+        return out
+    c = min(candidates, n - min_tail + 1)
+    n_boot = max(min(n_boot, budget // (c * n)), 20)
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.randint(0, n, (n_boot, n), generator=gen).to(x.device)
+    xb = torch.sort(x[draws], dim=1).values  # [boot, n] ascending
+    logx = xb.log()
+    suffix = logx.flip(1).cumsum(1).flip(1)  # Σ_{j ≥ i} ln x_j
+    ranks = torch.linspace(0, n - min_tail, c, dtype=torch.float64).round().long().unique().to(x.device)
+    # Each candidate's first occurrence in its resample: its tail is every point ≥ it.
+    first = torch.searchsorted(xb, xb[:, ranks].contiguous(), side="left")  # [boot, c]
+    m = (n - first).to(torch.float64)
+    log_sum = suffix.gather(1, first) - m * logx.gather(1, first)
+    valid = log_sum > 0
+    alpha = 1.0 + m / torch.where(valid, log_sum, 1.0)
+    ks = torch.full_like(alpha, math.inf)
+    j_term = torch.arange(n, dtype=torch.float64, device=x.device).add_(0.5 - n)  # j + ½ − n
+    cols = torch.arange(n, device=x.device)
+    per_chunk = max(1, _KS_CHUNK_ELEMENTS // (ranks.numel() * n))
+    for b0 in range(0, n_boot, per_chunk):
+        sl = slice(b0, b0 + per_chunk)
+        lx, f, a, inv_m = logx[sl], first[sl], alpha[sl], 1.0 / m[sl]
+        # (B, C, n): |P_j − 1 + (j − i + ½)/m| over the tail j ≥ i, P_j = (x_j / λ_min)^(1−α).
+        t = lx.unsqueeze(1) - lx.gather(1, f).unsqueeze(-1)
+        t.mul_((1.0 - a).unsqueeze(-1)).exp_()
+        t.add_(inv_m.unsqueeze(-1) * j_term).abs_()
+        t.masked_fill_(cols < f.unsqueeze(-1), 0.0)
+        ks[sl] = torch.where(valid[sl], t.amax(dim=-1) + 0.5 * inv_m, math.inf)
+    best = ks.argmin(dim=1, keepdim=True)
+    fitted = valid.any(dim=1)
+    alpha_b = alpha.gather(1, best).squeeze(1)[fitted]
+    if alpha_b.numel() < 2:
+        return out
+    lo, hi = torch.quantile(alpha_b, torch.tensor([0.025, 0.975], dtype=torch.float64, device=x.device))
+    return {
+        "alpha_boot_se": float(alpha_b.std(correction=1)),
+        "alpha_ci_lo": float(lo),
+        "alpha_ci_hi": float(hi),
+        "n_boot": int(alpha_b.numel()),
     }
 
 

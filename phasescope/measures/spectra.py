@@ -18,7 +18,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from phasescope.measures.fluctuations import fluctuation_tables, fluctuations, tidy_with_spread
 from phasescope.measures.powerlaw import (
+    alpha_bootstrap,
     gram_eigenvalues,
     gram_matrix,
     marchenko_pastur_edges,
@@ -249,13 +251,19 @@ def spectra_table(
         A tidy table (:mod:`phasescope.measures.tables`) with quantities
 
         - per (layer, head), averaged over the batch: ``sigma`` (by ``index``, σ_k averaged over
-          prompts), ``stable_rank``, ``effective_rank``, ``gap``, ``sigma_max``;
+          prompts), ``stable_rank``, ``effective_rank``, ``gap``, ``sigma_max``; ``stable_rank`` with
+          its standard error over prompts and a 95% bootstrap interval (``se``, ``ci_lo``, ``ci_hi``),
+          its value per prompt ``stable_rank_prompt`` (by ``index``) and its susceptibility
+          ``stable_rank_chi`` with ``N_p`` = the query rows (docs/measures.md, "Uncertainties and
+          susceptibility");
         - per (layer, head) when ``W_Q``, ``W_K``, ``W_V``, ``W_O`` are all given: ``qk_sigma``,
           ``ov_sigma`` (by ``index``);
         - per weight matrix (``matrix`` column; per layer, or layer <NA> for ``W_E``, ``W_pos``,
           ``W_U``): ``esd_eigenvalue`` (by ``index``, descending), ``mp_lambda_minus``,
           ``mp_lambda_plus``, ``spike_count``, and ``esd_alpha``, ``esd_alpha_se``, ``esd_xmin``,
-          ``esd_n_tail`` where the fit is possible (at least ``min_tail`` positive eigenvalues).
+          ``esd_n_tail`` where the fit is possible (at least ``min_tail`` positive eigenvalues);
+          ``esd_alpha`` carries the bootstrap over its eigenvalues (:func:`alpha_bootstrap`): its
+          standard error in ``se`` and 95% percentile interval in ``ci_lo``, ``ci_hi``.
     """
     tables: list[pd.DataFrame] = []
     if patterns is not None:
@@ -267,7 +275,26 @@ def spectra_table(
         for quantity, values in stats.items():
             mean = values.mean(dim=1)  # average over the batch axis: (L, H) or (L, H, k)
             dims = ("layer", "head", "index") if quantity == "sigma" else ("layer", "head")
-            tables.append(tidy(MEASURE, quantity, mean, dims, checkpoint=checkpoint))
+            if quantity != "stable_rank":
+                tables.append(tidy(MEASURE, quantity, mean, dims, checkpoint=checkpoint))
+                continue
+            # The order parameter: its spread over prompts (docs/measures.md, "Uncertainties and
+            # susceptibility"), N_p = the matrix's query rows.
+            per_prompt = values.transpose(1, 2)  # (L, H, prompt)
+            fl = fluctuations(per_prompt, float(patterns.shape[-2]))
+            tables.append(
+                tidy_with_spread(
+                    MEASURE,
+                    quantity,
+                    mean,
+                    dims,
+                    checkpoint=checkpoint,
+                    se=fl.se,
+                    ci_lo=fl.ci_lo,
+                    ci_hi=fl.ci_hi,
+                )
+            )
+            tables += fluctuation_tables(MEASURE, quantity, per_prompt, dims, fl, checkpoint=checkpoint)
 
     matrices = weight_matrices(weights, n_key_value_heads)
     spectra = _weight_spectra(matrices)
@@ -404,6 +431,8 @@ def _weight_tables(
     }
     fits = [power_law_fit(e, min_tail=min_tail) for e in eigs.cpu()]
     fitted = np.array([layer for layer, fit in enumerate(fits) if fit["n_tail"] > 0], dtype=np.int64)
+    # α's bootstrap over the eigenvalues (se, ci_lo, ci_hi of the esd_alpha rows), beside esd_alpha_se.
+    boots = [alpha_bootstrap(eigs[layer].cpu(), min_tail=min_tail) for layer in fitted]
     for quantity, key in (
         ("esd_alpha", "alpha"),
         ("esd_alpha_se", "alpha_se"),
@@ -416,16 +445,22 @@ def _weight_tables(
         layers.append(np.asarray(at, dtype=np.float64))
         index.append(np.full(len(vals), np.nan))
         out.append(vals)
+    quantity = np.concatenate(quantities)
+    spread = {col: np.full(len(quantity), np.nan) for col in ("se", "ci_lo", "ci_hi")}
+    is_alpha = quantity == "esd_alpha"  # in the order of `fitted`
+    for col, key in (("se", "alpha_boot_se"), ("ci_lo", "alpha_ci_lo"), ("ci_hi", "alpha_ci_hi")):
+        spread[col][is_alpha] = [b[key] for b in boots]
     frame = pd.DataFrame(
         {
             "measure": MEASURE,
             "checkpoint": int(checkpoint),
             "layer": np.concatenate(layers) if per_layer else np.nan,
             "head": np.nan,
-            "quantity": np.concatenate(quantities),
+            "quantity": quantity,
             "value": np.concatenate(out),
             "index": np.concatenate(index),
             "matrix": name,
+            **spread,
         }
     )
     return [frame]

@@ -32,9 +32,16 @@ from torch import Tensor
 from phasescope.errors import MeasureError
 from phasescope.measures.boltzmann import boltzmann_sums, slabs, sweep_plan, weights_buffer
 from phasescope.measures.entropy import _prepare
-from phasescope.measures.tables import concat_tables, tidy
+from phasescope.measures.fluctuations import (
+    fluctuation_tables,
+    fluctuations,
+    percentile_interval,
+    resample_counts,
+    tidy_with_spread,
+)
+from phasescope.measures.tables import concat_tables
 
-__all__ = ["ROW_QUANTITIES", "beta_grid", "row_thermo", "thermo_table"]
+__all__ = ["ROW_QUANTITIES", "beta_grid", "peak_beta", "row_thermo", "thermo_table"]
 
 ROW_QUANTITIES = ("log_z", "beta_f", "free_energy", "internal_energy", "entropy", "heat_capacity")
 """The quantities ``row_thermo`` returns, and ``thermo_table`` averages per (layer, head, beta)."""
@@ -56,6 +63,7 @@ _BUFFER_ELEMENTS_ACCEL = 2**26
 # are (numerically) degenerate. That is the vanishing-gap limit, whose peak β* ~ 1/gap runs off the
 # top of the grid, so it is reported as censored above.
 _FLAT_C = 1e-12
+_HEAD = ("layer", "head")
 
 
 def beta_grid(beta_min: float = 0.05, beta_max: float = 20.0, n: int = 61) -> Float[Tensor, " beta"]:
@@ -156,12 +164,12 @@ def _quantities(
 
 def _table_sums(
     scores: Float[Tensor, "layer batch head query key"], betas: Float[Tensor, " beta"]
-) -> tuple[Float[Tensor, "layer head 5 beta"], Float[Tensor, "layer head"]]:
-    """Sums over the valid rows (``n >= 2``) of each head, and their number; no autograd.
+) -> tuple[Float[Tensor, "layer batch head 5 beta"], Float[Tensor, "layer batch head"]]:
+    """Sums over the valid rows (``n >= 2``) of each head and prompt, and their number; no autograd.
 
     Returns ``(sums, count)``: ``sums[..., i, :]`` holds, per β, ``Σ <e>``, ``Σ <e>²``, ``Σ <e²>``,
-    ``Σ ln Z'`` and (constant in β) ``Σ max s`` over the head's valid rows (prompts x queries), from
-    which ``_table_means`` makes the averaged quantities. The rows are swept in slabs
+    ``Σ ln Z'`` and (constant in β) ``Σ max s`` over the valid rows (queries) of one prompt of a head;
+    summed over prompts, ``_table_means`` makes the averaged quantities of them. The rows are swept in slabs
     (``boltzmann.slabs``) with the three sums of ``boltzmann.boltzmann_sums``; per row and β only a
     few divisions remain, and ``ln Z'`` is taken once per query block of a row's product
     (``Π Z' <= n^16`` cannot overflow), not once per row.
@@ -193,7 +201,7 @@ def _table_sums(
     if not bool(sums.isfinite().all()):
         raise MeasureError("scores span too wide a range for float64 (energies above 1e154)")
     shape = (n_layers, n_batch, n_heads)
-    return sums.view(*shape, 5, n_beta).sum(dim=1), count.view(shape).sum(dim=1)
+    return sums.view(*shape, 5, n_beta), count.view(shape)
 
 
 def _table_means(
@@ -278,7 +286,14 @@ def thermo_table(
         - ``heat_capacity_max``: the maximum over the grid of the row-averaged ``C̄(β)``, i.e. the
           mean of the rows' heat capacities, taken first, then maximised (not the mean of each
           row's own peak).
-        - ``beta_star``: the grid β at which ``C̄(β)`` peaks; NaN when the peak is censored.
+        - ``beta_star``: where ``C̄(β)`` peaks: the vertex of the parabola in ``ln β`` through the
+          grid maximum and its two neighbours (``peak_beta``); NaN when the peak is censored. Its
+          ``se``, ``ci_lo`` and ``ci_hi`` come from a bootstrap over prompts (each resample pools its
+          prompts' rows into one ``C̄(β)`` and finds its β* again).
+        - ``beta_star_prompt`` (layer, head, index): the β* of each prompt's own ``C̄(β)`` (over its
+          valid rows; a prompt whose peak is censored has no row), and ``beta_star_chi`` (layer, head),
+          the susceptibility of those with ``N_p`` = the prompt's valid rows (docs/measures.md,
+          "Uncertainties and susceptibility"). The pooled β* is not their mean.
         - ``beta_star_censored``: 0 for a peak inside the grid, -1 when it lies on the first point
           (the true peak is at or below ``betas[0]``), +1 on the last point (at or above
           ``betas[-1]``). A flat ``C̄`` (below 1e-12 everywhere: every row's scores equal) counts
@@ -302,29 +317,112 @@ def thermo_table(
     betas = _check_betas(beta_grid() if betas is None else betas, scores.device)
     if betas.numel() < 3 or not bool((betas.diff() > 0).all()):
         raise MeasureError("betas must be an increasing grid of at least 3 points")
-    sums, count = _table_sums(scores.detach(), betas)
+    prompt_sums, prompt_count = _table_sums(scores.detach(), betas)  # [layer, batch, head, ...]
+    sums, count = prompt_sums.sum(dim=1), prompt_count.sum(dim=1)
     has_rows = count > 0
     sweep = _table_means(sums, count, betas)  # each [layer, head, beta]
 
     heat = sweep["heat_capacity"]
     heat_max = heat.max(dim=-1).values
-    last = betas.numel() - 1
-    idx = torch.where(heat_max < _FLAT_C, last, heat.argmax(dim=-1))  # argmax: first of ties
-    censored = torch.where(idx == 0, -1.0, torch.where(idx == last, 1.0, 0.0))
+    beta_star, censored, edge = peak_beta(heat, betas)
     interior = censored == 0
+    spread = _beta_star_spread(prompt_sums, prompt_count, betas, interior)
     summary = {
-        "beta_star": torch.where(interior, betas[idx], math.nan),
+        "beta_star": beta_star,
         "beta_star_censored": censored,
-        "beta_star_bound": torch.where(interior, math.nan, betas[idx]),
+        "beta_star_bound": torch.where(interior, math.nan, edge),
         "heat_capacity_max": heat_max,
     }
 
-    def _kept(quantity: str, values: Tensor, dims: tuple[str, ...]) -> pd.DataFrame:
+    def _kept(quantity: str, values: Tensor, dims: tuple[str, ...], **spread: Tensor) -> pd.DataFrame:
         # Drop the heads that have no row to average (their values would be 0/0).
         keep = has_rows.reshape(*has_rows.shape, *([1] * (values.ndim - 2))).expand_as(values)
-        frame = tidy("thermo", quantity, values, dims, checkpoint=checkpoint, coords={"beta": betas})
+        frame = tidy_with_spread(
+            "thermo", quantity, values, dims, checkpoint=checkpoint, coords={"beta": betas}, **spread
+        )
         return frame[keep.reshape(-1).cpu().numpy()]
 
     tables = [_kept(q, v, ("layer", "head", "beta")) for q, v in sweep.items()]
-    tables += [_kept(q, v, ("layer", "head")) for q, v in summary.items()]
+    errors = {k: spread[k] for k in ("se", "ci_lo", "ci_hi")}
+    tables += [_kept(q, v, _HEAD, **(errors if q == "beta_star" else {})) for q, v in summary.items()]
+    per_prompt, fl = spread["prompt"], spread["fluctuations"]
+    chi = fluctuation_tables("thermo", "beta_star", per_prompt, _HEAD, fl, checkpoint=checkpoint)
+    tables += [t[t["value"].notna()] for t in chi]
     return concat_tables(tables)
+
+
+def peak_beta(
+    heat: Float[Tensor, "... beta"], betas: Float[Tensor, " beta"]
+) -> tuple[Float[Tensor, " ..."], Float[Tensor, " ..."], Float[Tensor, " ..."]]:
+    """β* of heat-capacity curves: the vertex of the parabola in ``ln β`` through the grid maximum and its
+    two neighbours (docs/measures.md, "Thermodynamics").
+
+    The vertex of a parabola through three points lies between the outer two when the middle one is the
+    largest, so β* stays within one grid step of the grid maximum; a parabola in ``ln β`` is
+    reproduced exactly.
+
+    Args:
+        heat: ``C(β)`` on the grid, any leading dims.
+        betas: the increasing grid.
+
+    Returns:
+        ``(beta_star, censored, edge)``: β* (NaN when censored), the censoring code (-1 the maximum is
+        the first grid point, +1 the last, 0 inside; a curve below 1e-12 everywhere counts as +1) and
+        the grid β of the maximum.
+    """
+    last = betas.numel() - 1
+    heat_max = heat.max(dim=-1).values
+    idx = torch.where(heat_max < _FLAT_C, last, heat.argmax(dim=-1))  # argmax: first of ties
+    censored = torch.where(idx == 0, -1.0, torch.where(idx == last, 1.0, 0.0))
+    u = betas.log()
+    mid = idx.clamp(1, max(last - 1, 1))
+    u0, u1, u2 = u[mid - 1], u[mid], u[mid + 1]
+    f0, f1, f2 = (heat.gather(-1, (mid + k).unsqueeze(-1)).squeeze(-1) for k in (-1, 0, 1))
+    a, b = f1 - f2, f1 - f0  # both >= 0 at an interior maximum
+    num = (u1 - u0) ** 2 * a - (u1 - u2) ** 2 * b
+    den = (u1 - u0) * a - (u1 - u2) * b  # > 0 unless the three points are level
+    vertex = torch.where(den > 0, u1 - 0.5 * num / torch.where(den > 0, den, 1.0), u1)
+    beta_star = torch.where(censored == 0, vertex.exp(), math.nan)
+    return beta_star, censored, betas[idx]
+
+
+def _beta_star_spread(
+    prompt_sums: Float[Tensor, "layer batch head 5 beta"],
+    prompt_count: Float[Tensor, "layer batch head"],
+    betas: Float[Tensor, " beta"],
+    interior: Tensor,
+) -> dict:
+    """β* of each prompt's own ``C(β)``, its susceptibility, and the prompt bootstrap of the pooled β*.
+
+    Each bootstrap resample pools the resampled prompts' row sums into one ``C̄(β)`` per head and finds
+    its β* as ``peak_beta`` does: ``se`` is the resamples' standard deviation and ``ci_lo``/``ci_hi``
+    their 95% percentile interval, over the resamples whose peak is inside the grid; all three are NaN
+    for a censored head.
+    """
+    # Per prompt and β: Σ over the prompt's rows of Var_row(e) = <e²> − <e>² (C/β² summed over rows).
+    var_sum = (prompt_sums[..., 2, :] - prompt_sums[..., 1, :]).transpose(1, 2)  # [layer, head, batch, β]
+    count = prompt_count.transpose(1, 2).to(torch.float64)  # [layer, head, batch]
+    b2 = betas * betas
+    with torch.no_grad():
+        heat_p = b2 * var_sum / count.unsqueeze(-1)  # NaN for a prompt without a valid row
+        star_p, censored_p, _ = peak_beta(torch.nan_to_num(heat_p, nan=0.0), betas)
+        star_p = torch.where((count > 0) & (censored_p == 0), star_p, math.nan)
+        fl = fluctuations(star_p, count)
+        counts = resample_counts(count.shape[-1], device=var_sum.device)  # [boot, batch]
+        heat_b = b2 * torch.einsum("rb,lhbq->lhrq", counts, var_sum)
+        heat_b = heat_b / torch.einsum("rb,lhb->lhr", counts, count).clamp_min(1.0).unsqueeze(-1)
+        star_b, _, _ = peak_beta(heat_b, betas)  # [layer, head, boot], NaN where censored
+        lo, hi = percentile_interval(star_b)
+        ok = star_b.isfinite()
+        k = ok.sum(-1).to(torch.float64)
+        mean_b = torch.where(ok, star_b, 0.0).sum(-1) / k
+        dev = torch.where(ok, star_b - mean_b.unsqueeze(-1), 0.0)
+        se = ((dev * dev).sum(-1) / (k - 1)).sqrt()
+    off = ~interior | (k < 2)
+    return {
+        "se": torch.where(off, math.nan, se),
+        "ci_lo": torch.where(off, math.nan, lo),
+        "ci_hi": torch.where(off, math.nan, hi),
+        "prompt": star_p,
+        "fluctuations": fl,
+    }

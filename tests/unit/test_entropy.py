@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -124,7 +125,7 @@ def test_entropy_table_shapes_dtypes_and_no_nan() -> None:
     s = _random_causal(9).float()
     layers, batch, heads, seq = s.shape[:4]
     table = entropy_table(s, checkpoint=40)
-    assert list(table.columns) == BASE_COLUMNS + ["position"]
+    assert list(table.columns) == BASE_COLUMNS + ["position", "index", "se", "ci_lo", "ci_hi"]
     assert (table["measure"] == "entropy").all() and (table["checkpoint"] == 40).all()
     assert table["value"].dtype == "float64" and str(table["position"].dtype) == "Int64"
     assert not table["value"].isna().any()
@@ -136,6 +137,30 @@ def test_entropy_table_shapes_dtypes_and_no_nan() -> None:
     for q in ("entropy_mean", "entropy_norm_mean", "k90_mean", "k90_frac_mean", "hopfield_regime"):
         rows = table[table["quantity"] == q]
         assert len(rows) == per_head and rows["position"].isna().all()
+        # Only entropy_mean carries an uncertainty (docs/measures.md, "Uncertainties").
+        assert rows["se"].notna().all() == (q == "entropy_mean") and rows["index"].isna().all()
+    assert counts["entropy_mean_prompt"] == per_head * batch and counts["entropy_mean_chi"] == per_head
+
+
+def test_entropy_mean_pools_its_prompt_rows_weighted_by_valid_rows() -> None:
+    # A padded prompt (fewer valid rows) makes the weights unequal: entropy_mean = Σ N_p S_p / Σ N_p.
+    s = _random_causal(12)
+    s[:, 1, :, 4:, :] = -math.inf
+    s[:, 1, :, 4:, 0] = 0.0  # rows 4.. of prompt 1 have one key: no row (n < 2)
+    table = entropy_table(s, checkpoint=1)
+    rows = table[table["quantity"] == "entropy_mean_prompt"]
+    n_rows = torch.full((s.shape[1],), s.shape[3] - 1.0)
+    n_rows[1] = 3.0  # queries 1, 2, 3
+    weights = pd.Series(n_rows.numpy(), name="w")
+    merged = rows.join(weights, on="index")
+    pooled = (merged["value"] * merged["w"]).groupby(
+        [merged["layer"], merged["head"]]
+    ).sum() / n_rows.sum().item()
+    got = table[table["quantity"] == "entropy_mean"].set_index(["layer", "head"])["value"]
+    pd.testing.assert_series_equal(got, pooled, check_names=False, rtol=1e-12)
+    chi = table[table["quantity"] == "entropy_mean_chi"].set_index(["layer", "head"])["value"]
+    var = rows.groupby(["layer", "head"])["value"].var(ddof=1) * n_rows.mean().item()
+    pd.testing.assert_series_equal(chi, var, check_names=False, rtol=1e-9)
 
 
 def test_entropy_table_averages_match_rows() -> None:

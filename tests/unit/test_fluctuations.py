@@ -153,3 +153,31 @@ def test_head_scores_are_the_mean_of_their_prompt_rows(forward: dict) -> None:
         se = per.groupby(["layer", "head"])["value"].std(ddof=1) / math.sqrt(6)
         got = _rows(table, q).set_index(["layer", "head"])["se"]
         pd.testing.assert_series_equal(got, se, check_names=False, rtol=1e-9)
+
+
+def test_entropy_and_stable_rank_are_the_mean_of_their_prompt_rows(forward: dict) -> None:
+    from phasescope.measures.entropy import entropy_table
+    from phasescope.measures.spectra import spectra_table
+    from phasescope.measures.thermo import thermo_table
+
+    scores = forward["scores"]
+    tables = {
+        "entropy_mean": (entropy_table(scores, 7), 7.0),  # every prompt: queries 1..7 have n >= 2 keys
+        "stable_rank": (spectra_table(torch.softmax(scores.double(), dim=-1), {}, 7), 8.0),  # query rows
+    }
+    for q, (table, n_units) in tables.items():
+        per = _rows(table, f"{q}_prompt")
+        assert len(per) == 2 * 2 * 6
+        groups = per.groupby(["layer", "head"])["value"]
+        pd.testing.assert_series_equal(_per_head(table, q), groups.mean(), check_names=False, rtol=1e-12)
+        chi = groups.var(ddof=1) * n_units
+        pd.testing.assert_series_equal(_per_head(table, f"{q}_chi"), chi, check_names=False, rtol=1e-9)
+        assert _rows(table, q)["se"].notna().all()
+    # β* per prompt exists for the heads and prompts whose C(β) peaks inside the grid; χ is over those.
+    table = thermo_table(scores * 8, 7)  # sharper scores than the tiny model's near-uniform ones
+    per = _rows(table, "beta_star_prompt")
+    assert len(per) > 0 and per["value"].between(0.05, 20.0).all()
+    counted = per.groupby(["layer", "head"])["value"]
+    chi = _per_head(table, "beta_star_chi")
+    expected = (counted.var(ddof=1) * 7.0).dropna()
+    pd.testing.assert_series_equal(chi.loc[expected.index], expected, check_names=False, rtol=1e-9)
