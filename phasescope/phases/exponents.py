@@ -14,7 +14,8 @@ the fitted step's value there. The rules (docs/measures.md, "Finding the transit
   ``MIN_R2`` (0.9); otherwise ``supported`` is False and ``reason`` says which failed.
 - **Interval**: 95% percentile interval of ``b`` refitted on ``n_boot`` resamples: paired bootstrap
   of the prompts when per-prompt values exist (``t*`` and ``m*`` refitted on each resample too),
-  otherwise a residual bootstrap of the log–log line.
+  otherwise a residual bootstrap: ``t*`` and ``m*`` refitted on the step fit plus resampled
+  residuals, and the measured points about them resampled about their own log–log line.
 
 Pure numpy, no torch.
 """
@@ -129,7 +130,7 @@ def fit_exponents(
         values: the order parameter at each, ``[C]``.
         key: ``(quantity, layer, head)``, copied into the reports.
         per_prompt: the order parameter per prompt ``[C, prompt]`` (a paired prompt bootstrap), or
-            None (a residual bootstrap of each side's log–log line).
+            None (a residual bootstrap).
         window: ``(d_min, d_max)`` in ``ln t`` instead of the default rule.
         n_boot: bootstrap resamples.
         rng: random generator (default: seeded with 0).
@@ -154,16 +155,20 @@ def fit_exponents(
             for side, sign in _SIDES:
                 boots[side].append(_line(*_points(x, mb, xb, mb_star, sign, d_min, d_max))[0])
     else:
-        method = f"residual bootstrap of the log–log line (n={n_boot})"
-        for side, sign in _SIDES:
-            u, y = _points(x, m, x_star, m_star, sign, d_min, d_max)
-            b, c, _ = lines[side]
-            if math.isnan(b):
-                continue
-            fitted = c + b * u
-            resid = y - fitted
-            for _ in range(n_boot):
-                boots[side].append(_line(u, fitted + rng.choice(resid, len(resid)))[0])
+        method = f"residual bootstrap (n={n_boot})"
+        # Where t* and m* are is uncertain too: move them as the step's residual bootstrap does, take
+        # the measured points about each, and resample those points about their own log–log line.
+        fitted = fit.curve(x)
+        resampled = fitted + rng.choice(m - fitted, (n_boot, len(x)))
+        x_stars, m_stars = refit_many(x, resampled, fit)
+        for xb, mb_star in zip(x_stars, m_stars, strict=True):
+            for side, sign in _SIDES:
+                u, y = _points(x, m, xb, mb_star, sign, d_min, d_max)
+                b, c, _ = _line(u, y)
+                if not math.isnan(b):
+                    line = c + b * u
+                    b = _line(u, line + rng.choice(y - line, len(y)))[0]
+                boots[side].append(b)
     out = []
     for side, sign in _SIDES:
         u, _ = _points(x, m, x_star, m_star, sign, d_min, d_max)
