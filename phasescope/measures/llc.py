@@ -44,6 +44,7 @@ from torch import Tensor
 
 from phasescope.analysis.inputs import Batch
 from phasescope.errors import MeasureError
+from phasescope.measures.fluctuations import tidy_with_spread
 from phasescope.measures.loss import token_losses
 from phasescope.measures.tables import concat_tables, tidy
 
@@ -221,7 +222,8 @@ def llc_table(model: torch.nn.Module, batch: Batch, checkpoint: int, **kwargs: A
 
     Returns:
         The tidy table, as every measure returns (``phasescope.measures.tables``). Quantities:
-        ``llc_mean`` and ``llc_std`` (spread over chains); ``llc_chain`` per chain (``index``);
+        ``llc_mean`` (its ``se``: ``llc_std / √chains``, NaN for one chain) and ``llc_std`` (spread
+        over chains); ``llc_chain`` per chain (``index``);
         ``llc_init_loss`` (nats); ``sgld_loss`` (nats), the mean minibatch loss per chain (``index``)
         and SGLD step (``x``), to check the chains settled. The sampler settings are the arguments
         (a request's ``llc_*`` parameters, stored with it); ``estimate_llc`` returns them as a dict.
@@ -230,7 +232,15 @@ def llc_table(model: torch.nn.Module, batch: Batch, checkpoint: int, **kwargs: A
     steps = np.arange(res.loss_trace.shape[1], dtype=np.float64)
     return concat_tables(
         [
-            tidy("llc", "llc_mean", res.mean, checkpoint=checkpoint),
+            # The standard error of the mean over chains (docs/measures.md, "Uncertainties and
+            # susceptibility"): the chains are the independent samples here, not the prompts.
+            tidy_with_spread(
+                "llc",
+                "llc_mean",
+                torch.tensor(res.mean),
+                checkpoint=checkpoint,
+                se=torch.tensor(res.std / math.sqrt(len(res.per_chain))),
+            ),
             tidy("llc", "llc_std", res.std, checkpoint=checkpoint),
             tidy("llc", "llc_chain", res.per_chain, ("index",), checkpoint=checkpoint),
             tidy("llc", "llc_init_loss", res.init_loss, checkpoint=checkpoint),

@@ -66,8 +66,12 @@ def test_table_and_settings_on_a_tiny_transformer() -> None:
     assert float(item.mean()) == pytest.approx(float(plain), rel=1e-5)
     table = llc_table(model, batch, 75, num_chains=2, num_draws=5, batch_size=4)
     # The tidy shape every measure returns: the base columns, then its coordinates.
-    assert list(table.columns) == [*BASE_COLUMNS, "index", "x"]
+    assert list(table.columns) == [*BASE_COLUMNS, "index", "x", "se"]
     counts = table.groupby("quantity").size().to_dict()
+    # The LLC's standard error is that of a mean over chains (docs/measures.md, "Uncertainties").
+    by = table.set_index("quantity")
+    assert by.loc["llc_mean", "se"] == pytest.approx(by.loc["llc_std", "value"] / 2**0.5, rel=1e-12)
+    assert table[table["quantity"] != "llc_mean"]["se"].isna().all()
     assert counts == {"llc_mean": 1, "llc_std": 1, "llc_chain": 2, "llc_init_loss": 1, "sgld_loss": 10}
     assert (table["measure"] == "llc").all() and (table["checkpoint"] == 75).all()
     assert not table["value"].isna().any()
