@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 # Bumped whenever a measure's numbers could change: it is part of every analysis id, so a stored
 # result is never served for a request that would now compute something different.
-MEASURES_VERSION = "2"
+MEASURES_VERSION = "3"  # 3: per-prompt rows, chi and uncertainties (issue 14); beta* interpolated
 
 if TYPE_CHECKING:  # the one list of re-exports: phasescope._lazy reads it at run time
     from phasescope.analysis.run import measure_checkpoint, run_local
