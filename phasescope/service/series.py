@@ -16,6 +16,7 @@ Progress still counts checkpoints; while the series job is queued or running the
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import redis
@@ -103,7 +104,7 @@ def series_job_data(
             "dtype": request.get("dtype", "auto"),
         },
         job_id=series_job_id(aid),
-        timeout=int(record.get("job_timeout_s") or settings.job_timeout_base_s),
+        timeout=_timeout(record, settings),
         result_ttl=settings.result_ttl_s,
         failure_ttl=settings.result_ttl_s,
         retry=Retry(max=settings.job_retries) if settings.job_retries else None,
@@ -111,6 +112,16 @@ def series_job_data(
         description=f"{request['model']} series ({','.join(measures)})",
         meta={"analysis": aid, "checkpoint": None, "stage": "queued"},
     )
+
+
+def _timeout(record: dict[str, Any], settings: Settings) -> int:
+    """Seconds the series job may run: a checkpoint job's timeout, scaled from the price of one
+    checkpoint's share (``trajectory_pca``: ``(points² + 2)·heavy``, ``phasescope.service.cost``) to
+    the job's whole work (``(points² + 2K)·heavy`` for K checkpoints), capped."""
+    base = int(record.get("job_timeout_s") or settings.job_timeout_base_s)
+    points = int((record["request"].get("params") or {}).get("landscape_points") or 11)
+    scale = (points**2 + 2 * len(record["steps"])) / (points**2 + 2)
+    return int(min(settings.job_timeout_max_s, max(base, math.ceil(base * scale))))
 
 
 def series_state(conn: redis.Redis, aid: str) -> tuple[str | None, Job | None]:
