@@ -35,6 +35,7 @@ from frontend.plotting import (
     mark_steps,
     row_intervals,
     step_axis,
+    step_shapes,
     style,
 )
 
@@ -192,9 +193,9 @@ def overview_figure(
     layout["annotations"] = [*layout.get("annotations", []), *annotations]
     layout["yaxis"] = {**layout["yaxis"], "title": {"text": "loss (nats)"}}
     layout["yaxis2"] = {**layout["yaxis2"], **yaxis2}
+    # The marks in the layout before the figure is built (adding shapes later validates each again).
+    layout["shapes"] = [s for row in (1, 2) for s in step_shapes(xscale, steps, transition, cursor, row)]
     fig = fast_figure(traces, layout)
-    for row in (1, 2):
-        mark_steps(fig, xscale, steps, transition, cursor, row=row)
     checkpoint_axis(fig, xscale, steps, axis="xaxis2")
     checkpoint_axis(fig, xscale, steps, axis="xaxis")
     fig.update_layout(xaxis_title_text=None)

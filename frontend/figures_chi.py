@@ -21,12 +21,11 @@ from plotly.subplots import make_subplots
 from frontend.figures import line_traces
 from frontend.plotting import (
     LABELS,
-    add_shapes,
-    checkpoint_axis,
     empty_figure,
     fast_figure,
-    mark_steps,
+    log_ticks,
     step_axis,
+    step_shapes,
     style,
 )
 
@@ -250,15 +249,27 @@ def order_chi_figure(
         )
         rows = 1
     layout["annotations"] = [*layout.get("annotations", []), *annotations]
+    # Every shape in the layout before the figure is built (adding them later validates each again).
+    layout["shapes"] = _window_shapes(windows, xscale, rows) + [
+        shape for row in range(1, rows + 1) for shape in step_shapes(xscale, steps, transition, cursor, row)
+    ]
+    ticks: dict[str, Any] = {}
+    if xscale == "log":
+        vals, texts = log_ticks(steps)
+        ticks = {"tickvals": vals, "ticktext": texts}
+    for row in range(1, rows + 1):
+        suffix = "" if row == 1 else str(row)
+        title = {"text": "training step"} if row == rows else None
+        layout[f"xaxis{suffix}"] = {
+            **layout.get(f"xaxis{suffix}", {}),
+            "type": "log" if xscale == "log" else "linear",
+            **ticks,
+            **({"title": title} if title else {}),
+        }
+        layout[f"yaxis{suffix}"] = {
+            **layout.get(f"yaxis{suffix}", {}),
+            "type": "log" if yscale == "log" else "linear",
+        }
     fig = fast_figure(traces, layout)
-    add_shapes(fig, _window_shapes(windows, xscale, rows))
-    for row in range(1, rows + 1):
-        mark_steps(fig, xscale, steps, transition, cursor, row=row)
-    for row in range(1, rows + 1):
-        checkpoint_axis(fig, xscale, steps, axis="xaxis" if row == 1 else f"xaxis{row}")
-        kind = "log" if yscale == "log" else "linear"
-        fig.update_layout({"yaxis" if row == 1 else f"yaxis{row}": {"type": kind}})
-    if rows == 2:
-        fig.update_layout(xaxis_title_text=None)
     title = f"{label} (band: its interval)" + (" and its susceptibility χ (band: ± se)" if has_chi else "")
     return style(fig, title, height=560 if has_chi else 360)

@@ -45,6 +45,7 @@ __all__ = [
     "row_intervals",
     "scatter_type",
     "step_axis",
+    "step_shapes",
     "style",
     "translucent",
     "vline",
@@ -211,19 +212,15 @@ def scatter_type(n_points: int) -> type:
     return go.Scattergl if n_points > WEBGL_POINTS else go.Scatter
 
 
-def mark_steps(
-    fig: go.Figure,
+def step_shapes(
     xscale: str,
     steps: Sequence[int],
     transition: dict[str, Any] | None,
     cursor: int | None,
     row: Any = None,
-) -> None:
-    """The detected transition (line, band) and the checkpoint cursor on a checkpoint axis.
-
-    ``row``: the subplot's row in a one-column grid (its axes are ``x<row>``, ``y<row>``); None: one plot.
-    Shapes are written as dicts (``add_vline(row=...)`` spends ~50 ms finding the subplot's axes).
-    """
+) -> list[dict[str, Any]]:
+    """The shapes :func:`mark_steps` draws, as dicts: put them in a layout before the figure is built
+    (each ``update_layout(shapes=...)`` on a built figure validates every shape it already has)."""
     axis = "" if row in (None, 1) else str(row)
     shapes: list[dict[str, Any]] = []
     if transition and transition.get("step") is not None:
@@ -238,7 +235,23 @@ def mark_steps(
         at = float(step_axis([cursor], xscale)[0])
         # Named, so a slider step moves it in the browser (frontend/assets/slider.js) with no redraw.
         shapes.append({**vline(at, axis, {"color": "#444", "width": 1, "dash": "dot"}), "name": "cursor"})
-    add_shapes(fig, shapes)
+    return shapes
+
+
+def mark_steps(
+    fig: go.Figure,
+    xscale: str,
+    steps: Sequence[int],
+    transition: dict[str, Any] | None,
+    cursor: int | None,
+    row: Any = None,
+) -> None:
+    """The detected transition (line, band) and the checkpoint cursor on a checkpoint axis.
+
+    ``row``: the subplot's row in a one-column grid (its axes are ``x<row>``, ``y<row>``); None: one plot.
+    Shapes are written as dicts (``add_vline(row=...)`` spends ~50 ms finding the subplot's axes).
+    """
+    add_shapes(fig, step_shapes(xscale, steps, transition, cursor, row))
 
 
 def log_ticks(steps: Sequence[int] | np.ndarray) -> tuple[list[float], list[str]]:
