@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from backend.errors import install_error_handlers
-from backend.routes import analyses, health, models, patterns
+from backend.routes import analyses, ensembles, health, models, patterns
 from backend.security import ContentSecurityPolicy, SecurityMiddleware
 from phasescope import __version__
 from phasescope.config import Settings, get_settings
@@ -56,6 +56,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The dashboard (frontend.server) adds the hashes of its inline scripts to app.state.csp.
     app.state.csp = ContentSecurityPolicy()
     app.add_middleware(SecurityMiddleware, max_body_bytes=settings.max_body_bytes, csp=app.state.csp)
-    for module in (analyses, models, health, patterns):
+    for module in (analyses, models, health, patterns, ensembles):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

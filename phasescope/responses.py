@@ -25,6 +25,9 @@ __all__ = [
     "AnalysisStatus",
     "AnalysisSummary",
     "CheckpointList",
+    "EnsembleLayer",
+    "EnsembleResponse",
+    "EnsembleSeed",
     "ErrorBody",
     "ErrorItem",
     "ExponentFit",
@@ -368,6 +371,61 @@ class Readiness(_Body):
 
     ready: bool
     status: Literal["ok", "degraded", "unavailable"]
+
+
+class EnsembleSeed(_Body):
+    """One analysis (one seed) of an ensemble: its transition of the order parameter.
+
+    docs/measures.md ("Seed ensembles") defines each number.
+    """
+
+    id: str = Field(description="The analysis id.")
+    model: str = Field(description="Its model string, e.g. zoo:induction-2l-seed3.")
+    head: int | None = Field(description="For a per-head quantity: the head with the largest change.")
+    detected: bool = Field(description="Whether its findings report a transition of this series.")
+    step: _Finite = Field(description="The transition step (findings); null when none.")
+    step_sd: _Finite = Field(description="Its standard deviation (steps).")
+    step_ci_lo: _Finite = Field(description="Lower end of its 95% interval (steps).")
+    step_ci_hi: _Finite = Field(description="Upper end of its 95% interval (steps).")
+    uncertainty_method: str
+    t_star: _Finite = Field(description="Centre of the collapse fit, exp(x0) (steps).")
+    width: _Finite = Field(description="Width w of the collapse fit, in ln t.")
+    before: _Finite = Field(description="Fitted level before the transition.")
+    after: _Finite = Field(description="Fitted level after it.")
+    reason: str = Field(description="Why there is no step, when there is none.")
+
+
+class EnsembleLayer(_Body):
+    """One layer (or the model, for a quantity without layers) across the ensemble."""
+
+    layer: int | None
+    seeds: list[EnsembleSeed]
+    n_detected: int
+    step_mean: _Finite
+    step_sd: _Finite = Field(description="SD of the steps across seeds (ddof 1).")
+    step_min: _Finite
+    step_max: _Finite
+    rms_uncertainty: _Finite = Field(description="RMS of the per-seed standard deviations.")
+    spread_ratio: _Finite = Field(
+        description="step_sd / rms_uncertainty: near 1, the errors explain the spread."
+    )
+    collapse_quality: _Finite = Field(
+        description="Q: RMS spread of the collapsed curves on the common u grid."
+    )
+    uncollapsed_quality: _Finite = Field(description="The same for the curves in ln t.")
+    collapse_gain: _Finite = Field(description="uncollapsed_quality / collapse_quality.")
+    u_range: list[float] | None = Field(description="The u range Q is computed on.")
+    points: dict[str, list[Any]] = Field(
+        description="Collapse points, columnar: id, checkpoint, value, ln_t, u, m_norm (seeds with a transition)."
+    )
+
+
+class EnsembleResponse(_Body):
+    """An order parameter across 2–16 analyses (seeds): per-seed steps, their spread, the collapse."""
+
+    quantity: str = Field(description="The order parameter, measure.quantity.")
+    analyses: list[str]
+    layers: list[EnsembleLayer]
 
 
 def marked_transition(transitions: list[dict[str, Any]]) -> int | None:
