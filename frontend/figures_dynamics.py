@@ -393,7 +393,7 @@ def pca_plane_figure(
     fig.update_xaxes(title_text=f"PC1: {coordinate}")
     fig.update_yaxes(title_text=f"PC2: {coordinate}")
     fig.update_layout(showlegend=False)
-    title = "Loss on the trajectory's PCA plane" + (f" ({explained} of the variance)" if explained else "")
+    title = "Loss on the PCA plane" + (f" ({explained} of the variance)" if explained else "")
     return style(fig, title, height=480)
 
 
@@ -439,10 +439,23 @@ def hessian_density_figure(rows: pd.DataFrame, step: int, yscale: str = "linear"
         ]
     )
     fig.update_layout(shapes=[vline(0.0, "", {"color": "#888", "width": 1, "dash": "dot"})], showlegend=False)
+    if words:  # the numbers in a box at the top right (a title this long runs under the toolbar)
+        fig.add_annotation(
+            text="<br>".join(words),
+            x=0.99,
+            y=0.98,
+            xref="paper",
+            yref="paper",
+            xanchor="right",
+            yanchor="top",
+            showarrow=False,
+            align="right",
+            bgcolor="rgba(255,255,255,0.8)",
+            font={"size": 11},
+        )
     fig.update_xaxes(title_text="Hessian eigenvalue λ (nats / unit²)")
     fig.update_yaxes(
         title_text=LABELS.get("hessian_density.density", "density"),
         type="log" if yscale == "log" else "linear",
     )
-    title = f"Hessian eigenvalue density at step {step}" + (f": {', '.join(words)}" if words else "")
-    return style(fig, title)
+    return style(fig, f"Hessian eigenvalue density at step {step}")

@@ -216,7 +216,7 @@ def _pca(aid: str, meta: dict[str, Any], step: int, kw: dict[str, Any]) -> list[
     ]
     along = D.step_lines_figure(
         lines,
-        title="How faithful the plane is: loss on it against the checkpoints' own",
+        title="The plane's loss against the checkpoints' own",
         ytitle="loss (nats)",
         **kw,
     )

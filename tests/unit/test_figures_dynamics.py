@@ -238,9 +238,9 @@ def test_hessian_density_at_the_checkpoint_with_its_numbers() -> None:
     (line,) = fig.data
     density = rows[rows["quantity"] == "density"]
     np.testing.assert_allclose(line.x, density["x"]) and np.testing.assert_allclose(line.y, density["value"])
-    title = fig.layout.title.text
+    assert "step 500" in fig.layout.title.text
+    title = fig.layout.annotations[0].text  # the numbers, in a box at the top right
     for words in (
-        "step 500",
         "λ_min -0.9",
         "λ_max 9.5",
         "trace 12.5 ± 0.75",
