@@ -2,7 +2,8 @@
 its susceptibility χ(t) below it on the same step axis (DataFrame slices and findings in, a Figure out).
 
 χ is the ``<q>_chi`` quantity the measures write (docs/measures.md, "Uncertainties and susceptibility"),
-its ``se`` a bootstrap standard error over prompts. What the findings say about it is drawn, never
+with its bootstrap standard error over prompts (``se``) and 95% interval (``ci_lo``, ``ci_hi``); the
+bands are drawn as every figure draws them (frontend.plotting.row_intervals). What the findings say about it is drawn, never
 recomputed: the transition windows of the same series are shaded and each reported χ peak
 (``findings["susceptibility"]``) is marked at its step with its 95% interval as a horizontal bar, filled
 when it is significant, open when it is not.
@@ -271,5 +272,5 @@ def order_chi_figure(
             "type": "log" if yscale == "log" else "linear",
         }
     fig = fast_figure(traces, layout)
-    title = f"{label} (band: its interval)" + (" and its susceptibility χ (band: ± se)" if has_chi else "")
+    title = label + (" and its susceptibility χ" if has_chi else "") + " · bands: 95% interval, else ± se"
     return style(fig, title, height=560 if has_chi else 360)
