@@ -192,6 +192,23 @@ class MeasureParams(_Strict):
     llc_draws: int = Field(100, ge=10, le=2000, description="SGLD steps per chain.")
     llc_lr: float = Field(1e-4, gt=0, le=0.1, description="SGLD step size ε.")
     llc_localization: float = Field(100.0, ge=0, le=1e6, description="SGLD pull γ towards the checkpoint.")
+    slq_steps: int = Field(
+        24,
+        ge=2,
+        le=200,
+        description="Lanczos steps m per probe of the Hessian's spectral density (moments up to 2m − 1 "
+        "exact per probe; memory m × parameters × 8 bytes).",
+    )
+    slq_probes: int = Field(
+        4, ge=1, le=64, description="Rademacher probes of the Hessian's spectral density (their spread: se)."
+    )
+    head_llc_max_heads: int = Field(
+        8,
+        ge=1,
+        le=4096,
+        description="Most heads head_llc samples per checkpoint (one SGLD run of llc_chains × llc_draws "
+        "steps each); a model with more heads is refused. Its cost is priced on this many.",
+    )
 
     @model_validator(mode="after")
     def _grid_within_limits(self) -> MeasureParams:

@@ -121,6 +121,7 @@ def estimate_llc(
     num_burnin_steps: int = 0,
     batch_size: int | None = None,
     seed: int = 0,
+    param_masks: dict[str, Tensor | None] | None = None,
 ) -> LLCResult:
     """Estimate the LLC at the model's current parameters with devinterp's SGLD sampler.
 
@@ -137,6 +138,9 @@ def estimate_llc(
         num_burnin_steps: steps per chain before drawing (devinterp still averages them in).
         batch_size: minibatch size m (default: all items, i.e. full-batch Langevin).
         seed: devinterp's ``init_seed`` (chain c uses ``seed + c``).
+        param_masks: devinterp's weight restriction (``devinterp.slt.weight_restrictions``): the
+            parameters the chains move, by name, each with a boolean mask of its sampled elements
+            (None: all of it); the rest stay at θ*. None: every parameter (the unrestricted LLC).
 
     Returns:
         An ``LLCResult``.
@@ -173,6 +177,7 @@ def estimate_llc(
         "n_items": n_items,
         "num_init_loss_batches": math.ceil(n_items / m),
         "seed": seed,
+        "restricted": param_masks is not None,
     }
     with tempfile.TemporaryDirectory() as tmp, _RestoredRng(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -192,6 +197,7 @@ def estimate_llc(
             localization=localization,
             device=device,
             output_path=Path(tmp) / "samples.zarr",
+            param_masks=param_masks,
         ).load()
     failed = [str(w.message) for w in caught if "Chain failed" in str(w.message)]
     if failed:

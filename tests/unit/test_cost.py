@@ -46,6 +46,9 @@ RAISED: dict[str, list[typing.Any]] = {
     "params.llc_draws": [101, 2000],
     "params.llc_lr": [0.01, 0.1],
     "params.llc_localization": [1000.0, 1e6],
+    "params.slq_steps": [25, 200],
+    "params.slq_probes": [5, 64],
+    "params.head_llc_max_heads": [9, 4096],
 }
 
 

@@ -50,6 +50,8 @@ BUILTINS = (
     "residual",
     "correlation",
     "meanfield",
+    "hessian_density",
+    "head_llc",
     "trajectory",
     "trajectory_pca",
 )
@@ -107,7 +109,7 @@ def series(isolated_data_dir: Path) -> str:
 def test_builtins_are_declared_once_in_order() -> None:
     assert measure_names() == BUILTINS
     assert default_measures() == ("loss", "heads", "entropy", "thermo", "spectra")
-    assert measure_names(kind="landscape") == ("landscape", "sharpness", "llc")
+    assert measure_names(kind="landscape") == ("landscape", "sharpness", "llc", "hessian_density", "head_llc")
     assert label("thermo.beta_star") == "β* (peak of C(β), inverse temperature)"
     assert label("loss.loss") == "loss (nats)" and label("no.such") == "no.such"
     with pytest.raises(KeyError, match="registered: loss, heads"):
