@@ -18,7 +18,7 @@ _APP: dash.Dash | None = None
 
 
 def _navbar() -> html.Nav:
-    links = [("Catalog", "/"), ("New analysis", "/new"), ("Compare", "/compare")]
+    links = [("Catalog", "/"), ("New analysis", "/new"), ("Compare", "/compare"), ("Ensemble", "/ensemble")]
     return html.Nav(
         className="navbar",
         children=[

@@ -103,6 +103,11 @@ class DashboardClient(Client):
             params["checkpoint"] = checkpoint
         return self._call("GET", f"/analyses/{aid}/patterns", params=params).json()
 
+    def ensemble(self, analyses: list[str], quantity: str) -> dict[str, Any]:
+        """One order parameter across several analyses (seeds): ``GET /ensembles``."""
+        params = {"analyses": ",".join(analyses), "quantity": quantity}
+        return self._call("GET", "/ensembles", params=params).json()
+
 
 def configure(api_url: str | None = None, transport: InProcessTransport | None = None) -> DashboardClient:
     """Point the dashboard at the API at ``api_url``, else at the one ``transport`` reaches in process.

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
 from backend.deps import StoreDep
 from backend.errors import error_responses
@@ -56,7 +57,13 @@ def _finite(value: Any) -> Any:
     "",
     operation_id="get_ensemble",
     response_model=EnsembleResponse,
-    responses=error_responses(404, 422),
+    responses={
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "JSON (format=json), or the collapse points as CSV (format=csv).",
+        },
+        **error_responses(404, 422),
+    },
 )
 def get_ensemble(
     store: StoreDep,
@@ -70,7 +77,10 @@ def get_ensemble(
     quantity: Annotated[
         str, Query(max_length=80, description="An order parameter, measure.quantity, e.g. loss.loss.")
     ],
-) -> dict[str, Any]:
+    format: Annotated[
+        Literal["json", "csv"], Query(description="json, or csv: the collapse points with each seed's step.")
+    ] = "json",
+) -> Any:
     """Per-seed transition steps with intervals, their spread, and the collapse of one order parameter."""
     from phasescope.phases.ensemble import ensemble_report, order_parameter
 
@@ -107,4 +117,23 @@ def get_ensemble(
         }
         out.pop("quantity")
         layers.append(out)
-    return {"quantity": quantity, "analyses": ids, "layers": layers}
+    body = {"quantity": quantity, "analyses": ids, "layers": layers}
+    if format == "csv":
+        return Response(_points_csv(body, models), media_type="text/csv")
+    return body
+
+
+def _points_csv(body: dict[str, Any], models: dict[str, str]) -> bytes:
+    """The collapse points of every layer, one row each, with the seed's model, step and fit."""
+    import pandas as pd
+
+    frames = []
+    for layer in body["layers"]:
+        points = pd.DataFrame(layer["points"])
+        seeds = pd.DataFrame(layer["seeds"])[["id", "step", "step_sd", "t_star", "width", "before", "after"]]
+        frames.append(points.merge(seeds, on="id", how="left").assign(layer=layer["layer"]))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if len(table):
+        table.insert(1, "model", table["id"].map(models))
+        table.insert(0, "quantity", body["quantity"])
+    return table.to_csv(index=False).encode()

@@ -7,11 +7,15 @@ validation, the weights identity and the workers' loading.
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from frontend import figures_ensemble as FE
 from phasescope.schemas import AnalysisRequest
 from phasescope.service.client import Client
 from phasescope.service.store import ResultStore
@@ -56,6 +60,20 @@ def test_ensemble_of_three_seeds_and_its_errors(
     points = layer["points"]
     assert set(points["id"]) == set(ids) and len(points["u"]) == len(points["m_norm"]) == 3 * (len(STEPS) - 1)
     assert layer["collapse_quality"] < layer["uncollapsed_quality"]
+
+    # The same as CSV: one row per collapse point, with its seed's model and step.
+    csv = http.get(base, params={"analyses": ",".join(ids), "quantity": "loss.loss", "format": "csv"})
+    assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
+    table = pd.read_csv(io.StringIO(csv.text))
+    assert len(table) == len(points["u"]) and set(table["model"]) == {_model(s) for s in SEEDS}
+    assert np.allclose(table.groupby("id")["step"].first()[ids], [s["step"] for s in layer["seeds"]])
+    # The dashboard's figures of this answer: one curve per seed (+ σ(u)), one step per seed.
+    names = {aid: _model(s) for aid, s in zip(ids, SEEDS, strict=True)}
+    collapse = FE.collapse_figure(layer, names, "loss.loss")
+    assert [t.name for t in collapse.data] == ["σ(u)", *[_model(s) for s in SEEDS]]
+    steps = FE.steps_figure(layer, names)
+    assert list(steps.data[0].y) == [s["step"] for s in layer["seeds"]]
+    assert len(FE.raw_figure(layer, names, "loss.loss").data) == 3
 
     def error(params: dict[str, str], status: int, field: str) -> dict:
         response = http.get(base, params=params)
