@@ -23,9 +23,8 @@ def isolated_data_dir(
     get_settings.cache_clear()
 
 
-@pytest.fixture(scope="session")
-def trained_induction_2l(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """zoo:induction-2l trained once (minutes of CPU) and kept in a cache keyed by its recipe.
+def _cached_series(name: str) -> Path:
+    """A zoo series trained once (seed 0) and kept in a cache keyed by its recipe.
 
     The cache is ``$PHASESCOPE_TEST_CACHE`` (default ``~/.cache/phasescope-tests``); a changed recipe
     gets a new key, so a stale series is never used.
@@ -35,12 +34,24 @@ def trained_induction_2l(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from phasescope.zoo import ZOO, is_trained, train_series
 
-    key = hashlib.sha256(repr(ZOO["induction-2l"]).encode()).hexdigest()[:12]
+    key = hashlib.sha256(repr(ZOO[name]).encode()).hexdigest()[:12]
     root = Path(os.environ.get("PHASESCOPE_TEST_CACHE", Path.home() / ".cache" / "phasescope-tests"))
-    path = root / f"induction-2l-{key}"
-    if not is_trained("induction-2l", out_dir=path):
-        train_series("induction-2l", seed=0, progress=False, out_dir=path)
+    path = root / f"{name}-{key}"
+    if not is_trained(name, out_dir=path):
+        train_series(name, seed=0, progress=False, out_dir=path)
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_induction_2l(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """zoo:induction-2l trained once (minutes of CPU) and cached (``_cached_series``)."""
+    return _cached_series("induction-2l")
+
+
+@pytest.fixture(scope="session")
+def trained_induction_1l() -> Path:
+    """zoo:induction-1l, the one-layer control, trained once and cached (``_cached_series``)."""
+    return _cached_series("induction-1l")
 
 
 ZOO_SEEDS = {"induction-2l": (0, 1, 2), "grokking-p59": (0, 1, 2)}

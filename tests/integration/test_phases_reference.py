@@ -1,9 +1,12 @@
 """Acceptance on the reference series: the induction transition is found where the loss drops, the
-sharpness peaks inside it, and the one-layer control has none (docs/zoo.md, the reference
-phenomenon). Trains zoo:induction-2l and zoo:induction-1l into a temporary directory (~20 s each)."""
+sharpness peaks inside it, the induction score's susceptibility peaks inside its window, and the
+one-layer control has none of these (docs/zoo.md, the reference phenomenon; docs/measures.md,
+"Finding the transition"). zoo:induction-2l and zoo:induction-1l are trained once and cached
+(``trained_induction_2l``, ``trained_induction_1l`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,22 +14,32 @@ import pandas as pd
 import pytest
 import torch
 
+from phasescope.analysis.run import run_local
 from phasescope.config import get_settings
 from phasescope.measures.loss import token_losses
 from phasescope.measures.sharpness import hessian_operator, lanczos_top
 from phasescope.models.loading import ModelCache
 from phasescope.models.series import read_manifest
 from phasescope.phases.detect import detect_transitions
-from phasescope.zoo import eval_batch, train_series
+from phasescope.phases.findings import find_transitions
+from phasescope.schemas import InputSpec
+from phasescope.zoo import eval_batch
 
 pytestmark = pytest.mark.slow
 
 
-def _series(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> tuple[Path, ModelCache]:
-    monkeypatch.setenv("PHASESCOPE_MODEL_ROOTS", str(tmp_path))
+def _series(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, ModelCache]:
+    monkeypatch.setenv("PHASESCOPE_MODEL_ROOTS", str(path.parent))
     get_settings.cache_clear()
-    path = train_series(name, seed=0, progress=False, out_dir=tmp_path / name)
     return path, ModelCache()
+
+
+def _findings(series: Path, data_dir: Path, name: str) -> dict:
+    """Loss and heads measured by ``run_local`` on every other checkpoint (21 of 41), then the findings."""
+    shutil.copytree(series, data_dir / "zoo" / name)
+    steps = [s for s in read_manifest(series).steps if s % 50 == 0]
+    table, _ = run_local(f"zoo:{name}", steps, ["loss", "heads"], InputSpec())
+    return find_transitions(table)
 
 
 def _losses(path: Path, cache: ModelCache) -> tuple[pd.DataFrame, np.ndarray, list[int]]:
@@ -58,9 +71,9 @@ def _losses(path: Path, cache: ModelCache) -> tuple[pd.DataFrame, np.ndarray, li
 
 
 def test_induction_2l_transition_at_the_half_way_point_with_the_sharpness_peak_inside(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained_induction_2l: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path, cache = _series(tmp_path, monkeypatch, "induction-2l")
+    path, cache = _series(trained_induction_2l, monkeypatch)
     table, per_prompt, steps = _losses(path, cache)
     found = [t for t in detect_transitions(table, per_prompt=per_prompt, n_boot=50) if t.quantity == "loss"]
     assert len(found) == 1, found
@@ -96,7 +109,39 @@ def test_induction_2l_transition_at_the_half_way_point_with_the_sharpness_peak_i
     assert t.window_lo - interval <= peak_step <= t.window_hi + interval, (around, sharpness, t)
 
 
-def test_induction_1l_has_no_transition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path, cache = _series(tmp_path, monkeypatch, "induction-1l")
+def test_induction_1l_has_no_transition(trained_induction_1l: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, cache = _series(trained_induction_1l, monkeypatch)
     table, per_prompt, _ = _losses(path, cache)
     assert detect_transitions(table, per_prompt=per_prompt, n_boot=20) == []
+
+
+def test_induction_2l_findings_carry_prompt_intervals_and_the_induction_chi_peaks_in_its_window(
+    trained_induction_2l: Path, isolated_data_dir: Path
+) -> None:
+    found = _findings(trained_induction_2l, isolated_data_dir, "induction-2l")
+    (loss,) = [t for t in found["transitions"] if t["quantity"] == "loss"]
+    assert loss["uncertainty_method"].startswith("prompt bootstrap") and 400 <= loss["step"] <= 600
+    assert loss["step_ci_lo"] <= loss["step"] <= loss["step_ci_hi"]
+    assert loss["step_ci_hi"] - loss["step_ci_lo"] < 50  # the prompts place it within a checkpoint interval
+    scores = [t for t in found["transitions"] if t["quantity"] == "induction_score" and t["layer"] == 1]
+    assert scores and all(t["uncertainty_method"].startswith("prompt bootstrap") for t in scores)
+    # The layer-1 head whose χ peaks highest: a significant peak inside its own transition window.
+    chi = [p for p in found["susceptibility"] if p["quantity"] == "induction_score" and p["layer"] == 1]
+    best = max(chi, key=lambda p: p["peak_value"])
+    assert best["significant"] and best["in_window"] is True, best
+    assert best["peak_ci_lo"] <= best["peak_step"] <= best["peak_ci_hi"]
+    assert "χ of the induction score (layer 1 head" in found["summary"]
+    # The exponents are reported either way; on checkpoints 50 steps apart none can be supported.
+    loss_fits = [e for e in found["exponents"] if e["quantity"] == "loss"]
+    assert {e["side"] for e in loss_fits} == {"before", "after"}
+    assert all(not e["supported"] and e["reason"] for e in loss_fits)
+
+
+def test_induction_1l_has_no_significant_chi_peak(
+    trained_induction_1l: Path, isolated_data_dir: Path
+) -> None:
+    found = _findings(trained_induction_1l, isolated_data_dir, "induction-1l")
+    chi = [p for p in found["susceptibility"] if p["quantity"] in ("loss", "induction_score")]
+    assert {p["quantity"] for p in chi} == {"loss", "induction_score"}
+    assert not any(p["significant"] for p in chi), chi
+    assert not [t for t in found["transitions"] if t["quantity"] in ("loss", "induction_score")]
