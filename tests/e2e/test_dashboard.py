@@ -108,6 +108,27 @@ def test_the_marked_step_is_the_apis_finding(demo: dict[str, Any], chromium: Chr
         """
     )
     assert lines and all(x0 == x1 == step for x0, x1 in lines), (lines, step)
+    if {"heads", "loss"} <= set(state["measures"]):
+        # Issue 14: χ(t) under m(t) (two rows on one step axis, χ with its band), and the findings
+        # table gives the marked step with its 95% interval as the API's findings say it.
+        chi = chromium.driver.execute_script(
+            """
+            const card = document.getElementById('{"name":"order-chi","type":"fig"}');
+            const plot = card && card.querySelector('.js-plotly-plot');
+            if (!plot) { return null; }
+            return {rows: plot.data.filter(t => t.yaxis === 'y2').length,
+                    bands: plot.data.filter(t => t.yaxis === 'y2' && t.fill === 'toself').length,
+                    title: plot.layout.yaxis2 && plot.layout.yaxis2.title.text};
+            """
+        )
+        assert chi and chi["rows"] > 0 and chi["bands"] > 0, chi
+        table = chromium.find("#findings-table").text
+        lo, hi = marked.get("step_ci_lo"), marked.get("step_ci_hi")
+        if lo is not None and hi is not None:
+            assert f"step {marked['step']:.0f} [{lo:.0f}, {hi:.0f}]" in note, note
+            assert f"[{lo:.0f}, {hi:.0f}]" in table, table[:400]
+        if findings.get("susceptibility"):
+            assert "χ peak" in table, table[:400]
     chromium.get(demo["url"] + "/")
     row = chromium.wait_text("#home-analyses", demo["id"])
     assert f"≈ step {marked['step']:.0f} ({marked['quantity']})" in row, row
