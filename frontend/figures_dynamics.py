@@ -43,12 +43,25 @@ __all__ = [
     "pca_plane_figure",
     "phase_space_figure",
     "step_lines_figure",
+    "wrap_title",
 ]
 
 MATRICES = ("W_Q", "W_K", "W_V", "W_O", "W_in", "W_out", "W_E", "W_pos", "W_U")
 """The weight matrices the trajectory measure reports, in the order the legends list them."""
 _EMBEDDING_GREYS = {"W_E": "rgb(90,90,90)", "W_pos": "rgb(140,140,140)", "W_U": "rgb(60,60,60)"}
 _CURRENT = {"color": "#d62728", "size": 13, "symbol": "circle-open", "line": {"width": 3}}
+
+
+def wrap_title(text: str, width: int = 34) -> str:
+    """An axis or colour-bar title over two lines, its unit on the second, when it is longer than ``width``.
+
+    >>> wrap_title("kinetic energy ½‖Δθ_h/Δt‖² (weight units²/step²)")
+    'kinetic energy ½‖Δθ_h/Δt‖²<br>(weight units²/step²)'
+    """
+    if len(text) <= width or " (" not in text:
+        return text
+    head, _, unit = text.rpartition(" (")
+    return f"{head}<br>({unit}"
 
 
 def step_lines_figure(
@@ -108,7 +121,7 @@ def step_lines_figure(
     steps = sorted(steps_all)
     mark_steps(fig, xscale, steps, transition, cursor)
     checkpoint_axis(fig, xscale, steps)
-    fig.update_yaxes(title_text=ytitle, type="log" if yscale == "log" else "linear")
+    fig.update_yaxes(title_text=wrap_title(ytitle), type="log" if yscale == "log" else "linear")
     return style(fig, title)
 
 
@@ -227,7 +240,7 @@ def heads_heatmap_figure(
         "y": [head_label(layer, head) for layer, head in grid.index],
         "colorscale": "Viridis",
         "customdata": custom,
-        "colorbar": {"title": {"text": colorbar, "side": "right"}},
+        "colorbar": {"title": {"text": wrap_title(colorbar), "side": "right"}},
         "hovertemplate": hover + "<extra></extra>",
     }
     fig = fast_figure([trace], {"yaxis": {"autorange": "reversed", "title": {"text": "layer · head"}}})
@@ -302,7 +315,7 @@ def phase_space_figure(
     fig = fast_figure(traces)
     positive = bool((both["kinetic"] > 0).all())
     fig.update_xaxes(
-        title_text=LABELS.get("trajectory.total_kinetic_energy", "kinetic energy"),
+        title_text=wrap_title(LABELS.get("trajectory.total_kinetic_energy", "kinetic energy"), 60),
         type="log" if xlog and positive else "linear",
         dtick="D2" if xlog and positive else None,  # 1-2-5 labels, not every digit of a decade
     )
@@ -390,8 +403,8 @@ def pca_plane_figure(
     )
     fig = fast_figure(traces)
     coordinate = LABELS.get("trajectory_pca.pca_coordinate", "coordinate")
-    fig.update_xaxes(title_text=f"PC1: {coordinate}")
-    fig.update_yaxes(title_text=f"PC2: {coordinate}")
+    fig.update_xaxes(title_text=wrap_title(f"PC1: {coordinate}", 60))
+    fig.update_yaxes(title_text=wrap_title(f"PC2: {coordinate}"))
     fig.update_layout(showlegend=False)
     title = "Loss on the PCA plane" + (f" ({explained} of the variance)" if explained else "")
     return style(fig, title, height=480)
@@ -455,7 +468,7 @@ def hessian_density_figure(rows: pd.DataFrame, step: int, yscale: str = "linear"
         )
     fig.update_xaxes(title_text="Hessian eigenvalue λ (nats / unit²)")
     fig.update_yaxes(
-        title_text=LABELS.get("hessian_density.density", "density"),
+        title_text=wrap_title(LABELS.get("hessian_density.density", "density")),
         type="log" if yscale == "log" else "linear",
     )
     return style(fig, f"Hessian eigenvalue density at step {step}")

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from frontend.figures_dynamics import step_lines_figure
+from frontend.figures_dynamics import step_lines_figure, wrap_title
 from frontend.plotting import LABELS, empty_figure, fast_figure, head_color, style
 
 __all__ = [
@@ -110,7 +110,7 @@ def per_layer_figure(
         )
     fig = fast_figure(traces)
     fig.update_xaxes(title_text=xtitle)
-    fig.update_yaxes(title_text=ytitle, type="log" if yscale == "log" else "linear")
+    fig.update_yaxes(title_text=wrap_title(ytitle), type="log" if yscale == "log" else "linear")
     return style(fig, title)
 
 
@@ -150,7 +150,7 @@ def residual_depth_figure(rows: pd.DataFrame, step: int) -> go.Figure:
         traces.append(trace)
     fig = fast_figure(traces)
     fig.update_xaxes(title_text="layer (block)", dtick=1)
-    fig.update_yaxes(title_text=LABELS.get("residual.resid_norm_post", "residual norm"))
+    fig.update_yaxes(title_text=wrap_title(LABELS.get("residual.resid_norm_post", "residual norm")))
     return style(fig, f"Residual norm through depth at step {step}")
 
 
@@ -165,7 +165,9 @@ def position_heatmap_figure(rows: pd.DataFrame, step: int) -> go.Figure:
         "x": grid.columns.to_numpy(dtype=float),
         "y": [f"L{int(layer)}" for layer in grid.index],
         "colorscale": "Viridis",
-        "colorbar": {"title": {"text": LABELS.get("residual.resid_norm_position", "‖x‖"), "side": "right"}},
+        "colorbar": {
+            "title": {"text": wrap_title(LABELS.get("residual.resid_norm_position", "‖x‖")), "side": "right"}
+        },
         "hovertemplate": "%{y} · position %{x}<br>‖x‖ %{z:.4g}<extra></extra>",
     }
     fig = fast_figure([trace], {"yaxis": {"autorange": "reversed", "title": {"text": "layer"}}})
@@ -253,6 +255,7 @@ def preact_hist_figure(rows: pd.DataFrame, step: int, n_layers: int, yscale: str
     fig = fast_figure(traces)
     fig.update_xaxes(title_text="MLP pre-activation (bin centre)")
     fig.update_yaxes(
-        title_text=LABELS.get("meanfield.preact_hist", "per bin"), type="log" if yscale == "log" else "linear"
+        title_text=wrap_title(LABELS.get("meanfield.preact_hist", "per bin")),
+        type="log" if yscale == "log" else "linear",
     )
     return style(fig, f"MLP pre-activations at step {step} against the mean-field Gaussian")

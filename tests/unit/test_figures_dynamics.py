@@ -125,6 +125,12 @@ def test_head_kinetic_energy_heatmap_is_the_phase_diagram() -> None:
     assert np.nanargmax(z[-1]) == at_500 and z[-1, at_500] == pytest.approx(10 * 7)  # the burst, L1H3
     cursors = [s for s in fig.layout.shapes if s.name == "cursor"]
     assert cursors and cursors[0].x0 == 400
+    # A long colour-bar title puts its unit on a second line (else it runs off the figure).
+    long = D.heads_heatmap_figure(
+        heads, title="t", colorbar="kinetic energy ½‖Δθ_h/Δt‖² (weight units²/step²)"
+    )
+    assert long.data[0].colorbar.title.text == "kinetic energy ½‖Δθ_h/Δt‖²<br>(weight units²/step²)"
+    assert D.wrap_title("loss (nats)") == "loss (nats)"
     # Standard errors (head_llc's chain spread) go into the hover.
     llc = heads.assign(quantity="head_llc", se=0.25)
     fig = D.heads_heatmap_figure(llc, title="LLC", colorbar="LLC")

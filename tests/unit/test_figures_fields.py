@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from frontend import figures_fields as G
+from frontend.figures_dynamics import wrap_title
 from frontend.plotting import LABELS
 from frontend.tabs_dynamics import missing_note
 from frontend.tabs_fields import PER_CHECKPOINT, render_fields
@@ -89,9 +90,8 @@ def test_block_shares_per_layer_over_training() -> None:
     assert [t.line.dash for t in fig.data[::2]] == [None, "dash", "dot"]  # one dash per quantity
     assert fig.data[0].line.color == fig.data[2].line.color != fig.data[1].line.color  # one colour per layer
     assert list(fig.data[1].y) == [0.6] * len(STEPS)
-    assert fig.layout.yaxis.title.text == LABELS.get(
-        "residual.block_share", "block_share"
-    )  # the first quantity's title
+    # The axis carries the first quantity's title (its unit on a second line when it is long).
+    assert fig.layout.yaxis.title.text == wrap_title(LABELS.get("residual.block_share", "block_share"))
     assert [s.x0 for s in fig.layout.shapes if s.name == "cursor"] == [400]
     growth = G.layer_lines_figure(
         rows[rows["quantity"] == "resid_growth"], ("resid_growth",), measure="residual", title="g", n_layers=2
