@@ -277,7 +277,10 @@ def test_findings_rows_give_every_number_with_its_interval() -> None:
     assert (p["series"], p["value"], p["95% interval"]) == ("induction_score L1H0", "step 496", "[472, 974]")
     assert "not significant" in p["notes"] and "inside the window of the transition at step 478" in p["notes"]
     assert (before["value"], before["95% interval"]) == ("b = 0.52", "[0.44, 0.57]")
-    assert after["value"] == "not supported" and after["notes"] == "3 checkpoints in the window on this side; need 4"
+    assert (
+        after["value"] == "not supported"
+        and after["notes"] == "3 checkpoints in the window on this side; need 4"
+    )
     assert findings_rows(None) == [] and findings_rows({"transitions": []}) == []
 
 
@@ -298,3 +301,35 @@ def test_the_marked_transition_band_is_its_95_interval() -> None:
     assert "step 486 [471, 503]" in marked["label"]
     plain = transition("a" * 24, {"findings": {"transitions": [t], "summary": "s", "marked": 0}})
     assert plain is not None and (plain["lo"], plain["hi"]) == pytest.approx((478.2, 494.2))
+
+
+def test_the_dashboards_slices_leave_per_prompt_rows_out(tmp_path, monkeypatch) -> None:
+    """The dashboard's client asks the real API (in process, over a real store) with prompts=false:
+    a measure's slice has its uncertainty columns and no per-prompt rows unless a view names them."""
+    from frontend import client
+    from frontend.server import create_combined_app
+    from phasescope.config import Settings
+    from phasescope.measures.tables import concat_tables, tidy
+    from phasescope.schemas import AnalysisRequest
+    from phasescope.service.queue import finalize
+    from phasescope.service.store import ResultStore
+
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens: finished results need none
+    settings = Settings(data_dir=tmp_path)
+    store = ResultStore(tmp_path / "results")
+    aid = "0000000000000000000000d1"
+    store.save_request(aid, AnalysisRequest(model="tl:pythia-160m", measures=["heads"]), {"steps": [0, 10]})
+    for step in (0, 10):
+        score = tidy("heads", "induction_score", np.full((1, 2), 0.5), ("layer", "head"), checkpoint=step)
+        prompts = tidy(
+            "heads", "induction_score_prompt", np.ones((1, 2, 3)), ("layer", "head", "index"), checkpoint=step
+        )
+        store.write_part(aid, step, concat_tables([score.assign(se=0.01), prompts]))
+    assert finalize(store, aid, None)
+    create_combined_app(settings)  # points frontend.client at this app, in process
+    heads = client.slice_table(aid, "heads")
+    assert set(heads["quantity"]) == {"induction_score"} and len(heads) == 4
+    assert heads["se"].to_numpy() == pytest.approx(0.01) and {"ci_lo", "ci_hi"} <= set(heads.columns)
+    named = client.slice_table(aid, "heads", "induction_score_prompt")
+    assert len(named) == 12 and set(named["quantity"]) == {"induction_score_prompt"}
+    assert len(client.slice_table(aid, "heads", prompts=True)) == 16
