@@ -99,6 +99,9 @@ def zoo_train(
         int | None, typer.Option(help="Also checkpoint every N steps (series zoo:<name>-every<N>).")
     ] = None,
     parallel: Annotated[int, typer.Option(min=1, help="Seeds trained at once, one process each.")] = 1,
+    service: Annotated[
+        bool, typer.Option(help="Queue one job per seed on the running service; its workers train them.")
+    ] = False,
     force: Annotated[bool, typer.Option(help="Retrain even if the series exists.")] = False,
 ) -> None:
     """Train a zoo series (or one per seed) and write it in the phasescope checkpoint format."""
@@ -109,6 +112,14 @@ def zoo_train(
     variant = get_variant(name, seed=seed, every=every)
     chosen = parse_seeds(seeds) if seeds is not None else [variant.seed]
     t0 = time.perf_counter()
+    if service:
+        from phasescope.zoo.service import train_on_service
+
+        if force:
+            _fail("--force is not available with --service: delete the series directory first")
+        train_on_service([get_variant(variant.name, seed=s).name for s in chosen], say=typer.echo)
+        typer.echo(f"{len(chosen)} series ready in {time.perf_counter() - t0:.1f} s")
+        return
     if len(chosen) == 1 and parallel == 1:
         from phasescope.zoo import train_series
 
