@@ -376,7 +376,7 @@ def pca_plane_figure(
                 "mode": "lines+markers+text",
                 "text": text,
                 "textposition": "top right",
-                "textfont": {"size": 10, "color": "white"},
+                "textfont": {"size": 11, "color": "#111", "shadow": "1px 1px 2px white"},
                 "line": {"color": "white", "width": 2},
                 "marker": {"size": 6, "color": "white", "line": {"color": "black", "width": 1}},
                 "customdata": steps,

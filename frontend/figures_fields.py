@@ -172,7 +172,7 @@ def position_heatmap_figure(rows: pd.DataFrame, step: int) -> go.Figure:
     }
     fig = fast_figure([trace], {"yaxis": {"autorange": "reversed", "title": {"text": "layer"}}})
     fig.update_xaxes(title_text="position (token index)")
-    return style(fig, f"Residual norm per position at step {step}", height=max(260, 120 + 40 * len(grid)))
+    return style(fig, f"Residual norm per position at step {step}", height=max(360, 120 + 40 * len(grid)))
 
 
 def gaussian_overlay(

@@ -72,7 +72,7 @@ def _residual(
                 shares,
                 ("block_share", "attn_share", "mlp_share"),
                 measure="residual",
-                title="Share each block adds ‖Δx‖/‖x‖: block solid, attention dashed, MLP dotted",
+                title="Block shares ‖Δx‖/‖x‖ (attention dashed, MLP dotted)",
                 n_layers=n_layers,
                 ytitle="share of the residual norm ‖Δx‖ / ‖x‖",
                 **kw,

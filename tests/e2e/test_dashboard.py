@@ -290,3 +290,69 @@ def test_energy_landscape_tab_draws_every_measure(demo: dict[str, Any], chromium
     assert len(chromium.all("#content-landscape .scatterlayer .point")) >= 2 * len(chosen)
     assert chromium.severe_logs() == []
     chromium.screenshot_full(str(IMG / "dashboard-landscape.png"))
+
+
+def test_dynamics_and_fields_tabs_draw_the_issue_15_measures(
+    demo: dict[str, Any], chromium: Chromium
+) -> None:
+    """An analysis with the trajectory and activation-field measures: the Dynamics and Fields tabs appear
+    (the demo analysis, which ran none of them, has neither), draw their figures, and a slider step
+    redraws their per-checkpoint figures."""
+    from phasescope.measures import default_measures, measure_names, measures
+    from phasescope.schemas import MeasureParams
+    from phasescope.service.client import Client
+
+    on_tabs = [m.name for m in (*measures(tab="dynamics"), *measures(tab="fields"))]
+    if not set(on_tabs) & set(default_measures()):  # a tab shows when the analysis ran one of its measures
+        _open_view(chromium, f"{demo['url']}/analyses/{demo['id']}", "overview")
+        assert not chromium.all("#tab-dynamics") and not chromium.all("#tab-fields")
+    steps = demo["checkpoints"]
+    chosen = sorted({steps[round(f * (len(steps) - 1))] for f in (0, 0.25, 0.5, 0.75, 1)})
+    # head_llc runs one SGLD sampler per head (minutes per checkpoint on 2 cores): its heatmap is the
+    # same builder as the kinetic energy's, tested in tests/unit/test_figures_dynamics.py.
+    ran = [m for m in ("loss", "heads", *on_tabs) if m in measure_names() and m != "head_llc"]
+    cheap = {"landscape_points": 5, "heavy_prompts": 2, "slq_steps": 8, "slq_probes": 2}
+    params = {k: v for k, v in cheap.items() if k in MeasureParams.model_fields}
+    with Client(demo["url"]) as api:
+        aid = api.submit(demo["model"], checkpoints=chosen, measures=ran, params=params)["id"]
+        state = api.wait(aid, timeout=600, poll=0.5, progress=False)
+    assert state["status"] == "finished", state
+    mid = chosen[len(chosen) // 2]
+    for tab, wanted in (
+        ("dynamics", {"trajectory": 6, "trajectory_pca": 2, "hessian_density": 2}),
+        ("fields", {"residual": 4, "correlation": 5, "meanfield": 0}),
+    ):
+        _open_view(chromium, f"{demo['url']}/analyses/{aid}?tab={tab}&checkpoint={mid}", tab)
+        assert "tab--selected" in chromium.find(f"#tab-{tab}").get_attribute("class")
+        assert not chromium.all(f"#{tab}-empty")
+        if tab == "dynamics" and "head_llc" in on_tabs:  # the one measure of the tab it did not run
+            assert "(“head_llc”)" in chromium.find("#dynamics-missing").text
+        cards = chromium.all(f"#content-{tab} .card")
+        assert len(cards) >= sum(n for m, n in wanted.items() if m in ran), [c.text[:60] for c in cards]
+        for card in cards:
+            assert card.find_elements(By.CSS_SELECTOR, ".dash-graph .main-svg"), card.text[:80]
+            assert "no data" not in card.text, card.text[:80]
+        assert chromium.severe_logs() == [], tab
+        chromium.screenshot_full(str(IMG / f"dashboard-{tab}.png"))
+    # Dynamics: the phase diagrams are heatmaps, the PCA plane a contour with the path on it.
+    chromium.find("#tab-dynamics").click()
+    chromium.find("#content-dynamics")
+    chromium.wait_idle()
+    assert len(chromium.all("#content-dynamics .heatmaplayer")) >= 1
+    if "trajectory_pca" in ran:
+        assert chromium.all("#content-dynamics .contourlayer"), "no PCA-plane contour"
+    # Fields: the demo series is attention-only, so the mean-field check says there is no MLP; a
+    # slider step redraws the figures of one checkpoint (their titles name it).
+    chromium.find("#tab-fields").click()
+    chromium.find("#content-fields")
+    chromium.wait_idle()
+    if "meanfield" in ran and demo["model"].startswith("zoo:induction"):
+        assert "no MLP blocks" in chromium.find("#fields-no-mlp").text
+    assert f"Residual norm through depth at step {mid}" in chromium.find("#content-fields").text
+    chromium.find("#v-checkpoint [role='slider']").send_keys(Keys.HOME)
+    chromium.wait_text("#content-fields", f"Residual norm through depth at step {chosen[0]}")
+    assert (
+        f"checkpoint={chosen[0]}" in chromium.driver.current_url
+        and "tab=fields" in chromium.driver.current_url
+    )
+    assert chromium.severe_logs() == []
