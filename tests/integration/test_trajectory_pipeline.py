@@ -118,3 +118,8 @@ def test_run_local_on_the_trained_induction_series(zoo_induction_2l: str) -> Non
     assert own.loc[steps[0]] > 3.5 and own.loc[steps[-1]] < 1.5  # the induction task is learnt
     heads = table[table["quantity"] == "head_kinetic_energy"]
     assert set(heads["layer"]) == {0, 1} and set(heads["head"]) == {0, 1, 2, 3}
+    # The induction heads move fastest while they form (the transition is at steps 400-600): the
+    # layer-1 heads' kinetic energy over 400 → 500 is its largest, well above the steps around it.
+    layer1 = heads[heads["layer"] == 1].dropna(subset=["value"]).groupby("checkpoint")["value"].sum()
+    assert layer1.idxmax() == 500
+    assert layer1.loc[500] > 1.5 * max(layer1.loc[400], layer1.loc[600])
