@@ -83,7 +83,7 @@ def test_every_operation_declares_a_schema_for_each_answer(data_dir) -> None:
 
     doc = create_app().openapi()  # the document the live API serves (checked against it below)
     operations = [(p, m, op) for p, ops in doc["paths"].items() for m, op in ops.items()]
-    assert len(operations) == 10
+    assert len(operations) == 11
     ids = [op["operationId"] for _, _, op in operations]
     assert len(set(ids)) == len(ids) and all(re.fullmatch(r"[a-z_]+", i) for i in ids), ids
     for path, method, op in operations:
@@ -176,6 +176,16 @@ def test_live_answers_match_the_document(contract, tmp_path, redis_server) -> No
     assert len(matrix["pattern"]) == len(matrix["tokens"])
     c.call("GET", f"/analyses/{aid}/patterns", 404, params={"checkpoint": 7})
     c.call("GET", f"/analyses/{aid}/patterns", 422, params={"checkpoint": steps[1], "layer": 9})
+    # Ensembles: two finished analyses of one model (two checkpoint selections), and the errors. The
+    # second's checkpoints all come from the reuse cache: it is finished when the POST answers (200).
+    second = c.call("POST", "/analyses", 200, json={**body, "checkpoints": steps[:-1]}, headers=_AUTH).json()
+    assert _finished(c, second["id"])["status"] == "finished", stack.logs()
+    pair = {"analyses": f"{aid},{second['id']}", "quantity": "loss.loss"}
+    ensemble = c.call("GET", "/ensembles", 200, params=pair).json()
+    assert [s["id"] for s in ensemble["layers"][0]["seeds"]] == [aid, second["id"]]
+    c.call("GET", "/ensembles", 200, params={**pair, "format": "csv"})
+    c.call("GET", "/ensembles", 422, params={**pair, "analyses": aid})
+    c.call("GET", "/ensembles", 404, params={**pair, "analyses": f"{aid},{'0' * 24}"})
     # Cancel: a finished analysis stays finished; a fresh one (a measure the reuse cache does not
     # hold, so it queues jobs) is cancelled, or has finished meanwhile.
     assert c.call("DELETE", f"/analyses/{aid}", 200, headers=_AUTH).json()["status"] == "finished"
