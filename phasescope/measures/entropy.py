@@ -27,7 +27,7 @@ from torch import Tensor
 
 from phasescope.errors import MeasureError
 from phasescope.measures.boltzmann import EXP_FLOOR, Slab, slabs
-from phasescope.measures.fluctuations import fluctuation_tables, fluctuations, tidy_with_spread
+from phasescope.measures.fluctuations import fluctuation_frame, fluctuations
 from phasescope.measures.tables import concat_tables, tidy
 
 __all__ = ["HOPFIELD_REGIMES", "K90_MASS", "entropy_table", "row_entropy"]
@@ -221,13 +221,10 @@ def entropy_table(scores: Float[Tensor, "layer batch head query key"], checkpoin
         for q, v in per_position.items()
     ]
     tables += [
-        tidy_with_spread(
-            "entropy", q, v, _HEAD, checkpoint=checkpoint, se=fl.se, ci_lo=fl.ci_lo, ci_hi=fl.ci_hi
-        )
+        fluctuation_frame("entropy", q, v, per_prompt, _HEAD, fl, checkpoint=checkpoint)
         if q == "entropy_mean"
         else tidy("entropy", q, v, _HEAD, checkpoint=checkpoint)
         for q, v in summary.items()
     ]
-    tables += fluctuation_tables("entropy", "entropy_mean", per_prompt, _HEAD, fl, checkpoint=checkpoint)
     table = concat_tables(tables)
     return table[table["value"].notna()].reset_index(drop=True)

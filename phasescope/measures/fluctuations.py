@@ -41,6 +41,7 @@ __all__ = [
     "Fluctuations",
     "N_BOOT",
     "SEED",
+    "fluctuation_frame",
     "fluctuation_tables",
     "fluctuations",
     "percentile_interval",
@@ -264,3 +265,75 @@ def fluctuation_tables(
         coords=coords,
     )
     return [per_prompt, chi]
+
+
+def fluctuation_frame(
+    measure: str,
+    quantity: str,
+    value: Tensor,
+    values: Tensor,
+    dims: Sequence[str],
+    fl: Fluctuations,
+    *,
+    checkpoint: int,
+    coords: dict | None = None,
+    prompt_ids: Tensor | np.ndarray | None = None,
+) -> pd.DataFrame:
+    """``q``'s rows with ``se``/``ci_lo``/``ci_hi``, its ``q_prompt`` rows and its ``q_chi`` rows, as one frame.
+
+    The same rows as ``tidy_with_spread`` and ``fluctuation_tables`` together, built in one DataFrame:
+    on a small model pandas' construction of three frames costs more than the statistics. The frame
+    is not normalised; ``tables.concat_tables`` does that.
+
+    Args:
+        measure: the measure's name.
+        quantity: the order parameter ``q``.
+        value: ``[*dims]`` its reported value.
+        values: ``[*dims, prompt]`` its per-prompt values (NaN: no row).
+        dims: the dims of ``q``.
+        fl: ``fluctuations(values, ...)``.
+        checkpoint: training step.
+        coords: coordinates of ``dims`` (default: the index along each).
+        prompt_ids: the batch number of each prompt (default ``0..n-1``).
+    """
+    shape = tuple(value.shape)
+    k, n = int(np.prod(shape, dtype=np.int64)), int(values.shape[-1])
+    ids = np.arange(n) if prompt_ids is None else np.asarray(prompt_ids, dtype=np.int64)
+    per_prompt = _numpy(values).reshape(k, n)
+    keep = ~np.isnan(per_prompt)
+    rows_of = np.repeat(np.arange(k), n)[keep.ravel()]  # which (dims) cell each prompt row belongs to
+    cell = np.concatenate([np.arange(k), rows_of, np.arange(k)])
+    nan_k = np.full(k, np.nan)
+    columns: dict[str, object] = {
+        "measure": measure,
+        "checkpoint": int(checkpoint),
+        "quantity": np.concatenate(
+            [
+                np.full(k, quantity, dtype=object),
+                np.full(len(rows_of), f"{quantity}_prompt", dtype=object),
+                np.full(k, f"{quantity}_chi", dtype=object),
+            ]
+        ),
+        "value": np.concatenate([_numpy(value).ravel(), per_prompt[keep], _numpy(fl.chi).ravel()]),
+    }
+    grids = np.indices(shape).reshape(len(shape), k) if shape else np.zeros((0, k), dtype=np.int64)
+    for axis, name in enumerate(dims):
+        along = grids[axis][cell]
+        columns[name] = _numpy(torch.as_tensor(coords[name]))[along] if coords and name in coords else along
+    columns["index"] = np.concatenate([nan_k, np.tile(ids, k)[keep.ravel()].astype(np.float64), nan_k])
+    nan_p = np.full(len(rows_of), np.nan)
+    for column, own, chi in (
+        ("se", fl.se, fl.chi_se),
+        ("ci_lo", fl.ci_lo, fl.chi_lo),
+        ("ci_hi", fl.ci_hi, fl.chi_hi),
+    ):
+        columns[column] = np.concatenate([_numpy(own).ravel(), nan_p, _numpy(chi).ravel()])
+    frame = pd.DataFrame(columns)
+    for col in ("layer", "head"):
+        if col not in frame:
+            frame[col] = np.nan
+    return frame
+
+
+def _numpy(t: Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float64).numpy()

@@ -13,12 +13,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from phasescope.measures.fluctuations import (
-    fluctuation_tables,
-    fluctuations,
-    resample_counts,
-    tidy_with_spread,
-)
+from phasescope.measures.fluctuations import fluctuation_frame, fluctuations, resample_counts
 from phasescope.measures.tables import concat_tables
 
 __all__ = [
@@ -122,19 +117,15 @@ def heads_table(
         values = per_prompt.transpose(1, 2)  # (layer, head, prompt)
         fl = fluctuations(values, float(units), counts=counts)
         tables.append(
-            tidy_with_spread(
+            fluctuation_frame(
                 "heads",
                 quantity,
                 values.mean(dim=-1),
+                values,
                 ("layer", "head"),
+                fl,
                 checkpoint=checkpoint,
-                se=fl.se,
-                ci_lo=fl.ci_lo,
-                ci_hi=fl.ci_hi,
                 coords=coords,
             )
-        )
-        tables += fluctuation_tables(
-            "heads", quantity, values, ("layer", "head"), fl, checkpoint=checkpoint, coords=coords
         )
     return concat_tables(tables)

@@ -7,12 +7,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from phasescope.measures.fluctuations import (
-    fluctuation_tables,
-    fluctuations,
-    resample_counts,
-    tidy_with_spread,
-)
+from phasescope.measures.fluctuations import fluctuation_frame, fluctuations, resample_counts
 from phasescope.measures.tables import concat_tables, tidy
 
 __all__ = ["loss_table", "token_losses"]
@@ -74,12 +69,9 @@ def loss_table(
         for quantity, values in per_prompt.items():
             fl = fluctuations(values, units, counts=counts)
             rows.append(
-                tidy_with_spread(
-                    "loss", quantity, fl.mean, checkpoint=checkpoint, se=fl.se, ci_lo=fl.ci_lo, ci_hi=fl.ci_hi
+                fluctuation_frame(
+                    "loss", quantity, fl.mean, values, (), fl, checkpoint=checkpoint, prompt_ids=ids
                 )
-            )
-            rows.extend(
-                fluctuation_tables("loss", quantity, values, (), fl, checkpoint=checkpoint, prompt_ids=ids)
             )
         if suffix == "":
             # As before the per-prompt rows existed (compatibility): every prompt, one without a

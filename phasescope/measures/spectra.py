@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from phasescope.measures.fluctuations import fluctuation_tables, fluctuations, tidy_with_spread
+from phasescope.measures.fluctuations import fluctuation_frame, fluctuations
 from phasescope.measures.powerlaw import (
     alpha_bootstrap,
     gram_eigenvalues,
@@ -283,18 +283,8 @@ def spectra_table(
             per_prompt = values.transpose(1, 2)  # (L, H, prompt)
             fl = fluctuations(per_prompt, float(patterns.shape[-2]))
             tables.append(
-                tidy_with_spread(
-                    MEASURE,
-                    quantity,
-                    mean,
-                    dims,
-                    checkpoint=checkpoint,
-                    se=fl.se,
-                    ci_lo=fl.ci_lo,
-                    ci_hi=fl.ci_hi,
-                )
+                fluctuation_frame(MEASURE, quantity, mean, per_prompt, dims, fl, checkpoint=checkpoint)
             )
-            tables += fluctuation_tables(MEASURE, quantity, per_prompt, dims, fl, checkpoint=checkpoint)
 
     matrices = weight_matrices(weights, n_key_value_heads)
     spectra = _weight_spectra(matrices)
