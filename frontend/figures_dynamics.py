@@ -53,15 +53,22 @@ _CURRENT = {"color": "#d62728", "size": 13, "symbol": "circle-open", "line": {"w
 
 
 def wrap_title(text: str, width: int = 34) -> str:
-    """An axis or colour-bar title over two lines, its unit on the second, when it is longer than ``width``.
+    """An axis or colour-bar title over two lines when it is longer than ``width``: its unit on the second,
+    or, without a unit, broken at the space nearest its middle.
 
     >>> wrap_title("kinetic energy ½‖Δθ_h/Δt‖² (weight units²/step²)")
     'kinetic energy ½‖Δθ_h/Δt‖²<br>(weight units²/step²)'
     """
-    if len(text) <= width or " (" not in text:
+    if len(text) <= width:
         return text
-    head, _, unit = text.rpartition(" (")
-    return f"{head}<br>({unit}"
+    if " (" in text:
+        head, _, unit = text.rpartition(" (")
+        return f"{head}<br>({unit}"
+    spaces = [i for i, c in enumerate(text) if c == " "]
+    if not spaces:
+        return text
+    cut = min(spaces, key=lambda i: abs(i - len(text) / 2))  # no unit: break at the middle space
+    return f"{text[:cut]}<br>{text[cut + 1 :]}"
 
 
 def step_lines_figure(

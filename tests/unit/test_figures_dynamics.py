@@ -131,6 +131,9 @@ def test_head_kinetic_energy_heatmap_is_the_phase_diagram() -> None:
     )
     assert long.data[0].colorbar.title.text == "kinetic energy ½‖Δθ_h/Δt‖²<br>(weight units²/step²)"
     assert D.wrap_title("loss (nats)") == "loss (nats)"
+    assert D.wrap_title("KS distance from the Gaussian of the same mean and variance") == (
+        "KS distance from the Gaussian<br>of the same mean and variance"
+    )
     # Standard errors (head_llc's chain spread) go into the hover.
     llc = heads.assign(quantity="head_llc", se=0.25)
     fig = D.heads_heatmap_figure(llc, title="LLC", colorbar="LLC")
