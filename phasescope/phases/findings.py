@@ -57,14 +57,14 @@ def _exponents(
     out = []
     rng = np.random.default_rng(seed)
     series = series[(series["checkpoint"] > 0) & series["value"].notna()]
+    by_key = {
+        series_key(q, layer, head): group
+        for (q, layer, head), group in series.groupby(["quantity", "layer", "head"], dropna=False)
+    }
     for t in found:
         if t.kind != "step" or t.coarse:
             continue
-        rows = series[
-            (series["quantity"] == t.quantity)
-            & (series["layer"].isna() if t.layer is None else series["layer"] == t.layer)
-            & (series["head"].isna() if t.head is None else series["head"] == t.head)
-        ].sort_values("checkpoint")
+        rows = by_key[(t.quantity, t.layer, t.head)].sort_values("checkpoint")
         steps = rows["checkpoint"].to_numpy(dtype=float)
         key = (t.quantity, t.layer, t.head)
         per_prompt = aligned(prompts.get(key), steps)
