@@ -27,7 +27,7 @@ from torch import Tensor
 
 from phasescope.errors import MeasureError
 from phasescope.measures.boltzmann import EXP_FLOOR, Slab, slabs
-from phasescope.measures.fluctuations import fluctuation_frame, fluctuations
+from phasescope.measures.fluctuations import PROMPT_ROWS_PER_HEAD, fluctuation_frame, fluctuations
 from phasescope.measures.tables import concat_tables, tidy
 
 __all__ = ["HOPFIELD_REGIMES", "K90_MASS", "entropy_table", "row_entropy"]
@@ -221,7 +221,9 @@ def entropy_table(scores: Float[Tensor, "layer batch head query key"], checkpoin
         for q, v in per_position.items()
     ]
     tables += [
-        fluctuation_frame("entropy", q, v, per_prompt, _HEAD, fl, checkpoint=checkpoint)
+        fluctuation_frame(
+            "entropy", q, v, per_prompt, _HEAD, fl, checkpoint=checkpoint, max_prompts=PROMPT_ROWS_PER_HEAD
+        )
         if q == "entropy_mean"
         else tidy("entropy", q, v, _HEAD, checkpoint=checkpoint)
         for q, v in summary.items()

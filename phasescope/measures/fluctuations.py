@@ -40,6 +40,7 @@ __all__ = [
     "CI_LEVEL",
     "Fluctuations",
     "N_BOOT",
+    "PROMPT_ROWS_PER_HEAD",
     "SEED",
     "fluctuation_frame",
     "fluctuation_tables",
@@ -55,6 +56,10 @@ CI_LEVEL = 0.95
 """Coverage of every interval in ``ci_lo``/``ci_hi``."""
 SEED = 0
 """Seed of the prompt resamples: the same prompts give the same intervals in every run."""
+PROMPT_ROWS_PER_HEAD = 256
+"""Per-head quantities store ``_prompt`` rows for at most this many prompts (evenly spaced in the batch);
+their ``_chi``, ``se`` and intervals always use every prompt. Grokking's 3481 rows × 4 heads would
+otherwise be 14k rows per quantity and checkpoint."""
 
 
 def resample_counts(
@@ -228,6 +233,7 @@ def fluctuation_tables(
     checkpoint: int,
     coords: dict | None = None,
     prompt_ids: Tensor | np.ndarray | None = None,
+    max_prompts: int | None = None,
 ) -> list[pd.DataFrame]:
     """The ``<quantity>_prompt`` rows (one per prompt with a value) and the ``<quantity>_chi`` rows.
 
@@ -241,9 +247,12 @@ def fluctuation_tables(
         coords: coordinates of ``dims`` as in ``tidy``.
         prompt_ids: the batch number of each prompt along the last axis (default ``0..n-1``); a split's
             prompts keep their numbers in the whole batch.
+        max_prompts: store ``_prompt`` rows for at most this many prompts, evenly spaced (None: all).
     """
     n = values.shape[-1]
     ids = np.arange(n) if prompt_ids is None else np.asarray(prompt_ids, dtype=np.int64)
+    pick = _kept_prompts(n, max_prompts)
+    values, ids = values[..., torch.as_tensor(pick, device=values.device)], ids[pick]
     per_prompt = tidy(
         measure,
         f"{quantity}_prompt",
@@ -278,6 +287,7 @@ def fluctuation_frame(
     checkpoint: int,
     coords: dict | None = None,
     prompt_ids: Tensor | np.ndarray | None = None,
+    max_prompts: int | None = None,
 ) -> pd.DataFrame:
     """``q``'s rows with ``se``/``ci_lo``/``ci_hi``, its ``q_prompt`` rows and its ``q_chi`` rows, as one frame.
 
@@ -295,10 +305,13 @@ def fluctuation_frame(
         checkpoint: training step.
         coords: coordinates of ``dims`` (default: the index along each).
         prompt_ids: the batch number of each prompt (default ``0..n-1``).
+        max_prompts: store ``_prompt`` rows for at most this many prompts, evenly spaced (None: all).
     """
+    ids = np.arange(values.shape[-1]) if prompt_ids is None else np.asarray(prompt_ids, dtype=np.int64)
+    pick = _kept_prompts(values.shape[-1], max_prompts)
+    values, ids = values[..., torch.as_tensor(pick, device=values.device)], ids[pick]
     shape = tuple(value.shape)
     k, n = int(np.prod(shape, dtype=np.int64)), int(values.shape[-1])
-    ids = np.arange(n) if prompt_ids is None else np.asarray(prompt_ids, dtype=np.int64)
     per_prompt = _numpy(values).reshape(k, n)
     keep = ~np.isnan(per_prompt)
     rows_of = np.repeat(np.arange(k), n)[keep.ravel()]  # which (dims) cell each prompt row belongs to
@@ -333,6 +346,13 @@ def fluctuation_frame(
         if col not in frame:
             frame[col] = np.nan
     return frame
+
+
+def _kept_prompts(n: int, max_prompts: int | None) -> np.ndarray:
+    """The prompts whose ``_prompt`` rows are stored: all, or ``max_prompts`` evenly spaced in the batch."""
+    if max_prompts is None or n <= max_prompts:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, max_prompts)).astype(np.int64))
 
 
 def _numpy(t: Tensor) -> np.ndarray:

@@ -13,7 +13,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from phasescope.measures.fluctuations import fluctuation_frame, fluctuations, resample_counts
+from phasescope.measures.fluctuations import (
+    PROMPT_ROWS_PER_HEAD,
+    fluctuation_frame,
+    fluctuations,
+    resample_counts,
+)
 from phasescope.measures.tables import concat_tables
 
 __all__ = [
@@ -126,6 +131,7 @@ def heads_table(
                 fl,
                 checkpoint=checkpoint,
                 coords=coords,
+                max_prompts=PROMPT_ROWS_PER_HEAD,
             )
         )
     return concat_tables(tables)

@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from phasescope.measures.fluctuations import fluctuation_frame, fluctuations
+from phasescope.measures.fluctuations import PROMPT_ROWS_PER_HEAD, fluctuation_frame, fluctuations
 from phasescope.measures.powerlaw import (
     alpha_bootstrap,
     gram_eigenvalues,
@@ -283,7 +283,16 @@ def spectra_table(
             per_prompt = values.transpose(1, 2)  # (L, H, prompt)
             fl = fluctuations(per_prompt, float(patterns.shape[-2]))
             tables.append(
-                fluctuation_frame(MEASURE, quantity, mean, per_prompt, dims, fl, checkpoint=checkpoint)
+                fluctuation_frame(
+                    MEASURE,
+                    quantity,
+                    mean,
+                    per_prompt,
+                    dims,
+                    fl,
+                    checkpoint=checkpoint,
+                    max_prompts=PROMPT_ROWS_PER_HEAD,
+                )
             )
 
     matrices = weight_matrices(weights, n_key_value_heads)

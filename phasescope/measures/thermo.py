@@ -33,6 +33,7 @@ from phasescope.errors import MeasureError
 from phasescope.measures.boltzmann import boltzmann_sums, slabs, sweep_plan, weights_buffer
 from phasescope.measures.entropy import _prepare
 from phasescope.measures.fluctuations import (
+    PROMPT_ROWS_PER_HEAD,
     fluctuation_tables,
     fluctuations,
     percentile_interval,
@@ -346,7 +347,9 @@ def thermo_table(
     errors = {k: spread[k] for k in ("se", "ci_lo", "ci_hi")}
     tables += [_kept(q, v, _HEAD, **(errors if q == "beta_star" else {})) for q, v in summary.items()]
     per_prompt, fl = spread["prompt"], spread["fluctuations"]
-    chi = fluctuation_tables("thermo", "beta_star", per_prompt, _HEAD, fl, checkpoint=checkpoint)
+    chi = fluctuation_tables(
+        "thermo", "beta_star", per_prompt, _HEAD, fl, checkpoint=checkpoint, max_prompts=PROMPT_ROWS_PER_HEAD
+    )
     tables += [t[t["value"].notna()] for t in chi]
     return concat_tables(tables)
 

@@ -181,3 +181,23 @@ def test_entropy_and_stable_rank_are_the_mean_of_their_prompt_rows(forward: dict
     chi = _per_head(table, "beta_star_chi")
     expected = (counted.var(ddof=1) * 7.0).dropna()
     pd.testing.assert_series_equal(chi.loc[expected.index], expected, check_names=False, rtol=1e-9)
+
+
+def test_per_head_prompt_rows_are_capped_but_chi_uses_every_prompt() -> None:
+    from phasescope.measures.fluctuations import PROMPT_ROWS_PER_HEAD
+    from phasescope.measures.heads import heads_table, induction_scores_per_prompt
+
+    n = PROMPT_ROWS_PER_HEAD + 44
+    gen = torch.Generator().manual_seed(2)
+    scores = torch.randn(1, n, 2, 8, 8, generator=gen, dtype=torch.float64)
+    scores = scores.masked_fill(torch.ones(8, 8, dtype=torch.bool).triu(1), -math.inf)
+    patterns = torch.softmax(scores, dim=-1)
+    table = heads_table(patterns, period=4, checkpoint=0)
+    per = _rows(table, "induction_score_prompt")
+    kept = sorted(per[per["head"] == 0]["index"])
+    assert len(kept) == PROMPT_ROWS_PER_HEAD and kept[0] == 0 and kept[-1] == n - 1  # evenly spaced
+    every = induction_scores_per_prompt(patterns, 4)[0]  # [prompt, head]
+    got = per[per["head"] == 1].set_index("index")["value"]
+    torch.testing.assert_close(torch.tensor(got.to_numpy()), every[torch.tensor(kept), 1], rtol=1e-12, atol=0)
+    chi = _per_head(table, "induction_score_chi")
+    torch.testing.assert_close(torch.tensor(chi.to_numpy()), 4.0 * every.var(dim=0), rtol=1e-9, atol=0)
