@@ -204,8 +204,9 @@ def order_chi_figure(
     Args:
         order: rows ``checkpoint, layer, head, value`` (and ``se``/``ci_lo``/``ci_hi``) of the order
             parameter ``quantity``.
-        chi: rows of its susceptibility ``<q>_chi`` (same dims, ``se`` its bootstrap standard error), or
-            None / empty when the analysis has none: m(t) alone, with a note saying so.
+        chi: rows of its susceptibility ``<q>_chi`` (same dims, ``se`` its bootstrap standard error);
+            None when no χ is declared for the quantity, empty when the analysis has no χ rows: then
+            m(t) alone, with a note saying which.
         quantity: ``measure.quantity`` of ``order`` (titles, and which findings belong to it).
         findings: the analysis's findings: the transition windows of this quantity are shaded and its
             χ-peak reports marked (peak step with its 95% interval, significance in the hover).
@@ -238,7 +239,9 @@ def order_chi_figure(
         layout = {"yaxis": {"title": {"text": m_axis}}}
         annotations.append(
             {
-                "text": f"no susceptibility χ of {short} in this analysis (its {short}_chi rows)",
+                "text": f"no susceptibility χ is computed for {short}"
+                if chi is None
+                else f"no susceptibility χ of {short} in this analysis (no {short}_chi rows: it ran before χ existed)",
                 "x": 0.5,
                 "y": 1.0,
                 "xref": "paper",

@@ -85,7 +85,10 @@ def test_frames_without_intervals_still_build() -> None:
     assert not _bands(fig) and all(t.text is None for t in fig.data)
     assert not _bands(F.curves_figure(_score(se=None), title="t", ytitle="y"))  # NaN columns
     chi = order_chi_figure(old, None, "heads.induction_score")
-    assert any("no susceptibility" in (a.text or "") for a in chi.layout.annotations)
+    assert any("no susceptibility χ is computed" in (a.text or "") for a in chi.layout.annotations)
+    empty = order_chi_figure(old, old.iloc[0:0], "heads.induction_score")  # an analysis from before χ
+    assert any("ran before χ existed" in (a.text or "") for a in empty.layout.annotations)
+    assert not any(t.yaxis == "y2" for t in empty.data)
 
 
 def test_overview_loss_band_from_se_column_and_no_chi_or_prompt_curves() -> None:
