@@ -104,6 +104,23 @@ def test_ensemble_of_three_seeds_and_its_errors(
     assert list(steps.data[0].y) == [s["step"] for s in layer["seeds"]]
     assert len(FE.raw_figure(layer, names, "loss.loss").data) == 3
 
+    # The Ensemble page itself, against this API: three figure cards, each with its CSV link.
+    from frontend import client as dashboard_client
+    from frontend.app import create_dash_app
+
+    create_dash_app()  # registers the pages
+    from frontend.pages import ensemble as page
+
+    dashboard_client.configure(api_url=stack.url)
+    cards = page._ensemble(ids, "loss.loss", "log")
+    graphs = {c.children[1].id["name"]: c.children[1].figure for c in cards}
+    assert set(graphs) == {"ensemble-collapse", "ensemble-steps", "ensemble-raw"}
+    assert len(graphs["ensemble-collapse"].data) == 1 + len(SEEDS)
+    csv_link = cards[0].children[0].children[-1].href
+    assert http.get(stack.url + csv_link).text == csv.text
+    assert "at least two" in page._ensemble(ids[:1], "loss.loss", "log").children
+    assert page.layout(analyses=",".join(ids)).children[2].children[0].children[1].value == ids
+
     def error(params: dict[str, str], status: int, field: str) -> dict:
         response = http.get(base, params=params)
         assert response.status_code == status, response.text
