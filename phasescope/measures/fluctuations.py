@@ -345,7 +345,11 @@ def fluctuation_frame(
     for col in ("layer", "head"):
         if col not in frame:
             frame[col] = np.nan
-    return frame
+    # A χ of fewer than two prompts is undefined: no row rather than a NaN value.
+    undefined = np.concatenate(
+        [np.zeros(k + len(rows_of), dtype=bool), np.isnan(columns["value"][k + len(rows_of) :])]
+    )
+    return frame[~undefined] if undefined.any() else frame
 
 
 def _kept_prompts(n: int, max_prompts: int | None) -> np.ndarray:

@@ -53,7 +53,20 @@ def _chi_rows(table: pd.DataFrame, op: OrderParameter) -> pd.DataFrame:
 def _exponents(
     series: pd.DataFrame, prompts: dict[Any, pd.DataFrame], found: list[Transition], n_boot: int, seed: int
 ) -> list[ExponentFit]:
-    """Exponents on both sides of every located step (a coarse one has no inside to fit)."""
+    """Exponents on both sides of the located steps (a coarse one has no inside to fit).
+
+    Every model-level and per-layer step; of per-head steps, per quantity and layer only the head
+    whose step is largest (the exponents of a layer's heads say the same thing, and each fit costs a
+    full grid search).
+    """
+    steps_found = [t for t in found if t.kind == "step" and not t.coarse]
+    largest: dict[tuple[str, int | None], Transition] = {}
+    for t in steps_found:
+        if t.head is not None:
+            held = largest.get((t.quantity, t.layer))
+            if held is None or abs(t.size) > abs(held.size):
+                largest[(t.quantity, t.layer)] = t
+    chosen = [t for t in steps_found if t.head is None or largest[(t.quantity, t.layer)] is t]
     out = []
     rng = np.random.default_rng(seed)
     series = series[(series["checkpoint"] > 0) & series["value"].notna()]
@@ -61,9 +74,7 @@ def _exponents(
         series_key(q, layer, head): group
         for (q, layer, head), group in series.groupby(["quantity", "layer", "head"], dropna=False)
     }
-    for t in found:
-        if t.kind != "step" or t.coarse:
-            continue
+    for t in chosen:
         rows = by_key[(t.quantity, t.layer, t.head)].sort_values("checkpoint")
         steps = rows["checkpoint"].to_numpy(dtype=float)
         key = (t.quantity, t.layer, t.head)
@@ -87,8 +98,8 @@ def find_transitions(table: pd.DataFrame, n_boot: int = 100, seed: int = 0) -> d
     Where the table has an order parameter's per-prompt rows (``q_prompt``), the transition step's
     interval comes from a paired bootstrap over the prompts; otherwise from a residual bootstrap.
     Where it has its susceptibility rows (``q_chi``), the χ peak is located and judged
-    (``phasescope.phases.susceptibility``); every located step gets an exponent fit on each side
-    (``phasescope.phases.exponents``). Only series with a transition are bootstrapped for the step.
+    (``phasescope.phases.susceptibility``); located steps get an exponent fit on each side
+    (``phasescope.phases.exponents``; per-head steps: the largest per quantity and layer). Only series with a transition are bootstrapped for the step.
 
     Args:
         table: a tidy results table over several checkpoints.

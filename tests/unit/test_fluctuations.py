@@ -201,3 +201,14 @@ def test_per_head_prompt_rows_are_capped_but_chi_uses_every_prompt() -> None:
     torch.testing.assert_close(torch.tensor(got.to_numpy()), every[torch.tensor(kept), 1], rtol=1e-12, atol=0)
     chi = _per_head(table, "induction_score_chi")
     torch.testing.assert_close(torch.tensor(chi.to_numpy()), 4.0 * every.var(dim=0), rtol=1e-9, atol=0)
+
+
+def test_one_prompt_has_a_value_but_no_spread_and_no_chi_row(forward: dict) -> None:
+    from phasescope.measures.loss import loss_table
+
+    tokens = forward["tokens"][:1]
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    table = loss_table(forward["logits"][:1], tokens, mask, {}, checkpoint=0)
+    assert _rows(table, "loss")["se"].isna().all() and len(_rows(table, "loss_prompt")) == 1
+    assert len(_rows(table, "loss_chi")) == 0
+    assert set(table[table["value"].isna()]["quantity"]) == {"loss_se"}  # as before per-prompt rows
