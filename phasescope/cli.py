@@ -411,7 +411,10 @@ app.command("ensemble")(ensemble_command)
 def main() -> None:
     """Entry point that turns user mistakes into one line and exit code 2."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns an Exit's code (typer.Exit from _fail) instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except PhasescopeError as exc:
         typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
         if exc.choices:
