@@ -236,3 +236,19 @@ def test_seed_selections() -> None:
     for bad, says in (("4-0", "A ≤ B"), ("x", "neither"), ("0-99", "at most 64"), ("0-10000", "9999")):
         with pytest.raises(InvalidRequest, match=says):
             parse_seeds(bad)
+
+
+def test_a_seed_and_a_dense_schedule_are_recorded_and_never_taken_for_another_series(tmp_path) -> None:
+    from phasescope.models.series import read_manifest
+    from phasescope.zoo import is_trained
+
+    spec = ZOO["induction-1l"]
+    out = tmp_path / "induction-1l-seed2-every5"
+    spec.train(out, seed=2, progress=False, max_steps=12, every=5, name=out.name)
+    manifest = read_manifest(out)
+    assert manifest.steps == [0, 5, 10, 12] and manifest.seed == 2 and manifest.name == out.name
+    assert manifest.training["checkpoint_every"] == 5
+    assert manifest.task["train_seed"] == spec.task["train_seed"] + 2
+    # A complete series must match its name, seed and whole schedule: this short run is none of them.
+    for name in ("induction-1l-seed2-every5", "induction-1l", "induction-1l-seed2"):
+        assert not is_trained(name, out_dir=out)
