@@ -61,6 +61,14 @@ def _names(groups: list[list[Transition]]) -> list[str]:
 def _coincide(a: Transition, b: Transition) -> bool:
     if abs(a.step - b.step) <= max(a.step_hi - a.step_lo, b.step_hi - b.step_lo):
         return True
+    # Two steps each inside the other's window are one event however dense the checkpoints (with
+    # checkpoints 5 steps apart the loss and the induction heads are 10 steps apart, not one interval).
+    if (
+        a.kind == b.kind == "step"
+        and a.window_lo <= b.step <= a.window_hi
+        and b.window_lo <= a.step <= b.window_hi
+    ):
+        return True
     # A peak (sharpness, LLC) belongs to a step whose window it falls in, however wide.
     for p, s in ((a, b), (b, a)):
         if p.kind == "peak" and s.kind == "step" and s.window_lo <= p.step <= s.window_hi:
@@ -72,7 +80,8 @@ def co_moving(transitions: Iterable[Transition]) -> list[list[Transition]]:
     """Group transitions that happen together.
 
     Two transitions coincide when their steps differ by at most one checkpoint interval (the larger
-    of their ``step_hi − step_lo``), or when one is a peak inside the other's window. Groups are the
+    of their ``step_hi − step_lo``), when both are steps and each lies inside the other's window, or
+    when one is a peak inside the other's window. Groups are the
     connected sets of coinciding transitions, ordered by their first step.
     """
     items = sorted(transitions, key=lambda t: t.step)
@@ -202,7 +211,12 @@ def summarise(
         # The group's interval: the medians of its members' interval ends (members agree by construction).
         ci = [float(np.median([getattr(t, end) for t in steps])) for end in ("step_ci_lo", "step_ci_hi")]
         induction = [ts for (q, _, k), ts in items.items() if q == "induction_score" and k == "step"]
-        lead = induction[0] if induction else next(iter(items.values()))
+        # The lead: the layer whose induction score rises most (layer 0 may move a little first).
+        lead = (
+            max(induction, key=lambda ts: np.mean([t.size for t in ts]))
+            if induction
+            else next(iter(items.values()))
+        )
         scope = _scope(lead[0].layer, [t.head for t in lead if t.head is not None])
         if all(t.coarse for t in steps):
             when = f"between steps {min(t.step_lo for t in steps)} and {max(t.step_hi for t in steps)}"

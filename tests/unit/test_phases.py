@@ -259,3 +259,25 @@ def test_residual_bootstrap_gives_a_percentile_interval_and_a_coarse_one_holds_i
     (c,) = detect_transitions(frame("loss", jump), n_boot=20)
     assert c.coarse and c.step_ci_lo <= 475 and c.step_ci_hi >= 500
     assert "between steps 475 and 500" in summarise([c])
+
+
+def test_on_dense_checkpoints_steps_inside_each_others_windows_move_together() -> None:
+    """Checkpoints 5 steps apart: the loss (484) and the induction heads (472) are 12 steps apart, more
+    than one interval, yet each is inside the other's window: one induction transition."""
+    steps = np.arange(5, 1001, 5)
+    x = np.log(steps)
+    rng = np.random.default_rng(9)
+
+    def rows(quantity: str, mid: float, before: float, after: float, head: int | None) -> pd.DataFrame:
+        value = before + (after - before) / (1 + np.exp(-(x - np.log(mid)) / 0.08))
+        return pd.DataFrame(
+            {"checkpoint": steps, "layer": None if head is None else 1, "head": head, "quantity": quantity}
+            | {"value": value + rng.normal(0, 0.01, len(steps))}
+        )
+
+    table = pd.concat(
+        [rows("loss", 484, 4.1, 0.7, None), *(rows("induction_score", 472, 0.1, 0.7, h) for h in range(2))]
+    )
+    found = detect_transitions(table, kinds=("step",), n_boot=20)
+    assert len(found) == 3 and len(co_moving(found)) == 1
+    assert summarise(found).startswith("layer 1 heads 0–1: induction transition at step")
