@@ -45,6 +45,8 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from phasescope.phases.replicates import paired_resamples, resampled_moments
+
 __all__ = ["Transition", "detect_transitions", "fit_transition"]
 
 _SPAN_STEP = 2 * math.log(9)  # 10–90% span of a sigmoid, in units of w
@@ -310,11 +312,11 @@ def _one_series(
     elif replicate_kind == "prompt":
         assert replicates is not None
         n_prompts = replicates.shape[1]
-        picks = rng.integers(0, n_prompts, size=(n_boot, n_prompts))
+        counts = paired_resamples(n_prompts, n_boot, rng)
         # Resampled means are centred on the series itself: a measure whose value is not exactly the
         # mean of its per-prompt values (a ratio, a mean over positions) keeps its own level.
         offset = values - replicates.mean(1)
-        xs = _locate_many(x, replicates[:, picks].mean(2).T + offset, fit, loc_method)
+        xs = _locate_many(x, resampled_moments(replicates, counts)[0] + offset, fit, loc_method)
         how = f"prompt bootstrap (n={n_boot})"
     else:
         fitted = fit.curve(x)

@@ -30,7 +30,7 @@ import numpy as np
 
 from phasescope.phases.detect import _Fit, fit_transition
 from phasescope.phases.refit import refit_many
-from phasescope.phases.replicates import SeriesKey
+from phasescope.phases.replicates import SeriesKey, paired_resamples, resampled_moments
 
 __all__ = ["ExponentFit", "MIN_POINTS", "MIN_R2", "MIN_SPAN", "default_window", "fit_exponents"]
 
@@ -148,8 +148,8 @@ def fit_exponents(
     if per_prompt is not None:
         method = f"prompt bootstrap (n={n_boot})"
         offset = m - per_prompt.mean(1)
-        picks = rng.integers(0, per_prompt.shape[1], size=(n_boot, per_prompt.shape[1]))
-        resampled = per_prompt[:, picks].mean(2).T + offset  # [B, K]
+        counts = paired_resamples(per_prompt.shape[1], n_boot, rng)
+        resampled = resampled_moments(per_prompt, counts)[0] + offset  # [B, K]
         x_stars, m_stars = refit_many(x, resampled, fit)
         for mb, xb, mb_star in zip(resampled, x_stars, m_stars, strict=True):
             for side, sign in _SIDES:

@@ -16,7 +16,16 @@ import pandas as pd
 
 from phasescope.measures.registry import OrderParameter
 
-__all__ = ["PROMPT_SUFFIX", "SeriesKey", "aligned", "prompt_matrices", "prompt_rows", "series_key"]
+__all__ = [
+    "PROMPT_SUFFIX",
+    "SeriesKey",
+    "aligned",
+    "paired_resamples",
+    "prompt_matrices",
+    "prompt_rows",
+    "resampled_moments",
+    "series_key",
+]
 
 PROMPT_SUFFIX = "_prompt"
 
@@ -74,3 +83,35 @@ def aligned(frame: pd.DataFrame | None, steps: np.ndarray) -> np.ndarray | None:
         return None
     values = frame.reindex(np.asarray(steps)).dropna(axis=1, how="any").to_numpy(dtype=float)
     return values if values.shape[1] >= 2 else None
+
+
+def paired_resamples(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """How often each of ``n`` prompts is drawn in each of ``n_boot`` resamples: ``[n_boot, n]``.
+
+    One row is one resample, used at every checkpoint (the paired bootstrap). Counts, not the drawn
+    indices, so a resample of thousands of prompts (grokking's 3,481) is a matrix product, never a
+    ``[checkpoint, resample, prompt]`` copy.
+    """
+    picks = rng.integers(0, n, size=(n_boot, n))
+    counts = np.zeros((n_boot, n))
+    np.add.at(counts, (np.arange(n_boot)[:, None], picks), 1.0)
+    return counts
+
+
+def resampled_moments(per_prompt: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance (``ddof = 1``) over the prompts of every resample at every checkpoint.
+
+    Args:
+        per_prompt: ``[checkpoint, prompt]``.
+        counts: ``[resample, prompt]`` (``paired_resamples``).
+
+    Returns:
+        ``(mean, var)``, each ``[resample, checkpoint]``.
+    """
+    n = counts.sum(1, keepdims=True)  # [B, 1]
+    # Centre per checkpoint first: the variance as E[x²] − E[x]² loses digits on an offset series.
+    centred = per_prompt - per_prompt.mean(1, keepdims=True)
+    mean_c = counts @ centred.T / n
+    square = counts @ (centred**2).T / n
+    var = np.maximum(square - mean_c**2, 0.0) * n / np.maximum(n - 1, 1)
+    return mean_c + per_prompt.mean(1), var

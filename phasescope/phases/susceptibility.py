@@ -39,7 +39,13 @@ import numpy as np
 import pandas as pd
 
 from phasescope.phases.detect import Transition
-from phasescope.phases.replicates import SeriesKey, aligned, series_key
+from phasescope.phases.replicates import (
+    SeriesKey,
+    aligned,
+    paired_resamples,
+    resampled_moments,
+    series_key,
+)
 
 __all__ = [
     "CHI_SUFFIX",
@@ -147,10 +153,10 @@ def _bootstrap_chi(
     its prompts, so the resamples are on the stored scale.
     """
     n = per_prompt.shape[1]
-    picks = rng.integers(0, n, size=(n_boot, n))
     var = per_prompt.var(axis=1, ddof=1)
     scale = np.divide(chi, var, out=np.ones_like(chi), where=(var > 0) & np.isfinite(chi))
-    return scale[:, None] * per_prompt[:, picks].var(axis=-1, ddof=1)
+    _, resampled = resampled_moments(per_prompt, paired_resamples(n, n_boot, rng))
+    return scale[:, None] * resampled.T
 
 
 def chi_peak(
