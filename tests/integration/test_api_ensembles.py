@@ -111,15 +111,20 @@ def test_ensemble_of_three_seeds_and_its_errors(
     create_dash_app()  # registers the pages
     from frontend.pages import ensemble as page
 
-    dashboard_client.configure(api_url=stack.url)
-    cards = page._ensemble(ids, "loss.loss", "log")
+    dashboard = dashboard_client.configure(api_url=stack.url)
+    try:
+        cards = page._ensemble(ids, "loss.loss", "log")
+        hint = page._ensemble(ids[:1], "loss.loss", "log")
+        view = page.layout(analyses=",".join(ids))
+    finally:
+        dashboard.close()  # its connection pool, not left to the garbage collector
     graphs = {c.children[1].id["name"]: c.children[1].figure for c in cards}
     assert set(graphs) == {"ensemble-collapse", "ensemble-steps", "ensemble-raw"}
     assert len(graphs["ensemble-collapse"].data) == 1 + len(SEEDS)
     csv_link = cards[0].children[0].children[-1].href
     assert http.get(stack.url + csv_link).text == csv.text
-    assert "at least two" in page._ensemble(ids[:1], "loss.loss", "log").children
-    assert page.layout(analyses=",".join(ids)).children[2].children[0].children[1].value == ids
+    assert "at least two" in hint.children
+    assert view.children[2].children[0].children[1].value == ids
 
     def error(params: dict[str, str], status: int, field: str) -> dict:
         response = http.get(base, params=params)
