@@ -35,9 +35,9 @@ HIST_BINS = 64
 HIST_WIDTH = 5.0
 KS_COEFFICIENT = 1.63
 """The 1% critical value of the Kolmogorov distribution, ``√n · D`` (the bound is ``1.63 / √n``)."""
-KS_SAMPLE = 1 << 20
+KS_SAMPLE = 1 << 18
 """Most values the KS distance sorts: a larger layer is read at an even stride (the KS error of that,
-≈ 1/√KS_SAMPLE ≈ 0.001, is far under any bound we compare with)."""
+≈ 1/√KS_SAMPLE ≈ 0.002, is far under any bound we compare with: 0.029 for 3,072 neurons)."""
 
 
 def ks_gaussian(values: Float[Tensor, " n"], mean: float, std: float) -> float:
