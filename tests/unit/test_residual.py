@@ -151,3 +151,42 @@ def test_extra_hooks_are_the_models_own_also_when_the_pass_stops_early(attn_only
     # The default measures name no hooks: their pass keeps no activation.
     assert capture_forward(model, tokens, want_logits=False).activations == {}
     assert all(not get_measure(m).hooks for m in ("loss", "heads", "entropy", "thermo", "spectra"))
+
+
+def test_findings_test_per_layer_series_and_skip_unmeasured_checkpoints() -> None:
+    """Per-layer order parameters (layer set, head empty) are one series per layer; a per-head series
+    that is NaN where nothing could be fitted is tested on its measured checkpoints, or not at all."""
+    import numpy as np
+    import pandas as pd
+
+    from phasescope.phases.findings import find_transitions
+
+    steps = np.unique(np.geomspace(25, 6400, 14).round()).astype(int)
+    rise = 1.0 / (1.0 + np.exp(-(np.log(steps) - np.log(400.0)) / 0.15))
+    wiggle = 0.01 * np.sin(np.arange(len(steps)) * 2.3)
+    rows = []
+    for layer, values in ((0, 1.2 + wiggle), (1, 1.0 + rise + wiggle)):
+        rows.append(
+            pd.DataFrame({"measure": "residual", "quantity": "resid_growth", "layer": layer, "value": values})
+        )
+    # A correlation length measured only at the first four checkpoints: too few to test.
+    sparse = np.where(np.arange(len(steps)) < 4, 20.0 + wiggle, np.nan)
+    rows.append(
+        pd.DataFrame(
+            {
+                "measure": "correlation",
+                "quantity": "attention_correlation_length",
+                "layer": 0,
+                "head": 0,
+                "value": sparse,
+            }
+        )
+    )
+    table = pd.concat([r.assign(checkpoint=steps) for r in rows], ignore_index=True)
+    table["layer"] = table["layer"].astype("Int64")
+    table["head"] = table["head"].astype("Int64")
+    found = find_transitions(table, n_boot=10)
+    ours = [(t["quantity"], t["layer"], t["head"]) for t in found["transitions"]]
+    assert ours == [("resid_growth", 1, None)]
+    assert abs(np.log(found["transitions"][0]["step"] / 400.0)) < 0.2
+    assert "residual growth" in found["summary"] and "layer 1" in found["summary"]
