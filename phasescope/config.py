@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     max_analysis_units: float = Field(
         default=2_000_000, gt=0, description="Work units a whole analysis (all its checkpoints) may cost."
     )
+    max_slq_basis_mib: int = Field(
+        default=4096,
+        ge=1,
+        description="MiB the Lanczos basis of hessian_density may take (slq_steps × parameters × 8 bytes, "
+        "float64); a job over it fails with a measure error naming slq_steps (phasescope.measures.slq).",
+    )
     write_rate_per_min: float = Field(
         default=60.0,
         gt=0,

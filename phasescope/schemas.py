@@ -206,9 +206,15 @@ class MeasureParams(_Strict):
         8,
         ge=1,
         le=4096,
-        description="Most heads head_llc samples per checkpoint (one SGLD run of llc_chains × llc_draws "
-        "steps each); a model with more heads is refused. Its cost is priced on this many.",
+        description="Most heads head_llc samples per checkpoint (one SGLD run of head_llc_chains × "
+        "head_llc_draws steps each); a model with more heads is refused. Its cost is priced on this many.",
     )
+    # head_llc runs the sampler once per head, so it has its own, smaller sampler than llc: a per-head
+    # value is read against other heads and checkpoints at the same settings (docs/measures.md).
+    head_llc_chains: int = Field(
+        2, ge=1, le=16, description="SGLD chains per head of head_llc (their spread is its se; 1: no se)."
+    )
+    head_llc_draws: int = Field(50, ge=10, le=2000, description="SGLD steps per chain of head_llc.")
 
     @model_validator(mode="after")
     def _grid_within_limits(self) -> MeasureParams:

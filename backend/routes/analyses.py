@@ -60,6 +60,7 @@ def create_analysis(
     from phasescope.models.identity import resolve_request
     from phasescope.service.cost import check_request
     from phasescope.service.ratelimit import check_queue_room
+    from phasescope.service.shape_limits import check_shape_limits
 
     # Validate model and checkpoints before needing the queue, so bad input is a 4xx even without Redis.
     # The id names the weights too: new weights under the same request are a new analysis.
@@ -68,6 +69,7 @@ def create_analysis(
     if not store.is_finished(aid):
         # Bounded work: the estimate against the ceilings (422 naming the parameter), then room on the queue.
         check_request(body, len(resolved.steps), settings)
+        check_shape_limits(body, settings)  # limits on the model's heads, where its files declare them
         if conn is None:
             raise ServiceUnavailable("the job queue (Redis) cannot be reached; try again shortly")
         check_queue_room(conn, len(set(resolved.steps) - set(store.part_steps(aid))), settings)

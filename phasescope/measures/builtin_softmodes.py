@@ -26,8 +26,9 @@ def _slq_cost(s: WorkSizes, p: MeasureParams) -> float:
 
 
 def _head_llc_cost(s: WorkSizes, p: MeasureParams) -> float:
-    """The llc measure's run, once per head, priced on the most heads a request allows."""
-    return s.heavy * p.head_llc_max_heads * (1 + 3 * p.llc_chains * p.llc_draws)
+    """The llc measure's run at head_llc's own sampler size, once per head, priced on the most heads a
+    request allows (measured on zoo:induction-2l: one head's run is 0.7–1.05× this per head)."""
+    return s.heavy * p.head_llc_max_heads * (1 + 3 * p.head_llc_chains * p.head_llc_draws)
 
 
 register_measure(
@@ -79,12 +80,12 @@ register_measure(
         compute=f"{_ADAPTERS}:head_llc",
         summary="local learning coefficient restricted to each head's weights (devinterp, one run per head)",
         cost=_head_llc_cost,
-        cost_params=("heavy_prompts", "head_llc_max_heads", "llc_chains", "llc_draws"),
+        cost_params=("heavy_prompts", "head_llc_max_heads", "head_llc_chains", "head_llc_draws"),
         params=(
             "heavy_prompts",
             "head_llc_max_heads",
-            "llc_chains",
-            "llc_draws",
+            "head_llc_chains",
+            "head_llc_draws",
             "llc_lr",
             "llc_localization",
             "landscape_seed",

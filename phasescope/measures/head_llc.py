@@ -10,8 +10,9 @@ sampler multiplies into the drift, the noise and the localisation of every updat
     λ̂_{l,h} = nβ · (E_restricted[L(w)] − L(θ*))
 
 is the learning coefficient of the loss as a function of that head's weights alone, the others
-fixed. Cost: one sampler run per head, ``llc_chains × llc_draws`` SGLD steps each (a forward and a
-backward pass over the landscape prompts per step).
+fixed. Cost: one sampler run per head, ``head_llc_chains × head_llc_draws`` SGLD steps each (a forward
+and a backward pass over the landscape prompts per step); the request's own sampler size, smaller by
+default than the llc measure's because it runs once per head.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ def head_llc_table(
         batch: the prompts (the SGLD data), on the model's device.
         checkpoint: the training step.
         max_heads: refuse a model with more heads than this (each costs one sampler run).
-        **kwargs: the sampler settings, passed to ``estimate_llc`` (the request's ``llc_*``).
+        **kwargs: the sampler settings, passed to ``estimate_llc`` (the request's ``head_llc_chains``,
+            ``head_llc_draws``, ``llc_lr``, ``llc_localization``, ``landscape_seed``).
 
     Returns:
         Quantity ``head_llc`` per (layer, head): λ̂ averaged over chains in ``value``, the spread over

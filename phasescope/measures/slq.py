@@ -16,6 +16,10 @@ distribution; broadened by Gaussians of width σ on a grid, its density (Ghorban
 The probes are drawn exactly as ``phasescope.measures.sharpness.hutchinson_trace`` draws its own (one
 generator seeded with ``seed``, one ``randint`` per probe), so with the same seed SLQ's trace
 ``D · Σ_j w_j θ_j = vᵀHv`` is Hutchinson's, probe by probe.
+
+The Lanczos basis is ``m × D`` float64 numbers (24 GB for m = 24 on a 124M-parameter model), kept in
+float64 because the quadrature's moments are exact only to the basis's rounding; so it is bounded
+instead (``basis_bytes``, ``check_basis_memory``; the service's bound is ``Settings.max_slq_basis_mib``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from scipy.linalg import eigh_tridiagonal
 from torch import Tensor
 
 from phasescope.analysis.inputs import Batch
+from phasescope.errors import MeasureError
 from phasescope.measures.landscape import batch_loss, model_params
 from phasescope.measures.sharpness import HessianOperator, hessian_operator
 from phasescope.measures.tables import concat_tables, tidy
@@ -40,6 +45,8 @@ __all__ = [
     "GRID_POINTS",
     "SIGMA_FRACTION",
     "SLQResult",
+    "basis_bytes",
+    "check_basis_memory",
     "gauss_quadrature",
     "hessian_density_table",
     "lanczos_tridiagonal",
@@ -138,6 +145,36 @@ def rademacher_probes(dim: int, n: int, seed: int) -> Iterator[Float[Tensor, " d
         yield (torch.randint(0, 2, (dim,), generator=gen) * 2 - 1).to(torch.float64)
 
 
+def basis_bytes(dim: int, steps: int) -> int:
+    """Bytes of the float64 Lanczos basis of ``steps`` steps on ``dim`` parameters (``lanczos_tridiagonal``)."""
+    return min(steps, dim) * dim * 8
+
+
+def check_basis_memory(dim: int, steps: int, max_bytes: int | None) -> None:
+    """Refuse a Lanczos basis larger than ``max_bytes`` (None: no bound), before any work.
+
+    Raises:
+        MeasureError: ``steps × dim × 8`` bytes is over the bound; the message says how much it would
+            take, the largest ``slq_steps`` that fits and the setting that bounds it (field
+            ``params.slq_steps``).
+    """
+    need = basis_bytes(dim, steps)
+    if max_bytes is None or need <= max_bytes:
+        return
+    fits = max_bytes // (dim * 8)
+    advice = (
+        f"lower slq_steps to {fits} or fewer"
+        if fits >= 2
+        else "no slq_steps (at least 2) fits: leave hessian_density out for this model"
+    )
+    raise MeasureError(
+        f"hessian_density keeps a Lanczos basis of slq_steps × parameters float64 numbers: {steps} × "
+        f"{dim:,} × 8 bytes = {need / 2**30:.2f} GiB, over the bound of {max_bytes / 2**20:,.0f} MiB "
+        f"(the deployment's max_slq_basis_mib): {advice}, or raise the bound where the memory is there",
+        field="params.slq_steps",
+    )
+
+
 def lanczos_tridiagonal(
     op: HessianOperator, start: Float[Tensor, " dim"], steps: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +235,9 @@ def gauss_quadrature(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, n
     return theta, vectors[0] ** 2
 
 
-def slq(op: HessianOperator, steps: int, probes: int, *, seed: int = 0) -> SLQResult:
+def slq(
+    op: HessianOperator, steps: int, probes: int, *, seed: int = 0, max_basis_bytes: int | None = None
+) -> SLQResult:
     """Stochastic Lanczos quadrature of the operator's spectrum.
 
     Args:
@@ -206,12 +245,17 @@ def slq(op: HessianOperator, steps: int, probes: int, *, seed: int = 0) -> SLQRe
         steps: Lanczos steps m per probe (moments up to order 2m − 1 are exact per probe).
         probes: Rademacher probes n_v (the probe-to-probe spread gives the standard errors).
         seed: seeds the probes (the same as ``hutchinson_trace``'s for the same seed).
+        max_basis_bytes: refuse a Lanczos basis larger than this (``check_basis_memory``); None: no bound.
 
     Returns:
         An ``SLQResult``; ``n_hvp = probes · m'``.
+
+    Raises:
+        MeasureError: the basis would be over ``max_basis_bytes``.
     """
     if probes < 1:
         raise ValueError(f"probes must be at least 1, got {probes}")
+    check_basis_memory(op.dim, steps, max_basis_bytes)
     start = op.n_calls
     nodes, weights = [], []
     for v in rademacher_probes(op.dim, probes, seed):
@@ -258,6 +302,7 @@ def hessian_density_table(
     steps: int = 24,
     probes: int = 4,
     seed: int = 0,
+    max_basis_bytes: int | None = None,
 ) -> pd.DataFrame:
     """The Hessian's spectral density and its soft-mode numbers at one checkpoint (``hessian_density``).
 
@@ -268,15 +313,21 @@ def hessian_density_table(
         steps: Lanczos steps m per probe.
         probes: Rademacher probes n_v.
         seed: seeds the probes.
+        max_basis_bytes: the bound on the Lanczos basis (``check_basis_memory``), checked before the
+            gradient graph is built; None: no bound.
 
     Returns:
         The tidy table. Quantities: ``density`` (per unit eigenvalue, ``x`` = eigenvalue in nats /
         unit²), ``mass_near_zero`` and ``negative_mass`` (fractions, ``se`` over probes), ``trace``
         (nats / unit², ``se`` over probes), ``lambda_min`` and ``lambda_max`` (nats / unit²).
+
+    Raises:
+        MeasureError: the Lanczos basis would be over ``max_basis_bytes``.
     """
     theta = model_params(model)
+    check_basis_memory(sum(p.numel() for p in theta.values()), steps, max_basis_bytes)
     op = hessian_operator(lambda p: batch_loss(model, p, batch), theta)
-    res = slq(op, steps, probes, seed=seed)
+    res = slq(op, steps, probes, seed=seed, max_basis_bytes=max_basis_bytes)
     grid, density, _ = spectral_density(res)
     tables = [tidy("hessian_density", "density", density, ("x",), checkpoint=checkpoint, coords={"x": grid})]
     for name, (value, se) in (

@@ -35,7 +35,8 @@ sharpness      hvp · (k + n_eig + hutchinson_samples), n_eig = max(2k + 1, 20) 
 llc            heavy · (1 + 3 · llc_chains · llc_draws)  (an SGLD step: forward and backward)
 hessian_       hvp · (slq_steps · slq_probes + 1)  (Lanczos steps of every probe, the gradient graph)
 density
-head_llc       heavy · head_llc_max_heads · (1 + 3 · llc_chains · llc_draws)  (llc once per head)
+head_llc       heavy · head_llc_max_heads · (1 + 3 · head_llc_chains · head_llc_draws)  (llc once per
+               head; measured: a head's run is 0.7–1.05× its share)
 trajectory     0.1 (reads up to three more checkpoints' weights; no forward pass)
 trajectory_pca (landscape_points² + 2) · heavy: the plane's grid and two losses per checkpoint, once
                per analysis in its series job, priced per checkpoint as an upper bound

@@ -49,6 +49,8 @@ RAISED: dict[str, list[typing.Any]] = {
     "params.slq_steps": [25, 200],
     "params.slq_probes": [5, 64],
     "params.head_llc_max_heads": [9, 4096],
+    "params.head_llc_chains": [3, 16],
+    "params.head_llc_draws": [51, 2000],
 }
 
 
@@ -141,6 +143,30 @@ def test_formulas_at_the_documented_points():
     # LLC: one initial loss plus chains × draws SGLD steps of three forward passes each.
     llc = AnalysisRequest(model="tiny", measures=["llc"], params={"llc_chains": 2, "llc_draws": 50})
     assert estimate(llc).by_measure["llc"] == pytest.approx(1 + 3 * 2 * 50)
+
+
+def test_head_llc_and_all_at_their_defaults_fit_the_ceilings_on_the_zoo():
+    """head_llc has its own sampler size (head_llc_chains × head_llc_draws), priced per head on
+    head_llc_max_heads: a default request of it, or of every measure, on zoo:induction-2l (41
+    checkpoints, 64 prompts) is under max_job_units and max_analysis_units."""
+    s = get_settings()
+    head = AnalysisRequest(model="zoo:induction-2l", measures=["head_llc"])
+    # heavy = 64 prompts × 64 tokens / 1024 = 4 units; 8 heads × (1 + 3 · 2 chains · 50 draws).
+    assert estimate(head).by_measure["head_llc"] == pytest.approx(4 * 8 * (1 + 3 * 2 * 50))
+    # The llc measure's sampler size does not price head_llc (nor the other way round).
+    more = AnalysisRequest(model="zoo:induction-2l", measures=["head_llc"], params={"llc_draws": 2000})
+    assert estimate(more).by_measure == estimate(head).by_measure
+    everything = AnalysisRequest(model="zoo:induction-2l", measures="all")
+    assert "head_llc" in everything.measures
+    cost = check_request(everything, 41)
+    assert cost.per_checkpoint <= s.max_job_units and cost.total <= s.max_analysis_units
+    # At the llc measure's sampler size (4 × 100) head_llc alone would be over the job ceiling.
+    as_llc = AnalysisRequest(
+        model="zoo:induction-2l", measures=["head_llc"], params={"head_llc_chains": 4, "head_llc_draws": 100}
+    )
+    with pytest.raises(InvalidRequest) as caught:
+        check_request(as_llc, 1)
+    assert caught.value.field in ("params.head_llc_draws", "params.head_llc_chains")
 
 
 def test_job_timeout_grows_with_the_work_and_is_capped(monkeypatch):

@@ -141,3 +141,70 @@ def test_table_has_one_row_per_head_with_its_chain_error(dead_head_model) -> Non
         head_llc_table(model, batch, 300, max_heads=1, **SAMPLER)
     one = head_llc_table(model, batch, 300, max_heads=2, **{**SAMPLER, "num_chains": 1, "num_draws": 10})
     assert one["se"].isna().all()  # one chain has no spread
+
+
+def test_the_request_sets_head_llcs_own_sampler(dead_head_model) -> None:  # noqa: ANN001
+    from phasescope.analysis.run import measure_landscape
+    from phasescope.models.loading import LoadedModel, ModelRef
+    from phasescope.schemas import MeasureParams
+
+    model, batch = dead_head_model
+    loaded = LoadedModel(ModelRef("dead-head", "series", "dead-head"), 300, model)
+    # head_llc_chains and head_llc_draws reach the sampler (the llc measure's chains and draws do not):
+    # the table is the one head_llc_table makes with those settings, to the last bit.
+    params = MeasureParams(head_llc_chains=2, head_llc_draws=10, head_llc_max_heads=2, llc_chains=1)
+    table = measure_landscape(loaded, ["head_llc"], params, batch)
+    direct = head_llc_table(
+        model, batch, 300, max_heads=2, num_chains=2, num_draws=10, lr=1e-4, localization=100.0, seed=0
+    )
+    np.testing.assert_array_equal(table["value"].to_numpy(), direct["value"].to_numpy())
+    np.testing.assert_array_equal(table["se"].to_numpy(), direct["se"].to_numpy())
+    assert table["se"].notna().all()  # two chains: a spread, whatever llc_chains says
+    one = measure_landscape(loaded, ["head_llc"], params.model_copy(update={"head_llc_chains": 1}), batch)
+    assert one["se"].isna().all()
+
+
+def test_the_defaults_are_head_llcs_own_and_its_reuse_key_names_them() -> None:
+    from phasescope.schemas import AnalysisRequest, MeasureParams
+    from phasescope.service.reuse import measure_keys
+
+    default = MeasureParams()
+    assert (default.head_llc_chains, default.head_llc_draws) == (2, 50)
+    assert default.head_llc_chains * default.head_llc_draws < default.llc_chains * default.llc_draws
+
+    def key(**params: object) -> str:
+        request = AnalysisRequest(model="tiny", measures=["head_llc", "llc"], params=params)
+        return measure_keys(request.model_dump(mode="json"), 10, "files:x")["head_llc"]
+
+    assert key(head_llc_draws=60) != key() != key(head_llc_chains=3)
+    assert key(llc_draws=200, llc_chains=8) == key()  # the llc measure's sampler size is not head_llc's
+    assert key(llc_lr=1e-3) != key()  # its step size and localisation are shared
+
+
+def test_a_model_declaring_more_heads_than_head_llc_max_heads_is_refused_at_submit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phasescope.config import get_settings
+    from phasescope.errors import InvalidRequest
+    from phasescope.schemas import AnalysisRequest
+    from phasescope.service.shape_limits import check_shape_limits
+    from tests.helpers import tiny_series
+
+    monkeypatch.setenv("PHASESCOPE_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        tiny_series(tmp_path / "models" / "wide", steps=(0, 10), n_heads=8, d_head=4)  # 2 layers × 8
+        wide = {"model": "wide", "measures": ["head_llc", "loss"]}
+        with pytest.raises(InvalidRequest) as caught:
+            check_shape_limits(AnalysisRequest.model_validate(wide))
+        assert caught.value.field == "params.head_llc_max_heads"
+        assert "16 heads" in caught.value.message and "head_llc_max_heads = 8" in caught.value.message
+        check_shape_limits(AnalysisRequest.model_validate({**wide, "params": {"head_llc_max_heads": 16}}))
+        check_shape_limits(AnalysisRequest.model_validate({**wide, "measures": ["loss"]}))
+        # A model that declares no shape here (TransformerLens: its config is converted at load time)
+        # is left to the worker, which refuses it with the same field (head_llc_table above).
+        check_shape_limits(
+            AnalysisRequest(model="tl:gpt2", measures=["head_llc"], params={"head_llc_max_heads": 1})
+        )
+    finally:
+        get_settings.cache_clear()

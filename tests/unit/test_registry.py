@@ -222,6 +222,8 @@ def test_a_tiny_real_run_emits_only_declared_quantities_and_each_has_a_dashboard
         hutchinson_samples=2,
         llc_chains=1,
         llc_draws=10,
+        head_llc_chains=1,
+        head_llc_draws=10,
     )
     loaded, other = load_model(series, 20), load_model(series, 10)
     # The cross-checkpoint kind reads the analysis's earlier checkpoints, the series kind all of them.

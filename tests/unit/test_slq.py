@@ -7,10 +7,14 @@ import pytest
 import torch
 
 from phasescope.analysis.inputs import repeated_random_tokens
+from phasescope.config import get_settings
+from phasescope.errors import MeasureError
 from phasescope.measures.landscape import batch_loss, model_params
 from phasescope.measures.sharpness import hessian_operator, hutchinson_trace, lanczos_top
 from phasescope.measures.slq import (
     GRID_POINTS,
+    basis_bytes,
+    check_basis_memory,
     gauss_quadrature,
     hessian_density_table,
     lanczos_tridiagonal,
@@ -173,3 +177,47 @@ def test_quadrature_of_one_step_is_its_rayleigh_quotient() -> None:
         lanczos_tridiagonal(op, torch.ones(3, dtype=torch.float64), 0)
     with pytest.raises(ValueError, match="probes"):
         slq(op, 2, 0)
+
+
+def test_the_lanczos_basis_is_bounded_before_any_product(model_and_batch) -> None:  # noqa: ANN001
+    # The basis is min(m, D) rows of D float64 numbers: 24 steps on 124M parameters is 22.2 GiB.
+    assert basis_bytes(124_000_000, 24) == 24 * 124_000_000 * 8
+    assert basis_bytes(3, 10) == 3 * 3 * 8  # Lanczos stops at D steps
+    with pytest.raises(MeasureError) as caught:
+        check_basis_memory(124_000_000, 24, 4 * 2**30)
+    message = caught.value.message
+    assert caught.value.field == "params.slq_steps"
+    assert "22.17 GiB" in message and "4,096 MiB" in message and "max_slq_basis_mib" in message
+    assert "slq_steps to 4 or fewer" in message  # 4 × 124M × 8 bytes = 3.7 GiB fits, 5 does not
+    check_basis_memory(124_000_000, 4, 4 * 2**30)
+    with pytest.raises(MeasureError, match="no slq_steps"):
+        check_basis_memory(10**9, 2, 4 * 2**30)  # even 2 steps of a 1B model are 14.9 GiB
+    check_basis_memory(1000, 50, basis_bytes(1000, 50))  # the bound itself is allowed
+    with pytest.raises(MeasureError):
+        check_basis_memory(1000, 50, basis_bytes(1000, 50) - 1)
+    check_basis_memory(10**12, 200, None)  # no bound
+    # slq refuses before spending a Hessian-vector product.
+    op, _ = quadratic(np.linspace(1.0, 2.0, 40))
+    with pytest.raises(MeasureError, match="slq_steps"):
+        slq(op, 30, 2, max_basis_bytes=basis_bytes(40, 30) - 1)
+    assert op.n_calls == 0
+    assert slq(op, 30, 2, max_basis_bytes=basis_bytes(40, 30)).n_hvp == op.n_calls > 0
+
+
+def test_the_measure_reads_its_bound_from_the_settings(model_and_batch, monkeypatch) -> None:  # noqa: ANN001
+    from phasescope.analysis.run import measure_landscape
+    from phasescope.models.loading import LoadedModel, ModelRef
+    from phasescope.schemas import MeasureParams
+
+    model, batch = model_and_batch
+    loaded = LoadedModel(ModelRef("tiny", "series", "tiny"), 0, model)
+    dim = sum(p.numel() for p in model.parameters())
+    assert get_settings().max_slq_basis_mib == 4096  # the documented default (docs/deployment.md)
+    monkeypatch.setenv("PHASESCOPE_MAX_SLQ_BASIS_MIB", "1")
+    get_settings.cache_clear()
+    try:
+        params = MeasureParams(slq_steps=200, slq_probes=1)  # 200 × 1,076 × 8 bytes = 1.6 MiB
+        with pytest.raises(MeasureError, match=f"slq_steps to {2**20 // (8 * dim)} or fewer"):
+            measure_landscape(loaded, ["hessian_density"], params, batch)
+    finally:
+        get_settings.cache_clear()
