@@ -34,7 +34,16 @@ from torch import Tensor
 
 from phasescope.errors import MeasureError
 
-__all__ = ["QUERY_BLOCK", "Slab", "boltzmann_sums", "query_blocks", "slabs", "sweep_plan", "weights_buffer"]
+__all__ = [
+    "QUERY_BLOCK",
+    "Slab",
+    "boltzmann_sums",
+    "query_blocks",
+    "slabs",
+    "sweep_plan",
+    "variance_sums",
+    "weights_buffer",
+]
 
 QUERY_BLOCK = 16
 """Queries per block (see ``query_blocks``)."""
@@ -207,3 +216,34 @@ def _exp_minus(e: Tensor, value: float, out: Tensor, top_e: float) -> None:
     if -value * top_e < EXP_FLOOR:
         out.clamp_min_(EXP_FLOOR)
     out.exp_()
+
+
+def variance_sums(
+    rows: Float[Tensor, "prompt query key"], betas: Sequence[float], slab_elements: int, buffer: Tensor
+) -> Float[Tensor, "prompt beta"]:
+    """``Σ Var_row(e)`` over each prompt's rows with ``n >= 2`` allowed keys, at each of a few β.
+
+    The same sums as the thermo table's sweep (``Var(e) = B/Z' - (A/Z')²`` per row, ``C = β²·Var``),
+    for one head's rows at β of its own: the β* refinement evaluates ``C̄`` exactly here, between grid
+    points (docs/measures.md, "Thermodynamics"). ``betas`` increasing; three equally spaced ones cost
+    two ``exp`` and two multiplications per score (``sweep_plan``).
+
+    Args:
+        rows: one head's scores ``[prompt, query, key]``, ``-inf`` at masked keys, float32 or float64.
+        betas: increasing inverse temperatures.
+        slab_elements: scores per slab (as the sweep's).
+        buffer: from ``weights_buffer`` for ``len(betas)`` β.
+
+    Returns:
+        ``[prompt, beta]`` float64 sums on the scores' device.
+    """
+    plan = sweep_plan(betas)
+    out = torch.zeros(rows.shape[0], len(plan), dtype=torch.float64, device=rows.device)
+    for slab in slabs(rows, slab_elements):
+        g, q = slab.r1 - slab.r0, slab.q1 - slab.q0
+        raw = boltzmann_sums(slab.e, slab.allowed.to(torch.float64), plan, buffer)  # [g·q, 3, β]
+        mean_e = raw[:, 1] / raw[:, 0]
+        var = raw[:, 2] / raw[:, 0] - mean_e * mean_e
+        valid = (slab.allowed.sum(dim=-1) >= 2).unsqueeze(-1)  # one-key rows have no thermodynamics
+        out[slab.r0 : slab.r1] += torch.where(valid, var, 0.0).view(g, q, -1).sum(dim=1)
+    return out

@@ -32,15 +32,9 @@ from torch import Tensor
 from phasescope.errors import MeasureError
 from phasescope.measures.boltzmann import boltzmann_sums, slabs, sweep_plan, weights_buffer
 from phasescope.measures.entropy import _prepare
-from phasescope.measures.fluctuations import (
-    PROMPT_ROWS_PER_HEAD,
-    fluctuation_tables,
-    fluctuations,
-    percentile_interval,
-    resample_counts,
-    tidy_with_spread,
-)
+from phasescope.measures.fluctuations import PROMPT_ROWS_PER_HEAD, fluctuation_tables, tidy_with_spread
 from phasescope.measures.tables import concat_tables
+from phasescope.measures.thermo_peak import beta_star_spread, peak_beta, refine_peak
 
 __all__ = ["ROW_QUANTITIES", "beta_grid", "peak_beta", "row_thermo", "thermo_table"]
 
@@ -60,10 +54,6 @@ _SLAB_ELEMENTS = 2**15
 _BUFFER_ELEMENTS = 2**18
 _SLAB_ELEMENTS_ACCEL = 2**22
 _BUFFER_ELEMENTS_ACCEL = 2**26
-# A row-averaged heat capacity below this everywhere on the grid is flat: all energies of every row
-# are (numerically) degenerate. That is the vanishing-gap limit, whose peak β* ~ 1/gap runs off the
-# top of the grid, so it is reported as censored above.
-_FLAT_C = 1e-12
 _HEAD = ("layer", "head")
 
 
@@ -163,6 +153,14 @@ def _quantities(
     }
 
 
+def _slab_and_buffer(n_beta: int, device: torch.device) -> tuple[int, Tensor]:
+    """The slab size and weights buffer of a sweep over ``n_beta`` values of β on ``device``."""
+    accel = device.type != "cpu"
+    slab_elements = _SLAB_ELEMENTS_ACCEL if accel else _SLAB_ELEMENTS
+    buffer_elements = _BUFFER_ELEMENTS_ACCEL if accel else _BUFFER_ELEMENTS
+    return slab_elements, weights_buffer(slab_elements, n_beta, buffer_elements, device)
+
+
 def _table_sums(
     scores: Float[Tensor, "layer batch head query key"], betas: Float[Tensor, " beta"]
 ) -> tuple[Float[Tensor, "layer batch head 5 beta"], Float[Tensor, "layer batch head"]]:
@@ -177,11 +175,7 @@ def _table_sums(
     """
     n_layers, n_batch, n_heads, n_query, n_key = scores.shape
     n_rows, n_beta = n_layers * n_batch * n_heads, betas.numel()
-    accel = scores.device.type != "cpu"
-    slab_elements = _SLAB_ELEMENTS_ACCEL if accel else _SLAB_ELEMENTS
-    buffer = weights_buffer(
-        slab_elements, n_beta, _BUFFER_ELEMENTS_ACCEL if accel else _BUFFER_ELEMENTS, scores.device
-    )
+    slab_elements, buffer = _slab_and_buffer(n_beta, scores.device)
     plan = sweep_plan(betas.tolist())
     sums = torch.zeros(n_rows, 5, n_beta, dtype=torch.float64, device=scores.device)
     count = torch.zeros(n_rows, dtype=torch.int64, device=scores.device)
@@ -288,11 +282,14 @@ def thermo_table(
           mean of the rows' heat capacities, taken first, then maximised (not the mean of each
           row's own peak).
         - ``beta_star``: where ``C̄(β)`` peaks: the vertex of the parabola in ``ln β`` through the
-          grid maximum and its two neighbours (``peak_beta``); NaN when the peak is censored. Its
-          ``se``, ``ci_lo`` and ``ci_hi`` come from a bootstrap over prompts (each resample pools its
-          prompts' rows into one ``C̄(β)`` and finds its β* again).
+          grid maximum and its two neighbours (``peak_beta``), refined by the vertex of the parabola
+          through ``C̄`` evaluated exactly at three β a quarter of a grid step apart around it
+          (``thermo_peak.refine_peak``: within 1e-3 of the grid-free peak, between the grid maximum's
+          neighbours); NaN when the peak is censored. Its ``se``, ``ci_lo`` and ``ci_hi`` come from a
+          bootstrap over prompts (each resample pools its prompts' rows into one ``C̄``, on the grid
+          and at the stencil, and finds its β* again).
         - ``beta_star_prompt`` (layer, head, index): the β* of each prompt's own ``C̄(β)`` (over its
-          valid rows; a prompt whose peak is censored has no row), and ``beta_star_chi`` (layer, head),
+          valid rows, the grid vertex without refinement; a prompt whose peak is censored has no row), and ``beta_star_chi`` (layer, head),
           the susceptibility of those with ``N_p`` = the prompt's valid rows (docs/measures.md,
           "Uncertainties and susceptibility"). The pooled β* is not their mean.
         - ``beta_star_censored``: 0 for a peak inside the grid, -1 when it lies on the first point
@@ -325,9 +322,12 @@ def thermo_table(
 
     heat = sweep["heat_capacity"]
     heat_max = heat.max(dim=-1).values
-    beta_star, censored, edge = peak_beta(heat, betas)
+    _, censored, edge = peak_beta(heat, betas)
     interior = censored == 0
-    spread = _beta_star_spread(prompt_sums, prompt_count, betas, interior)
+    # β* between grid points: C̄ evaluated exactly at a small stencil per head (thermo_peak).
+    refined = refine_peak(scores.detach(), betas, heat, prompt_count, *_slab_and_buffer(3, scores.device))
+    beta_star = refined.beta_star
+    spread = beta_star_spread(prompt_sums, prompt_count, betas, refined)
     summary = {
         "beta_star": beta_star,
         "beta_star_censored": censored,
@@ -352,80 +352,3 @@ def thermo_table(
     )
     tables += [t[t["value"].notna()] for t in chi]
     return concat_tables(tables)
-
-
-def peak_beta(
-    heat: Float[Tensor, "... beta"], betas: Float[Tensor, " beta"]
-) -> tuple[Float[Tensor, " ..."], Float[Tensor, " ..."], Float[Tensor, " ..."]]:
-    """β* of heat-capacity curves: the vertex of the parabola in ``ln β`` through the grid maximum and its
-    two neighbours (docs/measures.md, "Thermodynamics").
-
-    The vertex of a parabola through three points lies between the outer two when the middle one is the
-    largest, so β* stays within one grid step of the grid maximum; a parabola in ``ln β`` is
-    reproduced exactly.
-
-    Args:
-        heat: ``C(β)`` on the grid, any leading dims.
-        betas: the increasing grid.
-
-    Returns:
-        ``(beta_star, censored, edge)``: β* (NaN when censored), the censoring code (-1 the maximum is
-        the first grid point, +1 the last, 0 inside; a curve below 1e-12 everywhere counts as +1) and
-        the grid β of the maximum.
-    """
-    last = betas.numel() - 1
-    heat_max = heat.max(dim=-1).values
-    idx = torch.where(heat_max < _FLAT_C, last, heat.argmax(dim=-1))  # argmax: first of ties
-    censored = torch.where(idx == 0, -1.0, torch.where(idx == last, 1.0, 0.0))
-    u = betas.log()
-    mid = idx.clamp(1, max(last - 1, 1))
-    u0, u1, u2 = u[mid - 1], u[mid], u[mid + 1]
-    f0, f1, f2 = (heat.gather(-1, (mid + k).unsqueeze(-1)).squeeze(-1) for k in (-1, 0, 1))
-    a, b = f1 - f2, f1 - f0  # both >= 0 at an interior maximum
-    num = (u1 - u0) ** 2 * a - (u1 - u2) ** 2 * b
-    den = (u1 - u0) * a - (u1 - u2) * b  # > 0 unless the three points are level
-    vertex = torch.where(den > 0, u1 - 0.5 * num / torch.where(den > 0, den, 1.0), u1)
-    beta_star = torch.where(censored == 0, vertex.exp(), math.nan)
-    return beta_star, censored, betas[idx]
-
-
-def _beta_star_spread(
-    prompt_sums: Float[Tensor, "layer batch head 5 beta"],
-    prompt_count: Float[Tensor, "layer batch head"],
-    betas: Float[Tensor, " beta"],
-    interior: Tensor,
-) -> dict:
-    """β* of each prompt's own ``C(β)``, its susceptibility, and the prompt bootstrap of the pooled β*.
-
-    Each bootstrap resample pools the resampled prompts' row sums into one ``C̄(β)`` per head and finds
-    its β* as ``peak_beta`` does: ``se`` is the resamples' standard deviation and ``ci_lo``/``ci_hi``
-    their 95% percentile interval, over the resamples whose peak is inside the grid; all three are NaN
-    for a censored head.
-    """
-    # Per prompt and β: Σ over the prompt's rows of Var_row(e) = <e²> − <e>² (C/β² summed over rows).
-    var_sum = (prompt_sums[..., 2, :] - prompt_sums[..., 1, :]).transpose(1, 2)  # [layer, head, batch, β]
-    count = prompt_count.transpose(1, 2).to(torch.float64)  # [layer, head, batch]
-    b2 = betas * betas
-    with torch.no_grad():
-        heat_p = b2 * var_sum / count.unsqueeze(-1)  # NaN for a prompt without a valid row
-        star_p, censored_p, _ = peak_beta(torch.nan_to_num(heat_p, nan=0.0), betas)
-        star_p = torch.where((count > 0) & (censored_p == 0), star_p, math.nan)
-        fl = fluctuations(star_p, count)
-        counts = resample_counts(count.shape[-1], device=var_sum.device)  # [boot, batch]
-        heat_b = b2 * torch.einsum("rb,lhbq->lhrq", counts, var_sum)
-        heat_b = heat_b / torch.einsum("rb,lhb->lhr", counts, count).clamp_min(1.0).unsqueeze(-1)
-        star_b, _, _ = peak_beta(heat_b, betas)  # [layer, head, boot], NaN where censored
-        lo, hi = percentile_interval(star_b)
-        ok = star_b.isfinite()
-        k = ok.sum(-1).to(torch.float64)
-        mean_b = torch.where(ok, star_b, 0.0).sum(-1) / k
-        dev = torch.where(ok, star_b - mean_b.unsqueeze(-1), 0.0)
-        se = ((dev * dev).sum(-1) / (k - 1)).sqrt()
-    off = ~interior | (k < 2)
-    return {
-        "se": torch.where(off, math.nan, se),
-        "ci_lo": torch.where(off, math.nan, lo),
-        "ci_hi": torch.where(off, math.nan, hi),
-        "prompt": star_p,
-        "fluctuations": fl,
-    }

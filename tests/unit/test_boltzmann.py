@@ -121,6 +121,23 @@ def test_thermo_table_equals_exact_row_average_on_adversarial_heads(grid: str) -
     assert not table[table["beta"].notna()]["value"].isna().any()
 
 
+@pytest.mark.parametrize("points", [[0.9, 1.0, 1.1], [0.07, 0.5, 3.0], [1e3, 2e3, 3e3]])
+def test_variance_sums_at_a_stencil_equal_the_exact_row_sums(points: list[float]) -> None:
+    # The β* refinement's sums (one head's rows at β of its own, chained on equal steps): per prompt,
+    # β² Σ Var_row(e) over rows with n >= 2 equals the sum of row_thermo's C over those rows, within
+    # the one-pass bound (2n + 1)(k + 2)ε relative, on every adversarial head and for any slab size.
+    s = _adversarial_heads(8)
+    betas = torch.tensor(points, dtype=torch.float64)
+    valid = (~s.isneginf()).sum(-1) >= 2
+    exact = torch.where(valid, row_thermo(s, betas)["heat_capacity"], 0.0)  # [β, 1, batch, head, query]
+    want = exact.sum(dim=-1)[:, 0].permute(2, 1, 0)  # [head, batch, β]
+    for elements in (2**15, 100):
+        buffer = weights_buffer(elements, 3, 4 * elements, s.device)
+        got = torch.stack([boltzmann.variance_sums(s[0, :, h], points, elements, buffer) for h in range(6)])
+        torch.testing.assert_close(got * betas**2, want, rtol=49 * 26 * EPS, atol=1e-12)
+    assert want.max() > 0.05 and (want[4] == 0).all()  # not vacuous; one-key rows count for nothing
+
+
 def test_one_pass_variance_within_its_bound() -> None:
     # The worst case of Var(e) >= p0 <e>² with p0 ~ 1/n: a lone ground state, 127 keys 10 above it
     # spread by 1e-6, at high temperature. The exact form is row_thermo's centred two-pass variance.
