@@ -226,13 +226,13 @@ def variance_sums(
     The same sums as the thermo table's sweep (``Var(e) = B/Z' - (A/Z')²`` per row, ``C = β²·Var``),
     for one head's rows at β of its own: the β* refinement evaluates ``C̄`` exactly here, between grid
     points (docs/measures.md, "Thermodynamics"). ``betas`` increasing; three equally spaced ones cost
-    two ``exp`` and two multiplications per score (``sweep_plan``).
+    two ``exp`` and two multiplications per score (``sweep_plan``, the same chains as the sweep's).
 
     Args:
         rows: one head's scores ``[prompt, query, key]``, ``-inf`` at masked keys, float32 or float64.
         betas: increasing inverse temperatures.
         slab_elements: scores per slab (as the sweep's).
-        buffer: from ``weights_buffer`` for ``len(betas)`` β.
+        buffer: float64 scratch for ``len(betas) + 1`` slabs (a larger one is made if it is smaller).
 
     Returns:
         ``[prompt, beta]`` float64 sums on the scores' device.
@@ -241,9 +241,27 @@ def variance_sums(
     out = torch.zeros(rows.shape[0], len(plan), dtype=torch.float64, device=rows.device)
     for slab in slabs(rows, slab_elements):
         g, q = slab.r1 - slab.r0, slab.q1 - slab.q0
-        raw = boltzmann_sums(slab.e, slab.allowed.to(torch.float64), plan, buffer)  # [g·q, 3, β]
-        mean_e = raw[:, 1] / raw[:, 0]
-        var = raw[:, 2] / raw[:, 0] - mean_e * mean_e
-        valid = (slab.allowed.sum(dim=-1) >= 2).unsqueeze(-1)  # one-key rows have no thermodynamics
-        out[slab.r0 : slab.r1] += torch.where(valid, var, 0.0).view(g, q, -1).sum(dim=1)
+        e = slab.e
+        size = e.numel()
+        if buffer.numel() < (len(plan) + 1) * size:
+            buffer = torch.empty((len(plan) + 1) * size, dtype=e.dtype, device=e.device)
+        w = buffer[: len(plan) * size].view(len(plan), *e.shape)
+        rate = buffer[len(plan) * size : (len(plan) + 1) * size].view_as(e)
+        top_e, delta = float(e.max()), None
+        for j, (kind, value) in enumerate(plan):
+            if kind == "exp":
+                _exp_minus(e, value, w[j], top_e)
+            else:
+                if value != delta:
+                    _exp_minus(e, value, rate, top_e)
+                    delta = value
+                torch.mul(w[j - 1], rate, out=w[j])
+        # Three reductions per β, not boltzmann_sums' product with [1, e, e²]: for a few β, building
+        # that interleaved [row, 3, key] operand costs more than the product saves.
+        z = (w * slab.allowed.to(e.dtype)).sum(dim=-1)  # [β, g·q]
+        w.mul_(e)
+        mean_e = w.sum(dim=-1) / z
+        var = w.mul_(e).sum(dim=-1) / z - mean_e * mean_e
+        valid = slab.allowed.sum(dim=-1) >= 2  # one-key rows have no thermodynamics
+        out[slab.r0 : slab.r1] += torch.where(valid, var, 0.0).view(-1, g, q).sum(dim=-1).T
     return out
