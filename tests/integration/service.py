@@ -244,9 +244,12 @@ class ApiServer:
 def sorted_table(frame: Any) -> Any:
     """A results table in one canonical row and column order, values as stored (float32): two runs of
     the same request compare equal with ``DataFrame.equals`` whatever order their parts came in."""
-    keys = [c for c in frame.columns if c != "value"]
+    stored_as_float32 = ["value", "se", "ci_lo", "ci_hi"]  # phasescope.service.storage
+    keys = [c for c in frame.columns if c not in stored_as_float32]
     frame = frame.copy()
-    frame["value"] = frame["value"].astype("float32")
+    for column in stored_as_float32:
+        if column in frame:
+            frame[column] = frame[column].astype("float32")
     return frame.sort_values(keys, na_position="first").reset_index(drop=True)[sorted(frame.columns)]
 
 
