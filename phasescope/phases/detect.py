@@ -47,7 +47,7 @@ import pandas as pd
 
 from phasescope.phases.replicates import paired_resamples, resampled_moments
 
-__all__ = ["Transition", "detect_transitions", "fit_transition"]
+__all__ = ["Transition", "detect_transitions", "fit_transition", "normal_equations"]
 
 _SPAN_STEP = 2 * math.log(9)  # 10–90% span of a sigmoid, in units of w
 _SPAN_PEAK = 2 * math.sqrt(2 * math.log(2))  # full width at half maximum of a Gaussian, in units of w
@@ -145,20 +145,30 @@ def _solve(
     kind: str, x: np.ndarray, m: np.ndarray, x0: np.ndarray, w: np.ndarray
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """SSE and amplitudes (Δ[, h]) of the best fit at every ``(x0, w)`` of a grid (any shape)."""
-    k = len(x)
     cols = [c - c.mean(-1, keepdims=True) for c in _basis(kind, x, x0, w)]
     mc = m - m.mean()
-    sst = float(mc @ mc)
-    # Centring removes the intercept; the amplitudes solve 1×1 or 2×2 normal equations in closed form.
+    sse, amplitudes = normal_equations(kind, cols, mc[None], np.array([mc @ mc]))
+    return sse[..., 0], [a[..., 0] for a in amplitudes]
+
+
+def normal_equations(
+    kind: str, cols: list[np.ndarray], mc: np.ndarray, sst: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """SSE and amplitudes for centred columns ``[..., K]`` and centred series ``[B, K]``: ``[..., B]``.
+
+    Centring removes the intercept; the amplitudes solve 1×1 or 2×2 normal equations in closed form
+    (``phasescope.phases.refit`` solves every bootstrap resample this way at once).
+    """
+    k = mc.shape[1]
     if kind == "step":
         (s,) = cols
-        ss = (s * s).sum(-1)
+        ss = (s * s).sum(-1)[..., None]
         ok = ss > 1e-12 * k
-        d = np.where(ok, (s @ mc) / np.where(ok, ss, 1), 0.0)
+        d = np.where(ok, (s @ mc.T) / np.where(ok, ss, 1), 0.0)
         return np.where(ok, sst - d**2 * ss, sst), [d]
     s, g = cols
-    a11, a12, a22 = (s * s).sum(-1), (s * g).sum(-1), (g * g).sum(-1)
-    b1, b2 = s @ mc, g @ mc
+    a11, a12, a22 = ((s * s).sum(-1)[..., None], (s * g).sum(-1)[..., None], (g * g).sum(-1)[..., None])
+    b1, b2 = s @ mc.T, g @ mc.T
     det = a11 * a22 - a12**2
     ok = det > 1e-10 * np.maximum(a11 * a22, 1e-300)
     safe = np.where(ok, det, 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from phasescope.phases.detect import _basis, _Fit
+from phasescope.phases.detect import _basis, _Fit, normal_equations
 
 __all__ = ["local_grid", "refit_many"]
 
@@ -22,28 +22,6 @@ def local_grid(x: np.ndarray, fit: _Fit) -> tuple[np.ndarray, np.ndarray]:
     half = 3 * fit.w + 2 * float(np.diff(x).max())
     centres = np.linspace(max(fit.x0 - half, x[0]), min(fit.x0 + half, x[-1]), 41)
     return centres, np.geomspace(fit.w / 3, fit.w * 3, 9)
-
-
-def _normal(
-    kind: str, cols: list[np.ndarray], mc: np.ndarray, sst: np.ndarray
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """SSE and amplitudes for centred columns ``[..., K]`` and centred series ``[B, K]``: ``[..., B]``."""
-    k = mc.shape[1]
-    if kind == "step":
-        (s,) = cols
-        ss = (s * s).sum(-1)[..., None]
-        ok = ss > 1e-12 * k
-        d = np.where(ok, (s @ mc.T) / np.where(ok, ss, 1), 0.0)
-        return np.where(ok, sst - d**2 * ss, sst), [d]
-    s, g = cols
-    a11, a12, a22 = ((s * s).sum(-1)[..., None], (s * g).sum(-1)[..., None], (g * g).sum(-1)[..., None])
-    b1, b2 = s @ mc.T, g @ mc.T
-    det = a11 * a22 - a12**2
-    ok = det > 1e-10 * np.maximum(a11 * a22, 1e-300)
-    safe = np.where(ok, det, 1)
-    d = np.where(ok, (a22 * b1 - a12 * b2) / safe, 0.0)
-    h = np.where(ok, (a11 * b2 - a12 * b1) / safe, 0.0)
-    return np.where(ok, sst - (d * b1 + h * b2), sst), [d, h]
 
 
 def refit_many(x: np.ndarray, series: np.ndarray, fit: _Fit) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +42,7 @@ def refit_many(x: np.ndarray, series: np.ndarray, fit: _Fit) -> tuple[np.ndarray
     cols = [c - c.mean(-1, keepdims=True) for c in _basis(fit.kind, x, x0g, wg)]  # each [C, W, K]
     mc = series - series.mean(1, keepdims=True)
     sst = (mc * mc).sum(1)
-    sse, _ = _normal(fit.kind, cols, mc, sst)  # [C, W, B]
+    sse, _ = normal_equations(fit.kind, cols, mc, sst)  # [C, W, B]
     n_c, n_w, n_b = sse.shape
     best = np.argmin(sse.reshape(n_c * n_w, n_b), axis=0)
     i, j = np.divmod(best, n_w)
